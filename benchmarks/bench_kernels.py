@@ -1,0 +1,210 @@
+"""Kernel benchmarks: every installed backend's kernels vs torch fp32 vs torch's own quantized engine.
+
+Run (plugins installed):
+    python benchmarks/bench_kernels.py [--threads 1,2] [--quick] [--backends fbgemm,x86_onednn]
+
+For each backend it prints markdown tables, one row per op and shape, with our median
+latency, torch fp32's, torch's own quantized engine of the same name (fbgemm -> fbgemm,
+x86_onednn -> x86 and onednn (best of both), qnnpack -> qnnpack, xnnpack -> x86 and qnnpack)
+and the ratios (>1 means we are faster), all measured side by side in this one run. It
+also measures the AVX-512 VNNI register-only peak (benchmarks/peak/vnni_peak.c) and reports
+our large-GEMM throughput as a fraction of it, and the per-call overhead of the lowered
+custom op on a 1x768x768 linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import markdown_table, time_call  # noqa: E402
+
+import quantplug  # noqa: E402
+from quantplug.kernels import flatten_packed  # noqa: E402
+
+LINEAR_M = (1, 8, 32, 128, 512)
+LINEAR_KN = ((768, 768), (768, 3072), (3072, 768), (4096, 4096))
+# (name, cin, cout, k, stride, hw, groups)
+CONVS = (
+    ("resnet18 conv1 7x7/2", 3, 64, 7, 2, 224, 1),
+    ("resnet18 64->64 3x3", 64, 64, 3, 1, 56, 1),
+    ("resnet18 128->128 3x3", 128, 128, 3, 1, 28, 1),
+    ("resnet18 256->256 3x3", 256, 256, 3, 1, 14, 1),
+    ("resnet18 512->512 3x3", 512, 512, 3, 1, 7, 1),
+    ("mobilenet dw 3x3 144ch", 144, 144, 3, 1, 56, 144),
+    ("mobilenet pw 1x1 144->24", 144, 24, 1, 1, 56, 1),
+)
+TORCH_ENGINES = {"fbgemm": ("fbgemm",), "x86_onednn": ("x86", "onednn"), "qnnpack": ("qnnpack",),
+                 "xnnpack": ("x86", "qnnpack"), "reference": ("x86",)}
+
+
+def vnni_peak_gops() -> float | None:
+    src = os.path.join(os.path.dirname(__file__), "peak", "vnni_peak.c")
+    with tempfile.TemporaryDirectory() as d:
+        exe = os.path.join(d, "peak")
+        try:
+            subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512vnni", src, "-o", exe], check=True, capture_output=True)
+            return max(float(subprocess.run([exe], check=True, capture_output=True, text=True).stdout) for _ in range(2))
+        except (OSError, subprocess.CalledProcessError, ValueError):
+            return None
+
+
+def act_dtype_of(backend) -> tuple[torch.dtype, int, int]:
+    cfg = backend.backend_config.get("linear") or backend.backend_config.configs[0]
+    dc = next(d for d in cfg.dtype_configs if d.input_dtype is not None and not d.is_dynamic)
+    dt = dc.input_dtype.dtype
+    lo = dc.input_dtype.quant_min_lower_bound if dc.input_dtype.quant_min_lower_bound is not None else (0 if dt == torch.uint8 else -128)
+    hi = dc.input_dtype.quant_max_upper_bound if dc.input_dtype.quant_max_upper_bound is not None else (255 if dt == torch.uint8 else 127)
+    return dt, lo, hi
+
+
+def torch_linear(engine, x, w, bias, dynamic):
+    torch.backends.quantized.engine = engine
+    per_tensor = engine == "qnnpack"
+    if per_tensor:
+        wq = torch.quantize_per_tensor(w, float(w.abs().max() / 127), 0, torch.qint8)
+    else:
+        wq = torch.quantize_per_channel(w, w.abs().amax(1) / 127, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(wq, bias)
+    if dynamic:
+        return lambda: torch.ops.quantized.linear_dynamic(x, packed, engine == "fbgemm")
+    xq = torch.quantize_per_tensor(x, float(x.abs().max() / 127), 128, torch.quint8)
+    return lambda: torch.ops.quantized.linear(xq, packed, 0.05, 128)
+
+
+def torch_conv(engine, x, w, bias, stride, pad, groups):
+    torch.backends.quantized.engine = engine
+    wq = torch.quantize_per_channel(w, w.abs().amax((1, 2, 3)) / 127, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8) \
+        if engine != "qnnpack" else torch.quantize_per_tensor(w, float(w.abs().max() / 127), 0, torch.qint8)
+    packed = torch.ops.quantized.conv2d_prepack(wq, bias, [stride] * 2, [pad] * 2, [1, 1], groups)
+    xq = torch.quantize_per_tensor(x, float(x.abs().max() / 127), 128, torch.quint8).contiguous(memory_format=torch.channels_last)
+    return lambda: torch.ops.quantized.conv2d(xq, packed, 0.05, 128)
+
+
+def best_torch(engines, make):
+    best, name = None, None
+    for e in engines:
+        try:
+            fn = make(e)
+            t = time_call(fn)
+        except Exception:  # an engine may not support a shape or dtype
+            continue
+        if best is None or t < best:
+            best, name = t, e
+    return best, name
+
+
+def ratio(a, b):
+    return f"{b / a:.2f}x" if a and b else "-"
+
+
+def bench_linear(backend, k, threads, quick):
+    dt, lo, hi = act_dtype_of(backend)
+    rows, peak_rows = [], []
+    ms = LINEAR_M[:3] if quick else LINEAR_M
+    kns = LINEAR_KN[:2] if quick else LINEAR_KN
+    for K, N in kns:
+        w = torch.randn(N, K)
+        scales = (w.abs().amax(1) / 127).float()
+        w_q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        packed = k.pack_linear_weight(w_q, scales, torch.zeros(N, dtype=torch.int32))
+        bias = torch.randn(N)
+        for M in ms:
+            x = torch.randn(M, K)
+            x_q = torch.randint(lo, hi + 1, (M, K), dtype=dt)
+            zp = (lo + hi + 1) // 2
+            ours = time_call(lambda: k.linear(x_q, 0.02, zp, packed, bias, 0.05, zp))
+            fp32 = time_call(lambda: torch.nn.functional.linear(x, w, bias))
+            tq, eng = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_linear(e, x, w, bias, False))
+            row = [f"linear static {M}x{K}x{N}", f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} ({eng})" if tq else "-",
+                   ratio(ours, fp32), ratio(ours, tq), f"{2 * M * K * N / ours / 1e9:.0f}"]
+            rows.append(row)
+            if hasattr(k, "linear_dynamic"):
+                ours_d = time_call(lambda: k.linear_dynamic(x, packed, bias))
+                tqd, engd = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_linear(e, x, w, bias, True))
+                rows.append([f"linear dynamic {M}x{K}x{N}", f"{ours_d * 1e6:.1f}", f"{fp32 * 1e6:.1f}",
+                             f"{tqd * 1e6:.1f} ({engd})" if tqd else "-", ratio(ours_d, fp32), ratio(ours_d, tqd),
+                             f"{2 * M * K * N / ours_d / 1e9:.0f}"])
+            if M == 512 and K == 4096:
+                peak_rows.append(2 * M * K * N / ours / 1e9)
+    return rows, peak_rows
+
+
+def bench_conv(backend, k, quick):
+    if not hasattr(k, "conv2d"):
+        return []
+    dt, lo, hi = act_dtype_of(backend)
+    rows = []
+    for name, cin, cout, ks, stride, hw, groups in (CONVS[1:3] if quick else CONVS):
+        pad = ks // 2
+        w = torch.randn(cout, cin // groups, ks, ks)
+        scales = (w.abs().amax((1, 2, 3)) / 127).float()
+        w_q = torch.round(w / scales[:, None, None, None]).clamp(-127, 127).to(torch.int8)
+        packed = k.pack_conv2d_weight(w_q, scales, torch.zeros(cout, dtype=torch.int32), stride, pad, 1, groups)
+        x = torch.randn(1, cin, hw, hw).contiguous(memory_format=torch.channels_last)
+        x_q = torch.randint(lo, hi + 1, (1, cin, hw, hw), dtype=dt).contiguous(memory_format=torch.channels_last)
+        bias = torch.randn(cout)
+        zp = (lo + hi + 1) // 2
+        ours = time_call(lambda: k.conv2d(x_q, 0.02, zp, packed, bias, 0.05, zp))
+        fp32 = time_call(lambda: torch.nn.functional.conv2d(x, w, bias, stride, pad, 1, groups))
+        tq, eng = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_conv(e, x, w, bias, stride, pad, groups))
+        rows.append([name, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} ({eng})" if tq else "-",
+                     ratio(ours, fp32), ratio(ours, tq), "-"])
+    return rows
+
+
+def custom_op_overhead(backend, k):
+    """Direct kernel call vs the lowered torch.library op on 1x768x768."""
+    if not hasattr(k, "pack_linear_weight"):
+        return None
+    dt, lo, hi = act_dtype_of(backend)
+    w_q = torch.randint(-127, 128, (768, 768), dtype=torch.int8)
+    packed = k.pack_linear_weight(w_q, torch.full((768,), 0.01), torch.zeros(768, dtype=torch.int32))
+    x_q = torch.randint(lo, hi + 1, (1, 768), dtype=dt)
+    zp = (lo + hi + 1) // 2
+    flat = flatten_packed(packed)
+    direct = time_call(lambda: k.linear(x_q, 0.02, zp, packed, None, 0.05, zp), min_seconds=0.3)
+    op = time_call(lambda: torch.ops.quantplug.linear(x_q, 0.02, zp, flat, None, 0.05, zp, False, 768, backend.name), min_seconds=0.3)
+    return direct, op
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--quick", action="store_true", help="a few shapes only")
+    ap.add_argument("--backends", default="")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    import quantplug.lowering  # noqa: F401  (defines the lowered ops)
+
+    peak = vnni_peak_gops()
+    print(f"AVX-512 VNNI register-only peak, 1 thread: {peak} GOPS" if peak else "VNNI peak: not measurable here")
+    wanted = [b for b in args.backends.split(",") if b]
+    headers = ["op / shape", "ours (us)", "torch fp32 (us)", "torch int8 engine (us)", "vs fp32", "vs torch int8", "ours GOPS"]
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for b in quantplug.list_backends():
+            if b.kernels is None or (wanted and b.name not in wanted):
+                continue
+            k = b.kernels
+            print(f"\n### {b.name} ({k.selected_isa()}), {threads} thread(s)\n", flush=True)
+            rows, big = bench_linear(b, k, threads, args.quick)
+            rows += bench_conv(b, k, args.quick)
+            print(markdown_table(headers, rows))
+            if big and peak:
+                print(f"\n512x4096x4096 static: {big[0]:.0f} GOPS = {100 * big[0] / (peak * threads):.0f}% of {threads}x the measured VNNI peak")
+            oh = custom_op_overhead(b, k) if threads == 1 else None
+            if oh:
+                print(f"\n1x768x768 static linear: direct kernel {oh[0] * 1e6:.1f} us, lowered torch.library op {oh[1] * 1e6:.1f} us "
+                      f"(op overhead {(oh[1] - oh[0]) * 1e6:.1f} us)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m quantplug`` runs the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""``quantplug.explain``: what really runs in int8 in a converted model.
+
+Users of today's stacks cannot tell whether their "quantized" model runs
+int8 kernels or fp32 wrapped in quantize/dequantize. ``explain`` lists every
+compute node of a converted model with what executes it:
+
+* ``kernel``    a backend kernel (which backend, which op, which ISA path)
+* ``reference`` a float op between dequantize and quantize (reference
+  representation), with the reason it was not lowered
+* ``float``     not quantized at all (not annotated by the quantizer)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+from torch.fx import GraphModule
+
+from .lowering import EXPLAIN_KEY
+from .prepare import META_KEY
+from .quant_ops import ops as qops
+
+__all__ = ["explain", "ExplainReport", "ExplainRow"]
+
+_QDQ = {
+    qops.quantize_per_tensor.default, qops.dequantize_per_tensor.default, qops.quantize_per_channel.default,
+    qops.dequantize_per_channel.default, qops.dequantize_per_group.default, qops.quantize_dequantize_dynamic.default,
+}
+_DATA_MOVEMENT = {"view", "reshape", "flatten", "permute", "transpose", "t", "getitem", "_guards_fn", "sym_size", "contiguous", "clone", "expand", "unsqueeze", "squeeze", "detach"}
+
+
+@dataclass(frozen=True)
+class ExplainRow:
+    """One compute node: its name, op, how it runs and why."""
+
+    node: str
+    op: str
+    runs_as: str  # "kernel", "reference" or "float"
+    detail: str
+
+
+@dataclass(frozen=True)
+class ExplainReport:
+    """The rows of :func:`explain`, printable as a table."""
+
+    backend: str | None
+    rows: tuple[ExplainRow, ...]
+
+    @property
+    def kernels(self) -> list[ExplainRow]:
+        """Rows executed by backend kernels."""
+        return [r for r in self.rows if r.runs_as == "kernel"]
+
+    @property
+    def not_lowered(self) -> list[ExplainRow]:
+        """Rows left in reference form or float."""
+        return [r for r in self.rows if r.runs_as != "kernel"]
+
+    def __str__(self) -> str:
+        head = ("node", "op", "runs as", "detail")
+        rows = [head] + [(r.node, r.op, r.runs_as, r.detail) for r in self.rows]
+        w = [max(len(str(r[i])) for r in rows) for i in range(3)]
+        lines = [f"backend: {self.backend}   kernels: {len(self.kernels)}   not lowered: {len(self.not_lowered)}"]
+        lines += ["  ".join(str(c).ljust(w[i]) if i < 3 else str(c) for i, c in enumerate(r)) for r in rows]
+        return "\n".join(lines)
+
+
+def _op_label(target) -> str:
+    name = getattr(target, "__name__", str(target))
+    return name.split(".")[0]
+
+
+def explain(model: GraphModule) -> ExplainReport:
+    """Report, for a converted model, which nodes run which kernel and which stayed float and why."""
+    if not isinstance(model, GraphModule):
+        raise TypeError(f"explain() takes the GraphModule returned by convert_pt2e, got {type(model).__name__}")
+    info = model.meta.get(META_KEY, {})
+    rows = []
+    for n in model.graph.nodes:
+        if n.op != "call_function" or n.target in _QDQ:
+            continue
+        label = _op_label(n.target)
+        if label in _DATA_MOVEMENT:
+            continue
+        ns = getattr(n.target, "namespace", None)
+        if ns == "quantplug":
+            rows.append(ExplainRow(n.name, label, "kernel", n.meta.get(EXPLAIN_KEY, f"{info.get('backend')} kernel")))
+            continue
+        dq_inputs = [a for a in n.all_input_nodes if a.target in _QDQ]
+        if dq_inputs:
+            why = n.meta.get(EXPLAIN_KEY) or (
+                f"reference: backend {info.get('backend')!r} has no kernel for this pattern" if info.get("lowered")
+                else "reference representation (convert_pt2e(lower=False) or backend without kernels)")
+            rows.append(ExplainRow(n.name, label, "reference", why))
+        else:
+            rows.append(ExplainRow(n.name, label, "float", "not quantized: no quantizer rule annotated it"))
+    return ExplainReport(info.get("backend"), tuple(rows))
+
+
+

@@ -1,0 +1,312 @@
+"""Python side of a plugin's cffi kernel library.
+
+:class:`CffiKernelLibrary` wraps the compiled module a plugin builds with
+:func:`quantplug.build.make_ffi`. It checks the build version at import,
+exposes the shared runtime (CPU features, ISA selection, thread count), and
+gives plugins one set of input checks, so that a bad tensor gets the same
+clear error from every backend instead of a segfault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .errors import KernelBuildMismatchError, KernelInputError
+
+__all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "requant_params", "flatten_packed", "unflatten_packed"]
+
+#: Index = ``enum qp_isa`` in qp_runtime.h.
+ISA_NAMES = ("scalar", "sse2", "avx2", "avx512", "avx512vnni", "avxvnni", "neon", "neondot")
+
+_FEATURES = (
+    ("sse2", 1), ("ssse3", 2), ("sse4.1", 4), ("avx2", 8), ("fma", 16), ("avx512f", 32),
+    ("avx512bw", 64), ("avx512vl", 128), ("avx512vnni", 256), ("avxvnni", 512),
+    ("neon", 1024), ("neon_dot", 2048),
+)
+
+
+def check_tensor(
+    t: object,
+    name: str,
+    *,
+    dtype: torch.dtype | Sequence[torch.dtype],
+    ndim: int | None = None,
+    shape: Sequence[int | None] | None = None,
+    op: str = "kernel",
+) -> torch.Tensor:
+    """Validate a tensor before its pointer is handed to C.
+
+    Checks type, device (CPU), dtype, rank, shape (``None`` entries are free)
+    and contiguity. Raises :class:`KernelInputError` naming ``op`` and the
+    tensor ``name``, and saying how to fix it.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
+    dtypes = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
+    if t.dtype not in dtypes:
+        want = " or ".join(str(d) for d in dtypes)
+        raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected {want}")
+    if ndim is not None and t.dim() != ndim:
+        raise KernelInputError(f"{op}: {name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if shape is not None:
+        if t.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+            want = "x".join("*" if s is None else str(s) for s in shape)
+            raise KernelInputError(f"{op}: {name} has shape {tuple(t.shape)}, expected {want}")
+    if not t.is_contiguous():
+        raise KernelInputError(
+            f"{op}: {name} is not contiguous (strides {t.stride()}); pass {name}.contiguous()"
+        )
+    return t
+
+
+def requant_params(
+    x_scale: float, w_scales: torch.Tensor, out_scale: float, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Float32 requantization multipliers and int32 bias for an int8 GEMM/conv.
+
+    ``multiplier[c] = x_scale * w_scale[c] / out_scale`` (float32, computed
+    once), ``bias_q[c] = round(bias[c] / (x_scale * w_scale[c]))``. Every
+    backend's linear and conv use this, so their numerics agree with
+    :func:`quantplug.affine.requantize_reference`.
+    """
+    w_scales = w_scales.to(torch.float32).reshape(-1)
+    acc_scale = (torch.tensor(x_scale, dtype=torch.float32) * w_scales)
+    multipliers = (acc_scale / torch.tensor(out_scale, dtype=torch.float32)).contiguous()
+    bias_q = None
+    if bias is not None:
+        bias_q = torch.round(bias.to(torch.float32) / acc_scale).clamp(-(2**31), 2**31 - 1).to(torch.int32).contiguous()
+    return multipliers, bias_q
+
+
+
+
+def flatten_packed(packed: Any) -> list[torch.Tensor]:
+    """A plugin's packed-weight dataclass as a list of tensors (ints/floats/bools become 0-d tensors)."""
+    if not dataclasses.is_dataclass(packed):
+        raise TypeError(f"packed weights must be a dataclass of tensors, got {type(packed).__name__}")
+    out = []
+    for f in dataclasses.fields(packed):
+        v = getattr(packed, f.name)
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif v is None:
+            out.append(torch.empty(0, dtype=torch.uint8))
+        elif isinstance(v, bool):
+            out.append(torch.tensor(v, dtype=torch.bool))
+        elif isinstance(v, int):
+            out.append(torch.tensor(v, dtype=torch.int64))
+        elif isinstance(v, float):
+            out.append(torch.tensor(v, dtype=torch.float64))
+        else:
+            raise TypeError(f"{type(packed).__name__}.{f.name}: unsupported field type {type(v).__name__}")
+    return out
+
+
+def unflatten_packed(cls: type, tensors: list[torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_packed`, guided by ``cls``'s field annotations."""
+    kwargs = {}
+    for f, t in zip(dataclasses.fields(cls), tensors):
+        kind = str(f.type)
+        if t.dim() == 0 and kind in ("int", "float", "bool"):
+            kwargs[f.name] = {"int": int, "float": float, "bool": bool}[kind](t.item())
+        elif t.numel() == 0 and "None" in kind and t.dtype == torch.uint8:
+            kwargs[f.name] = None
+        else:
+            kwargs[f.name] = t
+    return cls(**kwargs)
+
+
+
+_QDTYPES = {torch.uint8: ("u8", "uint8_t *", 0, 255), torch.int8: ("s8", "int8_t *", -128, 127)}
+
+
+class CffiKernelLibrary:
+    """Base class for a plugin's compiled kernels (implements ``KernelLibrary``).
+
+    :param module: the compiled cffi module (has ``ffi`` and ``lib``).
+    :param plugin_version: the plugin's ``__version__``; must equal the
+        version embedded at build time.
+    :param distribution: pip distribution name, for error messages.
+    """
+
+    def __init__(self, module, *, plugin_version: str, distribution: str) -> None:
+        self.ffi = module.ffi
+        self.lib = module.lib
+        self.name = module.__name__
+        self.distribution = distribution
+        built = self.ffi.string(self.lib.qp_build_version()).decode()
+        if built != plugin_version:
+            raise KernelBuildMismatchError(
+                f"{self.name} was compiled for {distribution} {built} but the Python package is "
+                f"{plugin_version}; rebuild it: pip install --force-reinstall --no-deps {distribution}"
+            )
+
+    # -- runtime info ------------------------------------------------------
+    def selected_isa(self) -> str:
+        """The ISA path kernels dispatch to now."""
+        return ISA_NAMES[self.lib.qp_active_isa()]
+
+    def available_isas(self) -> list[str]:
+        """Paths compiled into this build, best first (not all may run here)."""
+        mask = self.lib.qp_compiled_isas()
+        order = ("avx512vnni", "avx512", "avxvnni", "avx2", "sse2", "neondot", "neon", "scalar")
+        return [n for n in order if mask & (1 << ISA_NAMES.index(n))]
+
+    def usable_isas(self) -> list[str]:
+        """Paths compiled in that this CPU can run, best first."""
+        return [n for n in self.available_isas() if self.lib.qp_isa_usable(ISA_NAMES.index(n))]
+
+    def cpu_features(self) -> list[str]:
+        """CPU features detected at run time (cpuid / getauxval)."""
+        bits = self.lib.qp_cpu_features()
+        return [name for name, bit in _FEATURES if bits & bit]
+
+    def set_isa(self, isa: str | None) -> None:
+        """Force an ISA path (``None`` restores the automatic choice)."""
+        if isa is None:
+            self.lib.qp_set_isa(-1)
+            return
+        if isa not in ISA_NAMES:
+            raise ValueError(f"unknown ISA {isa!r}; known: {list(ISA_NAMES)}")
+        if self.lib.qp_set_isa(ISA_NAMES.index(isa)) != 0:
+            raise ValueError(
+                f"{self.name}: ISA {isa!r} is not usable here (compiled: {self.available_isas()}, "
+                f"usable on this CPU: {self.usable_isas()})"
+            )
+
+    @contextlib.contextmanager
+    def use_isa(self, isa: str) -> Iterator[None]:
+        """Run the block with ``isa`` forced, then restore the previous path."""
+        previous = self.selected_isa()
+        self.set_isa(isa)
+        try:
+            yield
+        finally:
+            self.set_isa(previous)
+
+    def sync_threads(self) -> int:
+        """Let the pool use ``torch.get_num_threads()`` threads; returns the count.
+
+        Kernels call this before a parallel region so that quantplug never
+        runs more threads than torch was told to use (no oversubscription).
+        """
+        n = torch.get_num_threads()
+        if n != self.lib.qp_get_num_threads():
+            self.lib.qp_set_num_threads(n)
+        return n
+
+    # -- pointer helpers ---------------------------------------------------
+    def ptr(self, t: torch.Tensor, ctype: str):
+        """A C pointer of type ``ctype`` to ``t``'s data (``t`` must stay alive)."""
+        return self.ffi.cast(ctype, t.data_ptr())
+
+    def check_status(self, status: int, op: str) -> None:
+        """Turn a non-zero ``qp_status`` into a Python error naming ``op``."""
+        if status == 0:
+            return
+        if status == 1:
+            raise KernelInputError(f"{op}: the kernel rejected its arguments (QP_ERR_INVALID_ARGUMENT)")
+        if status == 3:
+            raise MemoryError(f"{op}: out of memory in {self.name}")
+        raise RuntimeError(f"{op}: {self.name} returned status {status}")
+
+    # -- shared kernels (core csrc/qp_quantize.c, compiled into every plugin) --
+    def _qdtype(self, dtype: torch.dtype, op: str) -> tuple[str, str, int, int]:
+        if dtype not in _QDTYPES:
+            raise KernelInputError(f"{op}: dtype {dtype} not supported; use torch.uint8 or torch.int8")
+        return _QDTYPES[dtype]
+
+    def quantize_per_tensor(self, x: torch.Tensor, scale: float, zero_point: int, dtype: torch.dtype,
+                            quant_min: int | None = None, quant_max: int | None = None) -> torch.Tensor:
+        """float32 -> uint8/int8 with one scale and zero point (C kernel)."""
+        op = f"{self.name}.quantize_per_tensor"
+        suffix, ctype, lo, hi = self._qdtype(dtype, op)
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        out = torch.empty(x.shape, dtype=dtype)
+        qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
+        status = getattr(self.lib, f"qp_quantize_per_tensor_{suffix}")(
+            self.ptr(x, "float *"), x.numel(), float(scale), int(zero_point), qmin, qmax, self.ptr(out, ctype))
+        self.check_status(status, f"{op} (scale={scale}, range=[{qmin}, {qmax}])")
+        return out
+
+    def dequantize_per_tensor(self, q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+        """uint8/int8 -> float32 with one scale and zero point (C kernel)."""
+        op = f"{self.name}.dequantize_per_tensor"
+        check_tensor(q, "q", dtype=tuple(_QDTYPES), op=op)
+        suffix, ctype, _, _ = self._qdtype(q.dtype, op)
+        out = torch.empty(q.shape, dtype=torch.float32)
+        getattr(self.lib, f"qp_dequantize_per_tensor_{suffix}")(
+            self.ptr(q, ctype), q.numel(), float(scale), int(zero_point), self.ptr(out, "float *"))
+        return out
+
+    @staticmethod
+    def _channel_view(t: torch.Tensor, axis: int) -> tuple[int, int, int]:
+        axis = axis % t.dim()
+        outer = 1
+        for d in t.shape[:axis]:
+            outer *= d
+        inner = 1
+        for d in t.shape[axis + 1:]:
+            inner *= d
+        return outer, t.shape[axis], inner
+
+    def _channel_params(self, t, scales, zero_points, axis, op):
+        outer, channels, inner = self._channel_view(t, axis)
+        check_tensor(scales, "scales", dtype=torch.float32, shape=(channels,), op=op)
+        check_tensor(zero_points, "zero_points", dtype=torch.int32, shape=(channels,), op=op)
+        return outer, channels, inner
+
+    def quantize_per_channel(self, x: torch.Tensor, scales: torch.Tensor, zero_points: torch.Tensor,
+                             axis: int, dtype: torch.dtype, quant_min: int | None = None,
+                             quant_max: int | None = None) -> torch.Tensor:
+        """float32 -> uint8/int8 with one scale/zero point per slice along ``axis`` (C kernel)."""
+        op = f"{self.name}.quantize_per_channel"
+        suffix, ctype, lo, hi = self._qdtype(dtype, op)
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        outer, channels, inner = self._channel_params(x, scales, zero_points, axis, op)
+        out = torch.empty(x.shape, dtype=dtype)
+        qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
+        status = getattr(self.lib, f"qp_quantize_per_channel_{suffix}")(
+            self.ptr(x, "float *"), outer, channels, inner, self.ptr(scales, "float *"),
+            self.ptr(zero_points, "int32_t *"), qmin, qmax, self.ptr(out, ctype))
+        self.check_status(status, f"{op} (every scale must be finite and > 0, range [{qmin}, {qmax}])")
+        return out
+
+    def dequantize_per_channel(self, q: torch.Tensor, scales: torch.Tensor, zero_points: torch.Tensor,
+                               axis: int) -> torch.Tensor:
+        """uint8/int8 -> float32 with per-channel qparams along ``axis`` (C kernel)."""
+        op = f"{self.name}.dequantize_per_channel"
+        check_tensor(q, "q", dtype=tuple(_QDTYPES), op=op)
+        suffix, ctype, _, _ = self._qdtype(q.dtype, op)
+        outer, channels, inner = self._channel_params(q, scales, zero_points, axis, op)
+        out = torch.empty(q.shape, dtype=torch.float32)
+        getattr(self.lib, f"qp_dequantize_per_channel_{suffix}")(
+            self.ptr(q, ctype), outer, channels, inner, self.ptr(scales, "float *"),
+            self.ptr(zero_points, "int32_t *"), self.ptr(out, "float *"))
+        return out
+
+    def requantize(self, acc: torch.Tensor, multipliers: torch.Tensor, zero_point: int,
+                   dtype: torch.dtype, quant_min: int | None = None, quant_max: int | None = None) -> torch.Tensor:
+        """int32 accumulators [rows, channels] -> uint8/int8 (per-tensor or per-channel multiplier)."""
+        op = f"{self.name}.requantize"
+        suffix, ctype, lo, hi = self._qdtype(dtype, op)
+        check_tensor(acc, "acc", dtype=torch.int32, ndim=2, op=op)
+        check_tensor(multipliers, "multipliers", dtype=torch.float32, ndim=1, op=op)
+        if multipliers.numel() not in (1, acc.shape[1]):
+            raise KernelInputError(f"{op}: multipliers has {multipliers.numel()} entries; expected 1 or {acc.shape[1]}")
+        out = torch.empty(acc.shape, dtype=dtype)
+        qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
+        status = getattr(self.lib, f"qp_requantize_{suffix}")(
+            self.ptr(acc, "int32_t *"), acc.shape[0], acc.shape[1], self.ptr(multipliers, "float *"),
+            multipliers.numel(), int(zero_point), qmin, qmax, self.ptr(out, ctype))
+        self.check_status(status, op)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} isa={self.selected_isa()}>"

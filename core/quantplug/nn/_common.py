@@ -1,0 +1,344 @@
+"""Shared machinery of the eager quantized modules.
+
+* :class:`BackendNumerics`: the numbers a backend's kernels compute with
+  (activation dtype and range, weight range, symmetric or not), read from the
+  backend's own quantizer so the eager flow and the graph flow agree.
+* :class:`QuantizedModule`: base class that resolves the backend's kernel
+  library lazily (so modules pickle without the cffi handle), falls back to
+  :class:`quantplug.reference_kernels.ReferenceKernels` only when the backend
+  has no kernel for the op (and says so in ``repr``), and keeps a plugin's
+  packed-weight dataclass as ordinary registered buffers plus a small
+  ``extra_state`` dict, so ``state_dict`` / ``load_state_dict`` / pickle work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import QuantplugError
+
+__all__ = [
+    "BackendNumerics",
+    "backend_numerics",
+    "QuantizedModule",
+    "quantize_weight",
+    "observer_from_spec",
+    "kernel_op_available",
+]
+
+_SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
+
+
+def _spec_kwargs(spec: Any) -> dict[str, Any]:
+    """Keyword arguments baked into a spec's observer / fake-quant constructor (partials unwrapped).
+
+    ``FakeQuantize.with_args(observer=Obs.with_args(...))`` nests one partial
+    inside another; the observer's own keywords win.
+    """
+    ctr = getattr(spec, "observer_or_fake_quant_ctr", None)
+    kwargs: dict[str, Any] = {}
+    stack = [ctr]
+    while stack:
+        c = stack.pop()
+        while c is not None:
+            kw = getattr(c, "keywords", None)
+            if kw is None:
+                kw = getattr(c, "p", None) and getattr(c.p, "keywords", None)
+            if kw:
+                for k, v in kw.items():
+                    if k == "observer":
+                        stack.append(v)
+                    else:
+                        kwargs.setdefault(k, v)
+            nxt = getattr(c, "func", None) or getattr(getattr(c, "p", None), "func", None)
+            c = nxt if nxt is not c else None
+    return kwargs
+
+
+@dataclass(frozen=True)
+class BackendNumerics:
+    """What a backend's kernels compute with, for one mode.
+
+    :param backend: canonical backend name.
+    :param act_dtype: activation storage dtype (``torch.uint8`` / ``torch.int8``).
+    :param act_range: ``(quant_min, quant_max)`` of activations (fbgemm's
+        reduce_range gives ``(0, 127)``).
+    :param act_symmetric: activation zero point fixed at the midpoint.
+    :param weight_dtype: weight storage dtype as the backend quantizes it.
+    :param weight_range: ``(quant_min, quant_max)`` of weights (xnnpack: -127..127).
+    :param weight_symmetric: symmetric weights (zero point 0 for int8).
+    :param scale_min: smallest scale the kernels accept (qnnpack: 2**-12).
+    :param weight_spec: the backend's weight ``QuantizationSpec`` (its observer
+        constructor is used to quantize weights exactly as the graph flow does).
+    :param act_spec: the backend's activation spec (static/QAT: its observer or
+        fake-quant constructor).
+    """
+
+    backend: str
+    act_dtype: torch.dtype
+    act_range: tuple[int, int]
+    act_symmetric: bool
+    weight_dtype: torch.dtype
+    weight_range: tuple[int, int]
+    weight_symmetric: bool
+    weight_per_channel: bool
+    scale_min: float | None
+    weight_spec: Any = None
+    act_spec: Any = None
+
+    def describe(self) -> str:
+        """Short text for ``repr``: ``act=uint8[0,127] w=int8[-127,127] sym/ch``."""
+        a_lo, a_hi = self.act_range
+        w_lo, w_hi = self.weight_range
+        act = f"{str(self.act_dtype).replace('torch.', '')}[{a_lo},{a_hi}]{' sym' if self.act_symmetric else ''}"
+        w = (f"{str(self.weight_dtype).replace('torch.', '')}[{w_lo},{w_hi}]"
+             f"{' sym' if self.weight_symmetric else ' asym'}{' per-channel' if self.weight_per_channel else ' per-tensor'}")
+        return f"act={act}, weight={w}"
+
+
+_MODE_OPTIONS = {
+    "static": {},
+    "dynamic": {"is_dynamic": True},
+    "qat": {"is_qat": True},
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_numerics(backend_name: str, mode: str, per_channel: bool) -> BackendNumerics:
+    from ..registry import get_backend
+    from ..configs import BackendCapabilityError
+
+    backend = get_backend(backend_name)
+    options = dict(_MODE_OPTIONS[mode])
+    if not per_channel:
+        options["is_per_channel"] = False
+    try:
+        quantizer = backend.get_quantizer(**options)
+    except (TypeError, ValueError) as exc:
+        raise BackendCapabilityError(
+            f"backend {backend.name!r} ({backend.distribution}) cannot build a {mode} quantizer with "
+            f"options {options}: {exc}") from exc
+    cfg = getattr(quantizer, "global_config", None)
+    if cfg is None or cfg.weight is None:
+        raise BackendCapabilityError(f"backend {backend.name!r}: its {mode} quantizer has no global weight config, "
+                                     f"so the eager flow cannot tell its numerics")
+    w = cfg.weight
+    act = cfg.input_activation
+    if act is None:  # weight-only quantizers: activations stay float, pick int8 for the record
+        act_dtype, act_range, act_sym = torch.int8, (-128, 127), False
+    else:
+        act_dtype = act.dtype if isinstance(act.dtype, torch.dtype) else torch.int8
+        act_range = act.range
+        act_sym = act.qscheme in _SYMMETRIC
+    kw = _spec_kwargs(w)
+    kw_a = _spec_kwargs(act) if act is not None else {}
+    scale_min = kw.get("eps", kw_a.get("eps"))
+    if scale_min is None:
+        scale_min = kw.get("scale_min", kw_a.get("scale_min"))
+    w_dtype = w.dtype if isinstance(w.dtype, torch.dtype) else torch.int8
+    return BackendNumerics(
+        backend=backend.name, act_dtype=act_dtype, act_range=tuple(act_range), act_symmetric=act_sym,
+        weight_dtype=w_dtype, weight_range=tuple(w.range), weight_symmetric=w.qscheme in _SYMMETRIC,
+        weight_per_channel=w.is_per_channel, scale_min=scale_min, weight_spec=w, act_spec=act,
+    )
+
+
+def backend_numerics(backend: Any, mode: str, *, per_channel: bool = True) -> BackendNumerics:
+    """The numerics of ``backend`` (a ``Backend`` or name) in ``mode`` (``static``/``dynamic``/``qat``).
+
+    Read from the backend's quantizer (``get_quantizer(is_dynamic=...)``), so
+    a third-party backend gets the eager flow without extra code.
+    """
+    name = backend if isinstance(backend, str) else backend.name
+    if mode not in _MODE_OPTIONS:
+        raise ValueError(f"mode must be one of {sorted(_MODE_OPTIONS)}, got {mode!r}")
+    return _cached_numerics(name, mode, bool(per_channel))
+
+
+def observer_from_spec(spec: Any) -> nn.Module:
+    """Instantiate the observer / fake-quant module a spec describes."""
+    ctr = spec.observer_or_fake_quant_ctr
+    if ctr is None:
+        raise QuantplugError(f"spec {spec!r} has no observer constructor")
+    return ctr()
+
+
+def _calculate(obs: nn.Module) -> tuple[Tensor, Tensor]:
+    scale, zp = obs.calculate_qparams()
+    return scale.detach().to(torch.float32).reshape(-1), zp.detach().to(torch.int32).reshape(-1)
+
+
+def quantize_weight(weight: Tensor, numerics: BackendNumerics, *, observer: nn.Module | None = None
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Quantize a float weight ``[N, ...]`` the way ``numerics``' backend does.
+
+    The backend's own weight observer chooses the qparams (so eager and graph
+    flows agree), unless ``observer`` (e.g. a trained fake-quant's) is given.
+    Returns ``(w_q int8 [N, ...], scales float32 [N], zero_points int32 [N])``:
+    one scale per output channel (a per-tensor scheme is broadcast). Weights a
+    backend keeps in uint8 (qnnpack) are shifted by -128 into int8 storage with
+    the zero point shifted alike: ``w_q - zero_point`` and so every product is
+    unchanged.
+    """
+    from ..affine import quantize_affine
+
+    w = weight.detach().to(torch.float32).contiguous()
+    n = w.shape[0]
+    if observer is None:
+        observer = observer_from_spec(numerics.weight_spec)
+        obs = getattr(observer, "activation_post_process", observer)
+        obs(w)
+        observer = obs
+    scale, zp = _calculate(observer)
+    if scale.numel() == 1:
+        scale, zp = scale.expand(n).contiguous(), zp.expand(n).contiguous()
+    if scale.numel() != n:
+        raise QuantplugError(f"weight observer returned {scale.numel()} scales for a weight with {n} output channels")
+    lo, hi = numerics.weight_range
+    q = quantize_affine(w, scale, zp, quant_min=lo, quant_max=hi, dtype=numerics.weight_dtype, axis=0)
+    if q.dtype == torch.uint8:
+        q = (q.to(torch.int16) - 128).to(torch.int8)
+        zp = zp - 128
+    return q.contiguous(), scale.contiguous(), zp.to(torch.int32).contiguous()
+
+
+def kernel_op_available(backend: Any, *ops: str) -> bool:
+    """True when ``backend`` has a kernel library offering every method in ``ops``."""
+    kernels = getattr(backend, "kernels", None)
+    return kernels is not None and all(callable(getattr(kernels, op, None)) for op in ops)
+
+
+# ------------------------------------------------------------ base module --
+
+
+class QuantizedModule(nn.Module):
+    """Base of quantplug's eager quantized modules (inference only).
+
+    Subclasses call :meth:`_init_backend` with the kernel ops they need; when
+    the backend's kernels lack one, the module runs the pure-PyTorch
+    reference instead and its ``repr`` says why. Packed weights are stored with
+    :meth:`_store_packed` and read back with :meth:`_packed`.
+
+    What pickles / saves: buffers, the backend *name* and plain attributes.
+    The kernel library (a cffi handle) is looked up again after loading, so a
+    saved model needs the same backend installed to run.
+    """
+
+    _version = 1
+
+    def _init_backend(self, backend: Any, numerics: BackendNumerics | None, ops: tuple[str, ...],
+                      *, op_label: str) -> None:
+        self.backend_name: str = backend.name
+        # keep only plain data: the specs' observer constructors are not needed after quantization
+        self.numerics = dataclasses.replace(numerics, weight_spec=None, act_spec=None) if numerics is not None else None
+        self.op_label = op_label
+        self.uses_plugin_kernel = kernel_op_available(backend, *ops)
+        if self.uses_plugin_kernel:
+            self.kernel_path = f"{backend.name} {op_label} kernel ({backend.kernel_isa()})"
+        elif backend.kernels is None:
+            self.kernel_path = f"pytorch reference ({backend.name} is the reference backend, no C kernels)"
+        else:
+            missing = [op for op in ops if not callable(getattr(backend.kernels, op, None))]
+            self.kernel_path = f"pytorch reference ({backend.name} kernels have no {', '.join(missing)})"
+        self._packed_meta: dict[str, dict[str, Any]] = {}
+        self._packed_types: dict[str, type] = {}
+        self._runtime: dict[str, Any] = {}
+
+    # -- kernels -----------------------------------------------------------------
+    def kernels(self):
+        """The object whose methods run this module: the plugin's kernels or a ``ReferenceKernels``."""
+        k = self._runtime.get("kernels")
+        if k is None:
+            if self.uses_plugin_kernel:
+                from ..registry import get_backend
+
+                k = get_backend(self.backend_name).kernels
+            else:
+                from ..reference_kernels import ReferenceKernels
+
+                n = self.numerics
+                k = (ReferenceKernels(n.act_dtype, n.act_range, dynamic_symmetric=n.act_symmetric)
+                     if n is not None else ReferenceKernels())
+            self._runtime["kernels"] = k
+        return k
+
+    # -- packed weights as buffers ---------------------------------------------------
+    def _store_packed(self, prefix: str, packed: Any) -> None:
+        """Keep ``packed`` (a dataclass) as buffers ``{prefix}_{field}`` + plain fields in extra state."""
+        if not dataclasses.is_dataclass(packed):
+            raise QuantplugError(f"{type(self).__name__}: packed weights must be a dataclass, "
+                                 f"got {type(packed).__name__} from backend {self.backend_name!r}")
+        meta: dict[str, Any] = {}
+        for f in dataclasses.fields(packed):
+            v = getattr(packed, f.name)
+            if isinstance(v, Tensor):
+                self.register_buffer(f"{prefix}_{f.name}", v)
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                meta[f.name] = v
+            else:
+                raise QuantplugError(f"{type(packed).__name__}.{f.name} is a {type(v).__name__}; packed-weight "
+                                     f"fields must be tensors or plain int/float/bool/str")
+        self._packed_meta[prefix] = meta
+        self._packed_types[prefix] = type(packed)
+        self._runtime.pop(f"packed:{prefix}", None)
+
+    def _packed(self, prefix: str) -> Any:
+        """The packed dataclass rebuilt from the buffers (cached until buffers change)."""
+        key = f"packed:{prefix}"
+        p = self._runtime.get(key)
+        if p is None:
+            cls = self._packed_types[prefix]
+            meta = self._packed_meta[prefix]
+            kwargs = {}
+            for f in dataclasses.fields(cls):
+                kwargs[f.name] = meta[f.name] if f.name in meta else getattr(self, f"{prefix}_{f.name}")
+            p = self._runtime[key] = cls(**kwargs)
+        return p
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Backend name and the plain fields of packed weights (saved in ``state_dict``)."""
+        return {"backend": self.backend_name, "kernel_path": self.kernel_path, "packed_meta": self._packed_meta,
+                "packed_types": {k: f"{v.__module__}.{v.__qualname__}" for k, v in self._packed_types.items()},
+                "version": self._version}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Check that the saved weights were packed by the same backend and layout, then adopt them."""
+        if state.get("backend") != self.backend_name:
+            raise QuantplugError(
+                f"{type(self).__name__}: this state_dict was packed by backend {state.get('backend')!r}, "
+                f"but the module runs on {self.backend_name!r}; convert the float model with the same backend "
+                f"before loading, or re-quantize from the float weights")
+        mine = {k: f"{v.__module__}.{v.__qualname__}" for k, v in self._packed_types.items()}
+        if state.get("packed_types", mine) != mine:
+            raise QuantplugError(f"{type(self).__name__}: saved packed-weight types {state.get('packed_types')} "
+                                 f"differ from this module's {mine} (different kernel path); re-quantize instead")
+        self._packed_meta = {k: dict(v) for k, v in state.get("packed_meta", {}).items()}
+        self._runtime = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):  # noqa: D401 - torch hook
+        self._runtime = {}
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse=True):
+        self._runtime = {}
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_runtime"] = {}  # the kernel handle and cached dataclasses are rebuilt after loading
+        return state
+
+    # -- repr -------------------------------------------------------------------------
+    def _backend_repr(self) -> str:
+        num = f", {self.numerics.describe()}" if self.numerics is not None else ""
+        return f"backend={self.backend_name}{num}, kernel={self.kernel_path}"
+
+    def train(self, mode: bool = True):
+        """Quantized modules run inference only; ``train()`` is allowed but changes nothing numerically."""
+        return super().train(mode)

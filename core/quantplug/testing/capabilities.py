@@ -1,0 +1,162 @@
+"""What a backend can do, read from the backend itself (never from its name).
+
+The conformance suite skips a test when the backend lacks the capability the
+test needs, so a backend with only a static int8 linear kernel runs the
+linear tests and skips the conv ones, and a new kernel is tested the moment
+the kernel library grows the method.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from ..backend import Backend
+from ..specs import INT4, UINT4
+
+__all__ = ["Capabilities", "capabilities", "mode_options", "reference_kernels_for"]
+
+_MODE_OPTIONS: dict[str, dict[str, Any]] = {
+    "static": {},
+    "dynamic": {"is_dynamic": True},
+    "qat": {"is_qat": True},
+}
+
+
+def mode_options(backend: Backend, mode: str) -> dict[str, Any] | None:
+    """Keyword options of ``backend.get_quantizer`` that select ``mode``.
+
+    ``static``/``dynamic``/``qat`` use the names every quantplug quantizer
+    takes (``is_dynamic``, ``is_qat``). For ``weight_only`` the factory's
+    signature is searched for ``is_weight_only`` or ``weight_only``; ``None``
+    when there is no such option.
+    """
+    if mode in _MODE_OPTIONS:
+        return dict(_MODE_OPTIONS[mode])
+    if mode == "weight_only":
+        try:
+            params = inspect.signature(backend.quantizer_factory).parameters
+        except (TypeError, ValueError):
+            return None
+        for name in ("is_weight_only", "weight_only"):
+            if name in params:
+                return {name: True}
+    return None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Capability flags of one backend; each test names the flags it needs.
+
+    Kernel flags are true when the kernel library has the methods of the
+    contract in :mod:`quantplug.reference_kernels`. Numerics come from the
+    backend's own quantizer (what the flows will produce).
+    """
+
+    backend: str
+    distribution: str
+    #: modes the backend declares (``static``, ``dynamic``, ``weight_only``, ``qat``)
+    static: bool
+    dynamic: bool
+    weight_only: bool
+    qat: bool
+    #: a kernel library is present
+    kernels: bool
+    #: ``pack_linear_weight`` + ``linear``
+    static_linear: bool
+    #: ``pack_linear_weight`` + ``linear_dynamic``
+    dynamic_linear: bool
+    #: ``pack_conv2d_weight`` + ``conv2d``
+    conv2d_kernel: bool
+    #: ``add``
+    add_kernel: bool
+    #: the kernel library exposes ISA selection (``usable_isas`` / ``use_isa``)
+    isa_selection: bool
+    #: ``BackendConfig`` has a ``conv2d`` pattern
+    conv_patterns: bool
+    #: weights quantized per channel by the default quantizer
+    per_channel: bool
+    #: a weight dtype config accepts int4 / uint4
+    int4: bool
+    #: activation storage dtype and range of the static quantizer (int8 defaults otherwise)
+    act_dtype: torch.dtype
+    act_range: tuple[int, int]
+    act_symmetric: bool
+    weight_range: tuple[int, int]
+    weight_symmetric: bool
+    #: ISA paths compiled in and runnable on this CPU (best first)
+    isas: tuple[str, ...]
+
+    def has(self, name: str) -> bool:
+        """The value of flag ``name`` (``AttributeError`` for an unknown flag)."""
+        if name not in _FLAG_NAMES:
+            raise AttributeError(f"unknown capability {name!r}; known: {sorted(_FLAG_NAMES)}")
+        return bool(getattr(self, name))
+
+
+_FLAG_NAMES = {f.name for f in fields(Capabilities) if f.type in ("bool", bool)}
+
+
+def _has(obj: Any, *methods: str) -> bool:
+    return obj is not None and all(callable(getattr(obj, m, None)) for m in methods)
+
+
+def _default_quantizer(backend: Backend):
+    for mode in ("static", "dynamic", "qat"):
+        if mode in backend.modes:
+            return backend.get_quantizer(**_MODE_OPTIONS[mode])
+    return backend.get_quantizer()
+
+
+def capabilities(backend: Backend) -> Capabilities:
+    """Read the capability flags of ``backend`` from its modes, kernels, config and quantizer."""
+    k = backend.kernels
+    quantizer = _default_quantizer(backend)
+    cfg = getattr(quantizer, "global_config", None)
+    act = getattr(cfg, "input_activation", None)
+    weight = getattr(cfg, "weight", None)
+    if act is not None and isinstance(act.dtype, torch.dtype) and not act.is_dynamic:
+        act_dtype, act_range, act_sym = act.dtype, tuple(act.range), act.is_symmetric
+    else:
+        act_dtype, act_range, act_sym = torch.int8, (-128, 127), False
+    if weight is not None:
+        w_range, w_sym, per_channel = tuple(weight.range), weight.is_symmetric, weight.is_per_channel
+    else:
+        w_range, w_sym, per_channel = (-128, 127), True, False
+    int4 = any(
+        dc.weight_dtype is not None and dc.weight_dtype.dtype in (INT4, UINT4)
+        for pc in backend.backend_config.configs for dc in pc.dtype_configs)
+    isa_selection = _has(k, "usable_isas", "use_isa")
+    if isa_selection:
+        isas = tuple(k.usable_isas())
+    elif k is not None:
+        isas = (k.selected_isa(),)
+    else:
+        isas = ()
+    return Capabilities(
+        backend=backend.name, distribution=backend.distribution,
+        static="static" in backend.modes, dynamic="dynamic" in backend.modes,
+        weight_only="weight_only" in backend.modes, qat="qat" in backend.modes,
+        kernels=k is not None,
+        static_linear=_has(k, "pack_linear_weight", "linear"),
+        dynamic_linear=_has(k, "pack_linear_weight", "linear_dynamic"),
+        conv2d_kernel=_has(k, "pack_conv2d_weight", "conv2d"),
+        add_kernel=_has(k, "add"),
+        isa_selection=isa_selection,
+        conv_patterns=backend.backend_config.get(("conv2d",)) is not None,
+        per_channel=bool(per_channel), int4=int4,
+        act_dtype=act_dtype, act_range=(int(act_range[0]), int(act_range[1])), act_symmetric=bool(act_sym),
+        weight_range=(int(w_range[0]), int(w_range[1])), weight_symmetric=bool(w_sym),
+        isas=isas,
+    )
+
+
+def reference_kernels_for(caps: Capabilities):
+    """The pure-PyTorch kernels with this backend's activation dtype and range (the contract)."""
+    from ..reference_kernels import ReferenceKernels
+
+    return ReferenceKernels(act_dtype=caps.act_dtype, act_range=caps.act_range,
+                            dynamic_symmetric=caps.act_symmetric)

@@ -1,0 +1,235 @@
+/*
+ * x86-64 microkernels for the packed qc8w layout (16 channels x 4 k per 64 bytes).
+ *
+ *   AVX2        2x16c4: sign-extend to int16 (vpmovsxbw) and vpmaddwd, exact
+ *               (no vpmaddubsw: its int16 pair sums saturate for s8 x s8).
+ *   AVX-512     4x16c4: the same with zmm registers.
+ *   AVX-512 VNNI 4x16c4: vpdpbusd multiplies u8 x s8 only, so activations are
+ *               fed as x + 128 (x ^ 0x80) and 128 * row_sum is subtracted at
+ *               the end: sum (x + 128) * w - 128 * sum w = sum x * w.
+ *
+ * Epilogues convert int32 to float (vcvtdq2ps, the same rounding as a C cast),
+ * multiply, clamp in float, and round with vcvtps2dq (round half to even in
+ * the default MXCSR mode, like nearbyintf), so they match qp_requantize bit
+ * for bit. Everything is compiled through target attributes, never -m flags.
+ */
+#include "xnnpack_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* Rows past mr re-read the last valid row (their results are never stored). */
+#define XNN_ROW_PTRS(a, a_stride, mr, a0, a1, a2, a3)      \
+  const int8_t *a0 = (a);                                   \
+  const int8_t *a1 = (mr) > 1 ? a0 + (a_stride) : a0;       \
+  const int8_t *a2 = (mr) > 2 ? a1 + (a_stride) : a1;       \
+  const int8_t *a3 = (mr) > 3 ? a2 + (a_stride) : a2;       \
+  (void)a2;                                                 \
+  (void)a3
+
+/* ------------------------------------------------------------------ AVX2 -- */
+
+QP_TARGET_AVX2 static inline __m256i xnn_avx2_bcast_x4(int32_t x4) {
+  return _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(x4)));
+}
+
+QP_TARGET_AVX2 static inline void xnn_avx2_step(const int8_t *w, __m256i x0, __m256i x1, __m256i c0[4],
+                                                __m256i c1[4]) {
+  for (int q = 0; q < 4; q++) {
+    const __m256i vw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16 * q)));
+    c0[q] = _mm256_add_epi32(c0[q], _mm256_madd_epi16(vw, x0));
+    c1[q] = _mm256_add_epi32(c1[q], _mm256_madd_epi16(vw, x1));
+  }
+}
+
+/* [c0a c0b c1a c1b | c2a c2b c3a c3b] x2 -> 8 channel sums in order. */
+QP_TARGET_AVX2 static inline __m256i xnn_avx2_reduce(__m256i lo, __m256i hi) {
+  return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+QP_TARGET_AVX2 static void xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2(size_t mr, size_t k, const int8_t *a,
+                                                                  size_t a_stride, const int8_t *w,
+                                                                  const int32_t *row_sums, int32_t *raw) {
+  (void)row_sums;
+  XNN_ROW_PTRS(a, a_stride, mr, a0, a1, a2, a3);
+  __m256i c0[4], c1[4];
+  for (int q = 0; q < 4; q++) c0[q] = c1[q] = _mm256_setzero_si256();
+  size_t p = 0;
+  for (; p + 4 <= k; p += 4, w += 64)
+    xnn_avx2_step(w, xnn_avx2_bcast_x4(xnn_load_x4(a0 + p)), xnn_avx2_bcast_x4(xnn_load_x4(a1 + p)), c0, c1);
+  if (p < k)
+    xnn_avx2_step(w, xnn_avx2_bcast_x4(xnn_load_x4_tail(a0 + p, k - p)),
+                  xnn_avx2_bcast_x4(xnn_load_x4_tail(a1 + p, k - p)), c0, c1);
+  _mm256_storeu_si256((__m256i *)raw, xnn_avx2_reduce(c0[0], c0[1]));
+  _mm256_storeu_si256((__m256i *)(raw + 8), xnn_avx2_reduce(c0[2], c0[3]));
+  if (mr > 1) {
+    _mm256_storeu_si256((__m256i *)(raw + 16), xnn_avx2_reduce(c1[0], c1[1]));
+    _mm256_storeu_si256((__m256i *)(raw + 24), xnn_avx2_reduce(c1[2], c1[3]));
+  }
+}
+
+QP_TARGET_AVX2 static inline __m128i xnn_avx2_requant16(__m256i v0, __m256i v1, __m256 m0, __m256 m1,
+                                                        __m256 lo, __m256 hi, __m256i zp) {
+  __m256 f0 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), m0), lo), hi);
+  __m256 f1 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), m1), lo), hi);
+  const __m256i i0 = _mm256_add_epi32(_mm256_cvtps_epi32(f0), zp);
+  const __m256i i1 = _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp);
+  const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm_packs_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+}
+
+QP_TARGET_AVX2 static void xnn_qs8_requant__avx2(size_t mr, size_t nc, const int32_t *raw,
+                                                 const xnn_requant_params *p, int8_t *out,
+                                                 size_t out_stride) {
+  (void)nc; /* always 16 */
+  const __m256i b0 = _mm256_loadu_si256((const __m256i *)p->bias_eff);
+  const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p->bias_eff + 8));
+  const __m256 m0 = p->per_channel ? _mm256_loadu_ps(p->mult) : _mm256_set1_ps(p->mult[0]);
+  const __m256 m1 = p->per_channel ? _mm256_loadu_ps(p->mult + 8) : m0;
+  const __m256 lo = _mm256_set1_ps((float)(p->qmin - p->zp)), hi = _mm256_set1_ps((float)(p->qmax - p->zp));
+  const __m256i zp = _mm256_set1_epi32(p->zp);
+  for (size_t r = 0; r < mr; r++) {
+    const __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(raw + r * 16)), b0);
+    const __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(raw + r * 16 + 8)), b1);
+    _mm_storeu_si128((__m128i *)(out + r * out_stride), xnn_avx2_requant16(v0, v1, m0, m1, lo, hi, zp));
+  }
+}
+
+QP_TARGET_AVX2 static inline __m256 xnn_avx2_dequant8(__m256i raw, __m256i rs, __m256i zp, __m256 xs,
+                                                      __m256 ws, const float *bias) {
+  __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(raw, _mm256_mullo_epi32(zp, rs))),
+                           _mm256_mul_ps(xs, ws));
+  XNN_FP_BARRIER(y); /* no FMA: product and sum are rounded separately */
+  return bias ? _mm256_add_ps(y, _mm256_loadu_ps(bias)) : y;
+}
+
+QP_TARGET_AVX2 static void xnn_qd8_f32_dequant__avx2(size_t mr, size_t nc, const int32_t *raw,
+                                                     const xnn_dequant_params *p, float *out,
+                                                     size_t out_stride) {
+  (void)nc;
+  const __m256i rs0 = _mm256_loadu_si256((const __m256i *)p->row_sums);
+  const __m256i rs1 = _mm256_loadu_si256((const __m256i *)(p->row_sums + 8));
+  const __m256 ws0 = p->per_channel ? _mm256_loadu_ps(p->w_scale) : _mm256_set1_ps(p->w_scale[0]);
+  const __m256 ws1 = p->per_channel ? _mm256_loadu_ps(p->w_scale + 8) : ws0;
+  for (size_t r = 0; r < mr; r++) {
+    const __m256i zp = _mm256_set1_epi32(p->x_zp[r]);
+    const __m256 xs = _mm256_set1_ps(p->x_scale[r]);
+    float *o = out + r * out_stride;
+    _mm256_storeu_ps(o, xnn_avx2_dequant8(_mm256_loadu_si256((const __m256i *)(raw + r * 16)), rs0, zp, xs,
+                                          ws0, p->bias));
+    _mm256_storeu_ps(o + 8, xnn_avx2_dequant8(_mm256_loadu_si256((const __m256i *)(raw + r * 16 + 8)), rs1,
+                                              zp, xs, ws1, p->bias ? p->bias + 8 : NULL));
+  }
+}
+
+const xnn_gemm_config xnn_config_avx2 = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2, xnn_qs8_requant__avx2,
+                                         xnn_qd8_f32_dequant__avx2};
+
+/* --------------------------------------------------------------- AVX-512 -- */
+
+QP_TARGET_AVX512 static inline __m512i xnn_avx512_bcast_x4(int32_t x4) {
+  return _mm512_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(x4)));
+}
+
+QP_TARGET_AVX512 static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx(size_t mr, size_t k,
+                                                                        const int8_t *a, size_t a_stride,
+                                                                        const int8_t *w,
+                                                                        const int32_t *row_sums,
+                                                                        int32_t *raw) {
+  (void)row_sums;
+  XNN_ROW_PTRS(a, a_stride, mr, a0, a1, a2, a3);
+  const int8_t *rows[4] = {a0, a1, a2, a3};
+  /* c[r][0]: channels 0-7 as (k0+k1, k2+k3) pairs; c[r][1]: channels 8-15 */
+  __m512i c[4][2];
+  for (int r = 0; r < 4; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+  for (size_t p = 0; p < k; p += 4, w += 64) {
+    const __m512i w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
+    const __m512i w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
+    const int tail = p + 4 > k;
+    for (int r = 0; r < 4; r++) {
+      const __m512i x = xnn_avx512_bcast_x4(tail ? xnn_load_x4_tail(rows[r] + p, k - p) : xnn_load_x4(rows[r] + p));
+      c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(w0, x));
+      c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(w1, x));
+    }
+  }
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  for (size_t r = 0; r < mr; r++) {
+    const __m512i s = _mm512_add_epi32(_mm512_permutex2var_epi32(c[r][0], even, c[r][1]),
+                                       _mm512_permutex2var_epi32(c[r][0], odd, c[r][1]));
+    _mm512_storeu_si512(raw + r * 16, s);
+  }
+}
+
+QP_TARGET_AVX512 static void xnn_qs8_requant__avx512(size_t mr, size_t nc, const int32_t *raw,
+                                                     const xnn_requant_params *p, int8_t *out,
+                                                     size_t out_stride) {
+  (void)nc;
+  const __m512i b = _mm512_loadu_si512(p->bias_eff);
+  const __m512 m = p->per_channel ? _mm512_loadu_ps(p->mult) : _mm512_set1_ps(p->mult[0]);
+  const __m512 lo = _mm512_set1_ps((float)(p->qmin - p->zp)), hi = _mm512_set1_ps((float)(p->qmax - p->zp));
+  const __m512i zp = _mm512_set1_epi32(p->zp);
+  for (size_t r = 0; r < mr; r++) {
+    const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(raw + r * 16), b);
+    const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), m), lo), hi);
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    _mm_storeu_si128((__m128i *)(out + r * out_stride), _mm512_cvtsepi32_epi8(q));
+  }
+}
+
+QP_TARGET_AVX512 static void xnn_qd8_f32_dequant__avx512(size_t mr, size_t nc, const int32_t *raw,
+                                                         const xnn_dequant_params *p, float *out,
+                                                         size_t out_stride) {
+  (void)nc;
+  const __m512i rs = _mm512_loadu_si512(p->row_sums);
+  const __m512 ws = p->per_channel ? _mm512_loadu_ps(p->w_scale) : _mm512_set1_ps(p->w_scale[0]);
+  for (size_t r = 0; r < mr; r++) {
+    const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(raw + r * 16),
+                                         _mm512_mullo_epi32(_mm512_set1_epi32(p->x_zp[r]), rs));
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_set1_ps(p->x_scale[r]), ws));
+    XNN_FP_BARRIER_ZMM(y);
+    if (p->bias) y = _mm512_add_ps(y, _mm512_loadu_ps(p->bias));
+    _mm512_storeu_ps(out + r * out_stride, y);
+  }
+}
+
+const xnn_gemm_config xnn_config_avx512 = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx,
+                                           xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512};
+
+/* ---------------------------------------------------------- AVX-512 VNNI -- */
+
+QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
+    size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, const int32_t *row_sums,
+    int32_t *raw) {
+  XNN_ROW_PTRS(a, a_stride, mr, a0, a1, a2, a3);
+  const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080); /* s8 -> u8: x + 128 */
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  size_t p = 0;
+  for (; p + 4 <= k; p += 4, w += 64) {
+    const __m512i vw = _mm512_loadu_si512(w);
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a0 + p)), flip), vw);
+    c1 = _mm512_dpbusd_epi32(c1, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a1 + p)), flip), vw);
+    c2 = _mm512_dpbusd_epi32(c2, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a2 + p)), flip), vw);
+    c3 = _mm512_dpbusd_epi32(c3, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a3 + p)), flip), vw);
+  }
+  if (p < k) { /* padded k: the packed weights there are 0, whatever x is */
+    const __m512i vw = _mm512_loadu_si512(w);
+    const size_t t = k - p;
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a0 + p, t)), flip), vw);
+    c1 = _mm512_dpbusd_epi32(c1, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a1 + p, t)), flip), vw);
+    c2 = _mm512_dpbusd_epi32(c2, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a2 + p, t)), flip), vw);
+    c3 = _mm512_dpbusd_epi32(c3, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a3 + p, t)), flip), vw);
+  }
+  const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(row_sums), 7); /* 128 * sum w */
+  _mm512_storeu_si512(raw, _mm512_sub_epi32(c0, corr));
+  if (mr > 1) _mm512_storeu_si512(raw + 16, _mm512_sub_epi32(c1, corr));
+  if (mr > 2) _mm512_storeu_si512(raw + 32, _mm512_sub_epi32(c2, corr));
+  if (mr > 3) _mm512_storeu_si512(raw + 48, _mm512_sub_epi32(c3, corr));
+}
+
+const xnn_gemm_config xnn_config_avx512vnni = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni,
+                                               xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512};
+
+#else
+typedef int xnn_gemm_x86_unused; /* ISO C forbids an empty translation unit */
+#endif

@@ -1,0 +1,387 @@
+/*
+ * Standalone test driver for the xnnpack plugin kernels (no Python).
+ *
+ * Built natively (x86-64: scalar, AVX2, AVX-512, AVX-512 VNNI) and for
+ * AArch64 under qemu (scalar, NEON, NEON dot product) by run_arm_tests.sh.
+ * For many random shapes and qparams it checks:
+ *   - the scalar path against naive loops over the unpacked weights (exact);
+ *   - every other usable ISA path against the scalar path (bit for bit,
+ *     int8 outputs and the fp32 outputs of the dynamic linear);
+ *   - that no path writes outside its output (sentinel guard bytes);
+ *   - the qd8 dynamic quantizer against an independent implementation;
+ *   - the int4 group-wise kernel against naive fp32 loops;
+ *   - argument validation (QP_ERR_INVALID_ARGUMENT, never a crash).
+ * Exits 1 on the first mismatch (printing it), 0 when everything matched.
+ *
+ * Usage: test_kernels [--require ISA[,ISA...]] [--trials N] [--seed S]
+ *   --require fails unless each named ISA path was usable and exercised.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quantplug/qp_quantize.h"
+#include "quantplug/qp_requant.h"
+#include "quantplug/qp_runtime.h"
+#include "xnnpack_kernels.h"
+
+#define GUARD 64
+#define SENTINEL 0x5a
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) { /* xorshift64* */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 2685821657736338717ull;
+}
+static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1)); }
+static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)((rnd() >> 11) * (1.0 / 9007199254740992.0)); }
+
+static int failures = 0;
+static long checks = 0;
+static int exercised[QP_ISA_COUNT];
+
+#define FAIL(...)                                           \
+  do {                                                      \
+    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);    \
+    fprintf(stderr, __VA_ARGS__);                           \
+    fprintf(stderr, "\n");                                  \
+    failures++;                                             \
+    return 1;                                               \
+  } while (0)
+
+static void *guarded_alloc(size_t bytes) {
+  unsigned char *p = (unsigned char *)malloc(bytes + GUARD);
+  memset(p, SENTINEL, bytes + GUARD);
+  return p;
+}
+static int guard_intact(const void *p, size_t bytes) {
+  const unsigned char *c = (const unsigned char *)p + bytes;
+  for (size_t i = 0; i < GUARD; i++)
+    if (c[i] != SENTINEL) return 0;
+  return 1;
+}
+
+static const size_t K_CHOICES[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 257, 515};
+static const size_t MN_CHOICES[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 33, 64, 65};
+
+static size_t pick(const size_t *choices, size_t count, size_t random_max) {
+  return (rnd() % 3 == 0) ? (size_t)rnd_range(1, (int64_t)random_max) : choices[rnd() % count];
+}
+
+/* ------------------------------------------------------------ static linear -- */
+
+static int test_static(size_t m, size_t k, size_t n, int extreme, int threads) {
+  int8_t *x = malloc(m * k), *w = malloc(n * k);
+  int32_t *bias = malloc(n * sizeof(int32_t));
+  float *mult = malloc(n * sizeof(float));
+  const int per_channel = rnd() % 2, has_bias = rnd() % 4 != 0, relu = rnd() % 4 == 0;
+  int32_t x_zp = (int32_t)rnd_range(-128, 127), out_zp = (int32_t)rnd_range(-128, 127);
+  for (size_t i = 0; i < m * k; i++) x[i] = (int8_t)(extreme ? (rnd() % 2 ? 127 : -128) : rnd_range(-128, 127));
+  for (size_t i = 0; i < n * k; i++) w[i] = (int8_t)(extreme ? (rnd() % 2 ? 127 : -127) : rnd_range(-127, 127));
+  if (extreme) x_zp = rnd() % 2 ? 127 : -128;
+  const float base = 1.0f / (127.0f * 64.0f * sqrtf((float)k));
+  for (size_t j = 0; j < n; j++) {
+    bias[j] = has_bias ? (int32_t)rnd_range(-100000, 100000) : 0;
+    mult[j] = base * rnd_float(0.05f, 8.0f);
+  }
+  if (rnd() % 16 == 0) mult[0] = rnd_float(1.0f, 255.0f); /* saturating outputs */
+  const int32_t qmin = relu ? (out_zp > -128 ? out_zp : -128) : (int32_t)rnd_range(-128, -100);
+  const int32_t qmax = rnd() % 4 ? 127 : (int32_t)rnd_range(qmin, 127);
+  const size_t psize = xnnpack_qc8w_packed_size(n, k), rsize = xnnpack_qc8w_row_sums_size(n);
+  int8_t *packed = malloc(psize);
+  int32_t *row_sums = malloc(rsize * sizeof(int32_t));
+  if (xnnpack_pack_qc8w(w, n, k, packed, psize, row_sums, rsize) != QP_OK) FAIL("pack failed n=%zu k=%zu", n, k);
+
+  /* naive reference over the unpacked weights */
+  int8_t *ref = malloc(m * n);
+  for (size_t i = 0; i < m; i++)
+    for (size_t j = 0; j < n; j++) {
+      int64_t acc = has_bias ? bias[j] : 0;
+      for (size_t p = 0; p < k; p++) acc += ((int64_t)x[i * k + p] - x_zp) * w[j * k + p];
+      if (acc < INT32_MIN || acc > INT32_MAX) FAIL("test bug: accumulator overflow");
+      ref[i * n + j] = (int8_t)qp_requantize((int32_t)acc, mult[per_channel ? j : 0], out_zp, qmin, qmax);
+    }
+  int8_t *scalar = guarded_alloc(m * n), *out = guarded_alloc(m * n);
+  qp_set_num_threads(1);
+  qp_set_isa(QP_ISA_SCALAR);
+  int st = xnnpack_qs8_qc8w_linear(x, m, k, x_zp, packed, row_sums, n, has_bias ? bias : NULL, mult,
+                                   per_channel ? n : 1, out_zp, qmin, qmax, scalar);
+  if (st != QP_OK) FAIL("scalar static linear returned %d", st);
+  if (!guard_intact(scalar, m * n)) FAIL("scalar static linear wrote past its output");
+  for (size_t i = 0; i < m * n; i++)
+    if (scalar[i] != ref[i])
+      FAIL("scalar vs naive: m=%zu k=%zu n=%zu at %zu: %d != %d", m, k, n, i, scalar[i], ref[i]);
+  checks++;
+  exercised[QP_ISA_SCALAR] = 1;
+  qp_set_num_threads(threads);
+  for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    memset(out, SENTINEL, m * n + GUARD);
+    st = xnnpack_qs8_qc8w_linear(x, m, k, x_zp, packed, row_sums, n, has_bias ? bias : NULL, mult,
+                                 per_channel ? n : 1, out_zp, qmin, qmax, out);
+    if (st != QP_OK) FAIL("%s static linear returned %d", qp_isa_name(isa), st);
+    if (!guard_intact(out, m * n)) FAIL("%s static linear wrote past its output (m=%zu n=%zu)", qp_isa_name(isa), m, n);
+    for (size_t i = 0; i < m * n; i++)
+      if (out[i] != scalar[i])
+        FAIL("%s vs scalar (static): m=%zu k=%zu n=%zu x_zp=%d out_zp=%d at [%zu,%zu]: %d != %d",
+             qp_isa_name(isa), m, k, n, x_zp, out_zp, i / n, i % n, out[i], scalar[i]);
+    exercised[isa] = 1;
+    checks++;
+  }
+  qp_set_isa(-1);
+  free(x), free(w), free(bias), free(mult), free(packed), free(row_sums), free(ref), free(scalar), free(out);
+  return 0;
+}
+
+/* ----------------------------------------------------------- dynamic linear -- */
+
+/* Independent qd8 qparams: torch's affine observer formula. */
+static void naive_qparams(float lo, float hi, float *scale, int32_t *zp) {
+  float mn = fminf(lo, 0.0f), mx = fmaxf(hi, 0.0f);
+  float s = (mx - mn) / 255.0f;
+  s = fmaxf(s, FLT_EPSILON);
+  long z = -128 - lrintf(mn / s);
+  *scale = s;
+  *zp = (int32_t)(z < -128 ? -128 : z > 127 ? 127 : z);
+}
+
+static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
+  float *x = malloc(m * k * sizeof(float)), *ws = malloc(n * sizeof(float)), *bias = malloc(n * sizeof(float));
+  int8_t *w = malloc(n * k);
+  const int per_row = rnd() % 2, per_channel = rnd() % 2, has_bias = rnd() % 3 != 0;
+  const float amp = powf(10.0f, rnd_float(-3.0f, 3.0f)), shift = rnd() % 3 == 0 ? rnd_float(-2.0f, 2.0f) * amp : 0.0f;
+  for (size_t i = 0; i < m * k; i++) x[i] = rnd_float(-amp, amp) + shift;
+  if (m > 1 && rnd() % 4 == 0) memset(x, 0, k * sizeof(float)); /* an all-zero row: scale = eps */
+  for (size_t i = 0; i < n * k; i++) w[i] = (int8_t)rnd_range(-127, 127);
+  for (size_t j = 0; j < n; j++) ws[j] = rnd_float(1e-4f, 1e-1f), bias[j] = rnd_float(-5.0f, 5.0f);
+  const size_t psize = xnnpack_qc8w_packed_size(n, k), rsize = xnnpack_qc8w_row_sums_size(n);
+  int8_t *packed = malloc(psize);
+  int32_t *row_sums = malloc(rsize * sizeof(int32_t));
+  if (xnnpack_pack_qc8w(w, n, k, packed, psize, row_sums, rsize) != QP_OK) FAIL("pack failed");
+
+  /* quantizer vs the independent formula */
+  int8_t *xq = malloc(m * k);
+  float *xs = malloc(m * sizeof(float));
+  int32_t *xz = malloc(m * sizeof(int32_t));
+  if (xnnpack_qd8_quantize(x, m, k, per_row, xq, xs, xz) != QP_OK) FAIL("qd8 quantize failed");
+  for (size_t i = 0; i < m; i++) {
+    float lo = INFINITY, hi = -INFINITY;
+    const size_t b = per_row ? i * k : 0, e = per_row ? (i + 1) * k : m * k;
+    for (size_t p = b; p < e; p++) lo = fminf(lo, x[p]), hi = fmaxf(hi, x[p]);
+    float s;
+    int32_t z;
+    naive_qparams(lo, hi, &s, &z);
+    if (s != xs[i] || z != xz[i]) FAIL("qd8 qparams row %zu: (%g, %d) != (%g, %d)", i, xs[i], xz[i], s, z);
+    const float inv = 1.0f / s;
+    for (size_t p = 0; p < k; p++) {
+      long q = lrintf(x[i * k + p] * inv) + z;
+      q = q < -128 ? -128 : q > 127 ? 127 : q;
+      if (xq[i * k + p] != q) FAIL("qd8 quantized value row %zu col %zu: %d != %ld", i, p, xq[i * k + p], q);
+    }
+  }
+  /* naive output */
+  float *ref = malloc(m * n * sizeof(float));
+  for (size_t i = 0; i < m; i++)
+    for (size_t j = 0; j < n; j++) {
+      int32_t acc = 0;
+      for (size_t p = 0; p < k; p++) acc += ((int32_t)xq[i * k + p] - xz[i]) * w[j * k + p];
+      volatile float y = (float)acc * (xs[i] * ws[per_channel ? j : 0]); /* volatile: never an FMA */
+      ref[i * n + j] = has_bias ? y + bias[j] : y;
+    }
+  float *scalar = guarded_alloc(m * n * sizeof(float)), *out = guarded_alloc(m * n * sizeof(float));
+  qp_set_num_threads(1);
+  qp_set_isa(QP_ISA_SCALAR);
+  int st = xnnpack_qd8_f32_qc8w_linear(x, m, k, per_row, packed, row_sums, n, ws, per_channel ? n : 1,
+                                       has_bias ? bias : NULL, scalar);
+  if (st != QP_OK) FAIL("scalar dynamic linear returned %d", st);
+  if (memcmp(scalar, ref, m * n * sizeof(float)) != 0) {
+    for (size_t i = 0; i < m * n; i++)
+      if (memcmp(&scalar[i], &ref[i], sizeof(float)))
+        FAIL("scalar vs naive (dynamic) m=%zu k=%zu n=%zu at %zu: %.9g != %.9g", m, k, n, i, scalar[i], ref[i]);
+  }
+  checks++;
+  qp_set_num_threads(threads);
+  for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    memset(out, SENTINEL, m * n * sizeof(float) + GUARD);
+    st = xnnpack_qd8_f32_qc8w_linear(x, m, k, per_row, packed, row_sums, n, ws, per_channel ? n : 1,
+                                     has_bias ? bias : NULL, out);
+    if (st != QP_OK) FAIL("%s dynamic linear returned %d", qp_isa_name(isa), st);
+    if (!guard_intact(out, m * n * sizeof(float))) FAIL("%s dynamic linear wrote past its output", qp_isa_name(isa));
+    for (size_t i = 0; i < m * n; i++)
+      if (memcmp(&out[i], &scalar[i], sizeof(float)))
+        FAIL("%s vs scalar (dynamic): m=%zu k=%zu n=%zu per_row=%d at [%zu,%zu]: %.9g != %.9g",
+             qp_isa_name(isa), m, k, n, per_row, i / n, i % n, out[i], scalar[i]);
+    checks++;
+  }
+  qp_set_isa(-1);
+  free(x), free(ws), free(bias), free(w), free(packed), free(row_sums), free(xq), free(xs), free(xz);
+  free(ref), free(scalar), free(out);
+  return 0;
+}
+
+/* --------------------------------------------------------------- int4 qb4w -- */
+
+static int test_qb4w(size_t m, size_t n, size_t group, size_t groups) {
+  const size_t k = group * groups;
+  float *x = malloc(m * k * sizeof(float)), *sc = malloc(n * groups * sizeof(float)), *bias = malloc(n * sizeof(float));
+  int8_t *w = malloc(n * k);
+  for (size_t i = 0; i < m * k; i++) x[i] = rnd_float(-2.0f, 2.0f);
+  for (size_t i = 0; i < n * k; i++) w[i] = (int8_t)rnd_range(-8, 7);
+  for (size_t i = 0; i < n * groups; i++) sc[i] = rnd_float(1e-3f, 0.5f);
+  for (size_t j = 0; j < n; j++) bias[j] = rnd_float(-1.0f, 1.0f);
+  const size_t psize = xnnpack_qb4w_packed_size(n, k);
+  uint8_t *packed = malloc(psize);
+  if (xnnpack_pack_qb4w(w, n, k, packed, psize) != QP_OK) FAIL("qb4w pack failed");
+  for (size_t i = 0; i < n * k; i++) { /* nibble layout: low = even k */
+    const int v = i % 2 ? packed[i / 2] >> 4 : packed[i / 2] & 15;
+    if ((v >= 8 ? v - 16 : v) != w[i]) FAIL("qb4w nibble %zu", i);
+  }
+  float *out = guarded_alloc(m * n * sizeof(float));
+  qp_set_num_threads(2);
+  if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, out) != QP_OK) FAIL("qb4w linear failed");
+  if (!guard_intact(out, m * n * sizeof(float))) FAIL("qb4w wrote past its output");
+  for (size_t i = 0; i < m; i++)
+    for (size_t j = 0; j < n; j++) {
+      double acc = bias[j], mag = fabs(bias[j]);
+      for (size_t p = 0; p < k; p++) {
+        const double t = (double)x[i * k + p] * w[j * k + p] * sc[j * groups + p / group];
+        acc += t, mag += fabs(t);
+      }
+      if (fabs(out[i * n + j] - acc) > 1e-5 * mag + 1e-6)
+        FAIL("qb4w m=%zu n=%zu k=%zu g=%zu at [%zu,%zu]: %.9g vs %.9g", m, n, k, group, i, j, out[i * n + j], acc);
+    }
+  checks++;
+  free(x), free(sc), free(bias), free(w), free(packed), free(out);
+  return 0;
+}
+
+/* --------------------------------------------------------------- arguments -- */
+
+static int test_invalid(void) {
+  int8_t w[8] = {1, 2, 3, -128, 5, 6, 7, 8}, packed[64];
+  int32_t rs[16];
+  if (xnnpack_pack_qc8w(w, 2, 4, packed, sizeof packed, rs, 16) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("pack accepted -128 (qc8w is narrow range)");
+  w[3] = 4;
+  if (xnnpack_pack_qc8w(w, 2, 4, packed, 63, rs, 16) != QP_ERR_INVALID_ARGUMENT) FAIL("pack accepted a short buffer");
+  if (xnnpack_pack_qc8w(w, 2, 4, packed, 64, rs, 16) != QP_OK) FAIL("pack rejected good weights");
+  int8_t x[4] = {0}, out[2];
+  float mult[2] = {0.1f, 0.1f};
+  if (xnnpack_qs8_qc8w_linear(x, 1, 4, 0, packed, rs, 2, NULL, mult, 3, 0, -128, 127, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("linear accepted 3 multipliers for n=2");
+  if (xnnpack_qs8_qc8w_linear(x, 1, 4, 200, packed, rs, 2, NULL, mult, 1, 0, -128, 127, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("linear accepted x_zp=200");
+  if (xnnpack_qs8_qc8w_linear(x, 1, 4, 0, packed, rs, 2, NULL, mult, 1, 0, 10, 5, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("linear accepted qmin > qmax");
+  mult[0] = NAN;
+  if (xnnpack_qs8_qc8w_linear(x, 1, 4, 0, packed, rs, 2, NULL, mult, 1, 0, -128, 127, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("linear accepted a NaN multiplier");
+  if (xnnpack_qs8_qc8w_linear(NULL, 1, 4, 0, packed, rs, 2, NULL, mult, 1, 0, -128, 127, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("linear accepted x = NULL");
+  float fx[4] = {1.0f, NAN, 0.0f, 2.0f}, fout[2], ws = 0.5f;
+  if (xnnpack_qd8_f32_qc8w_linear(fx, 1, 4, 1, packed, rs, 2, &ws, 1, NULL, fout) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("dynamic linear accepted NaN input");
+  fx[1] = INFINITY;
+  if (xnnpack_qd8_f32_qc8w_linear(fx, 1, 4, 0, packed, rs, 2, &ws, 1, NULL, fout) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("dynamic linear accepted inf input");
+  int8_t w4[4] = {1, 9, 0, 0};
+  uint8_t p4[2];
+  if (xnnpack_pack_qb4w(w4, 1, 4, p4, 2) != QP_ERR_INVALID_ARGUMENT) FAIL("qb4w pack accepted 9");
+  float sc = 1.0f, x4[48] = {0}, o4[1];
+  if (xnnpack_f32_qb4w_linear(x4, 1, 48, (uint8_t *)packed, 1, &sc, 48, NULL, o4) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w accepted group size 48");
+  if (qp_set_isa(QP_ISA_COUNT + 3) == QP_OK) FAIL("qp_set_isa accepted an invalid isa");
+  checks++;
+  return 0;
+}
+
+/* Largest accumulators: |x - zp| = 255, |w| = 127 for every k. */
+static int test_large_k(size_t k) {
+  const size_t m = 3, n = 17;
+  int8_t *x = malloc(m * k), *w = malloc(n * k);
+  for (size_t i = 0; i < m * k; i++) x[i] = -128;
+  for (size_t i = 0; i < n * k; i++) w[i] = (int8_t)((i / k) % 2 ? 127 : -127);
+  const size_t psize = xnnpack_qc8w_packed_size(n, k), rsize = xnnpack_qc8w_row_sums_size(n);
+  int8_t *packed = malloc(psize);
+  int32_t *rs = malloc(rsize * 4);
+  if (xnnpack_pack_qc8w(w, n, k, packed, psize, rs, rsize) != QP_OK) FAIL("pack k=%zu", k);
+  const float mult = 1.0f / (255.0f * 127.0f * (float)k) * 100.0f;
+  int8_t scalar[3 * 17], out[3 * 17];
+  qp_set_isa(QP_ISA_SCALAR);
+  if (xnnpack_qs8_qc8w_linear(x, m, k, 127, packed, rs, n, NULL, &mult, 1, 0, -128, 127, scalar) != QP_OK)
+    FAIL("large k scalar");
+  for (size_t j = 0; j < m * n; j++) /* acc = -255 * (+-127) * k -> -+100 after requantization */
+    if (scalar[j] != ((j % n) % 2 ? -100 : 100)) FAIL("large k=%zu scalar value %d at %zu", k, scalar[j], j);
+  for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    if (xnnpack_qs8_qc8w_linear(x, m, k, 127, packed, rs, n, NULL, &mult, 1, 0, -128, 127, out) != QP_OK)
+      FAIL("large k %s", qp_isa_name(isa));
+    if (memcmp(out, scalar, sizeof out)) FAIL("large k=%zu: %s differs from scalar", k, qp_isa_name(isa));
+  }
+  qp_set_isa(-1);
+  if (xnnpack_qs8_qc8w_linear(x, m, xnnpack_max_k() + 1, 0, packed, rs, n, NULL, &mult, 1, 0, -128, 127, out) !=
+      QP_ERR_INVALID_ARGUMENT)
+    FAIL("k above xnnpack_max_k accepted");
+  checks++;
+  free(x), free(w), free(packed), free(rs);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *require = NULL;
+  long trials = 400;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--require") && i + 1 < argc) require = argv[++i];
+    else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng_state = strtoull(argv[++i], NULL, 0) | 1;
+    else {
+      fprintf(stderr, "usage: %s [--require ISA[,ISA...]] [--trials N] [--seed S]\n", argv[0]);
+      return 2;
+    }
+  }
+  printf("xnnpack kernel test: compiled isas:");
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++)
+    if (qp_compiled_isas() & (1u << isa)) printf(" %s%s", qp_isa_name(isa), qp_isa_usable(isa) ? "" : "(not usable here)");
+  printf("\n");
+  if (test_invalid()) return 1;
+  for (long t = 0; t < trials; t++) {
+    const size_t m = pick(MN_CHOICES, sizeof MN_CHOICES / sizeof *MN_CHOICES, 40);
+    const size_t n = pick(MN_CHOICES, sizeof MN_CHOICES / sizeof *MN_CHOICES, 80);
+    const size_t k = pick(K_CHOICES, sizeof K_CHOICES / sizeof *K_CHOICES, 300);
+    const int threads = (int)rnd_range(1, 4);
+    if (test_static(m, k, n, t % 10 == 9, threads)) return 1;
+    if (test_dynamic(m, k, n, threads)) return 1;
+    if (t % 8 == 0) {
+      static const size_t groups[] = {32, 64, 128};
+      if (test_qb4w(pick(MN_CHOICES, 14, 9), pick(MN_CHOICES, 14, 20), groups[rnd() % 3], (size_t)rnd_range(1, 4)))
+        return 1;
+    }
+  }
+  if (test_large_k(16384) || test_large_k(xnnpack_max_k())) return 1;
+  if (require) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", require);
+    for (char *name = strtok(buf, ","); name; name = strtok(NULL, ",")) {
+      int found = -1;
+      for (int isa = 0; isa < QP_ISA_COUNT; isa++)
+        if (!strcmp(qp_isa_name(isa), name)) found = isa;
+      if (found < 0 || !exercised[found]) {
+        fprintf(stderr, "FAIL: required ISA path %s was not %s\n", name, found < 0 ? "known" : "usable/exercised");
+        return 1;
+      }
+    }
+  }
+  printf("xnnpack kernel test: %ld comparisons passed; exercised:", checks);
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++)
+    if (exercised[isa]) printf(" %s", qp_isa_name(isa));
+  printf("\n");
+  return failures ? 1 : 0;
+}

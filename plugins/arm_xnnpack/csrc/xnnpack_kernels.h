@@ -1,0 +1,83 @@
+/*
+ * quantplug-arm-xnnpack kernels: XNNPACK numerics (qs8 / qc8w / qd8 / qb4w).
+ *
+ *   qs8   activations int8 ASYMMETRIC, [-128, 127], any zero point
+ *   qc8w  weights int8 symmetric per output channel, NARROW range [-127, 127],
+ *         zero point 0 (the NEON "mlal" microkernel sums two products in
+ *         int16: 2 * 128 * 127 = 32512 fits, 2 * 128 * 128 would not)
+ *   qd8   dynamic int8 asymmetric activations quantized per call, per row or
+ *         per tensor; fp32 output
+ *   qb4w  int4 symmetric weights in [-8, 7], group-wise fp32 scales (group
+ *         32/64/128), two per byte; fp32 activations and output
+ *
+ * Weight layout ("gemm goi, nr=16, kr=4"): K is padded to a multiple of 4 and
+ * N to a multiple of 16 (zeros); for each block of 16 output channels, for
+ * each group of 4 k, the 16 channels' 4 bytes follow each other:
+ *     packed[nb][kb][j][t] = w[nb*16 + j][kb*4 + t]
+ * One 64-byte row is exactly one zmm for vpdpbusd (16 int32 lanes x 4 bytes),
+ * four NEON SDOT operands, or four AVX2 / NEON widening-multiply operands.
+ * row_sums[n] = sum_k w[n][k] (int32, padded to a multiple of 16) lets the
+ * SIMD paths compute sum (x - zp) * w as sum x * w - zp * row_sum, and the
+ * VNNI path (u8 x s8 only) feed x + 128 and subtract 128 * row_sum.
+ *
+ * Every entry point validates its arguments and returns QP_ERR_INVALID_ARGUMENT
+ * rather than reading out of bounds. The scalar path is the definition; every
+ * SIMD path (AVX2, AVX-512, AVX-512 VNNI on x86-64; NEON, NEON dot product on
+ * AArch64) must match it bit for bit, including the fp32 outputs of qd8.
+ */
+#ifndef QUANTPLUG_XNNPACK_KERNELS_H
+#define QUANTPLUG_XNNPACK_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* QP_CDEF_BEGIN */
+/* Largest K accepted: |x - zp| <= 255 and |w| <= 127, so an int32
+ * accumulator holds 65536 * 255 * 127 < 2**31 exactly. */
+size_t xnnpack_max_k(void);
+/* Bytes of the packed qc8w buffer and int32 entries of row_sums for an
+ * [n, k] weight (n padded to 16, k to 4). */
+size_t xnnpack_qc8w_packed_size(size_t n, size_t k);
+size_t xnnpack_qc8w_row_sums_size(size_t n);
+/* Pack int8 weights [n, k] (row major). Fails on a value of -128. */
+int xnnpack_pack_qc8w(const int8_t *w, size_t n, size_t k, int8_t *packed, size_t packed_size,
+                      int32_t *row_sums, size_t row_sums_size);
+/* Static int8 linear: out[m, n] = requantize(sum_k (x - x_zp) * w + bias[n]),
+ * requantize = clamp(nearbyint((float)acc * multiplier[n]) + out_zp, qmin, qmax)
+ * (qp_requantize). bias may be NULL; n_multipliers is 1 or n; a fused relu is
+ * qmin = max(qmin, out_zp). */
+int xnnpack_qs8_qc8w_linear(const int8_t *x, size_t m, size_t k, int32_t x_zp,
+                            const int8_t *packed, const int32_t *row_sums, size_t n,
+                            const int32_t *bias, const float *multipliers, size_t n_multipliers,
+                            int32_t out_zp, int32_t qmin, int32_t qmax, int8_t *out);
+/* Dynamic quantization of fp32 rows [m, k] to int8 asymmetric [-128, 127]:
+ * one (scale, zero point) per row (per_row = 1) or for the whole tensor
+ * (then every row gets the same pair). Fails on a non-finite input. */
+int xnnpack_qd8_quantize(const float *x, size_t m, size_t k, int per_row, int8_t *xq,
+                         float *scales, int32_t *zero_points);
+/* Dynamic linear (qd8-f32-qc8w): x fp32 [m, k] quantized per call, then
+ * out[m, n] = (float)acc * (x_scale[m] * w_scale[n]) + bias[n] with
+ * acc = sum_k (xq - x_zp[m]) * w, the product and the sum rounded
+ * separately (never an FMA), as quantplug's reference kernels do. bias
+ * may be NULL; n_w_scales is 1 or n. */
+int xnnpack_qd8_f32_qc8w_linear(const float *x, size_t m, size_t k, int per_row,
+                                const int8_t *packed, const int32_t *row_sums, size_t n,
+                                const float *w_scales, size_t n_w_scales, const float *bias,
+                                float *out);
+/* int4 weight-only (f32-qb4w): weights [n, k] int8 storage in [-8, 7] packed
+ * two per byte (low nibble = even k); scales fp32 [n, k / group_size]. */
+size_t xnnpack_qb4w_packed_size(size_t n, size_t k);
+int xnnpack_pack_qb4w(const int8_t *w, size_t n, size_t k, uint8_t *packed, size_t packed_size);
+/* out[m, n] = bias[n] + sum_g scale[n, g] * (sum_{k in g} x[m, k] * w[n, k]),
+ * sums in fp32 in k order. group_size is 32, 64 or 128 and divides k. */
+int xnnpack_f32_qb4w_linear(const float *x, size_t m, size_t k, const uint8_t *packed, size_t n,
+                            const float *scales, size_t group_size, const float *bias, float *out);
+/* QP_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUANTPLUG_XNNPACK_KERNELS_H */

@@ -1,0 +1,407 @@
+"""Python side of the xnnpack kernels: packed weights and checked wrappers.
+
+Every wrapper validates its tensors with :func:`quantplug.kernels.check_tensor`
+(dtype, shape, contiguity, device) and its qparams *before* a pointer reaches
+C, raising :class:`quantplug.KernelInputError` that names the op and the
+tensor. The C entry points validate again and return a status instead of
+reading out of bounds.
+
+Numerics (XNNPACK's qs8 / qc8w / qd8 / qb4w):
+
+* activations int8 asymmetric, [-128, 127], any zero point;
+* weights int8 symmetric (zero point 0), narrow range [-127, 127], per output
+  channel (or one scale repeated: per tensor);
+* static linear: int32 accumulation, int32 bias ``round(bias / (x_scale *
+  w_scale))``, requantization ``clamp(round_half_even(acc * m) + zp)`` with
+  ``m = x_scale * w_scale / out_scale`` in float32 (:func:`requant_params`);
+* dynamic linear (qd8-f32-qc8w): fp32 input quantized per call to int8
+  asymmetric per tensor or per row, fp32 output
+  ``acc.float() * (x_scale * w_scale) + bias`` (two roundings, no FMA);
+* int4 weight-only (f32-qb4w): symmetric int4 weights in [-8, 7] packed two
+  per byte, fp32 scales per group of 32/64/128 input features.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from quantplug.errors import KernelInputError
+from quantplug.kernels import CffiKernelLibrary, check_tensor, requant_params
+
+from ._version import __version__
+
+__all__ = [
+    "DISTRIBUTION",
+    "GROUP_SIZES",
+    "MAX_REQUANT_SCALE",
+    "PackedLinearWeight",
+    "PackedInt4LinearWeight",
+    "XNNPACKKernels",
+    "load_kernels",
+]
+
+DISTRIBUTION = "quantplug-arm-xnnpack"
+#: int4 group sizes the f32-qb4w kernel runs.
+GROUP_SIZES = (32, 64, 128)
+#: XNNPACK rejects a requantization scale (x_scale * w_scale / out_scale) of 256 or more.
+MAX_REQUANT_SCALE = 256.0
+
+_INT8 = torch.int8
+
+
+@dataclass
+class PackedLinearWeight:
+    """Weights of a qs8/qd8 linear, packed for the microkernels (ordinary tensors, picklable).
+
+    :param packed: int8, ``[ceil(N/16) * 16 * ceil(K/4) * 4]``: blocks of 16
+        output channels, 4 input features per channel per 64-byte row.
+    :param scales: fp32 ``[N]`` weight scales.
+    :param zero_points: int32 ``[N]`` (always 0: qc8w weights are symmetric).
+    :param row_sums: int32 ``[ceil(N/16) * 16]``, ``sum_k w[n, k]``.
+    :param n: output features.
+    :param k: input features.
+    """
+
+    packed: Tensor
+    scales: Tensor
+    zero_points: Tensor
+    row_sums: Tensor
+    n: int
+    k: int
+
+
+@dataclass
+class PackedInt4LinearWeight:
+    """int4 group-wise weights of a weight-only linear (ordinary tensors, picklable).
+
+    :param packed: uint8 ``[N, K / 2]``, low nibble = even input feature.
+    :param scales: fp32 ``[N, K / group_size]``.
+    :param group_size: 32, 64 or 128.
+    :param n: output features.
+    :param k: input features.
+    """
+
+    packed: Tensor
+    scales: Tensor
+    group_size: int
+    n: int
+    k: int
+
+
+def _finite_positive(value: object, name: str, op: str) -> float:
+    if type(value) is float and 0.0 < value < math.inf:
+        return value
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise KernelInputError(f"{op}: {name} must be a float, got {type(value).__name__}") from None
+    if not (math.isfinite(v) and v > 0.0):
+        raise KernelInputError(f"{op}: {name}={v} must be finite and > 0")
+    return v
+
+
+def _int8_zero_point(value: object, name: str, op: str) -> int:
+    if type(value) is int and -128 <= value <= 127:
+        return value
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise KernelInputError(f"{op}: {name} must be an integer, got {value!r}")
+    v = int(value)
+    if not -128 <= v <= 127:
+        raise KernelInputError(f"{op}: {name}={v} is outside the int8 range [-128, 127] of XNNPACK qs8 activations")
+    return v
+
+
+class _IdentityCache:
+    """Results computed from static tensors (packed weights, qparams), reused while the tensors are unchanged.
+
+    Static qparams and packed weights do not change between calls, so their
+    validation, :func:`requant_params` (a few torch ops) and the C pointer
+    casts run on the first call only. Keys hold the tensors' ``id`` and
+    version counter, and entries hold weak references checked on every hit,
+    so a freed, replaced or modified tensor never matches a stale entry.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def key(tensors: tuple, extra: tuple) -> tuple:
+        return (*[(id(t), t._version if t is not None else 0) for t in tensors], *extra)
+
+    def get(self, key: tuple, tensors: tuple):
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        for ref, t in zip(hit[0], tensors):
+            if (ref() if ref is not None else None) is not t:
+                return None
+        return hit[1]
+
+    def put(self, key: tuple, tensors: tuple, value):
+        refs = tuple(weakref.ref(t) if t is not None else None for t in tensors)
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[key] = (refs, value)
+        return value
+
+
+class XNNPACKKernels(CffiKernelLibrary):
+    """The compiled xnnpack kernels (``quantplug_arm_xnnpack._kernels``).
+
+    ISA paths: scalar (always), AVX2, AVX-512, AVX-512 VNNI on x86-64; NEON
+    and NEON dot product on AArch64; chosen at run time (``set_isa`` /
+    ``use_isa`` force one; every path gives bit-identical results).
+    """
+
+    def __init__(self, module=None) -> None:
+        if module is None:
+            try:
+                from . import _kernels as module  # type: ignore[no-redef]
+            except ImportError as exc:
+                raise ImportError(
+                    f"{DISTRIBUTION}: the compiled kernels (quantplug_arm_xnnpack._kernels) are missing or cannot "
+                    f"be loaded ({exc}). They are built by pip at install time (needs a C compiler): "
+                    f"pip install --force-reinstall --no-deps {DISTRIBUTION}") from exc
+        super().__init__(module, plugin_version=__version__, distribution=DISTRIBUTION)
+        self.max_k = int(self.lib.xnnpack_max_k())
+        self._cache = _IdentityCache()
+
+    # ------------------------------------------------------------ packing --
+    def pack_linear_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor) -> PackedLinearWeight:
+        """Pack int8 weights ``[N, K]`` (qc8w: symmetric, values in [-127, 127]).
+
+        ``w_scales`` fp32 ``[N]`` must be finite and > 0; ``w_zero_points``
+        int32 ``[N]`` must be all 0 (XNNPACK weights are symmetric).
+        """
+        op = "xnnpack.pack_linear_weight"
+        check_tensor(w_q, "w_q", dtype=_INT8, ndim=2, op=op)
+        n, k = w_q.shape
+        if n == 0 or k == 0:
+            raise KernelInputError(f"{op}: w_q has shape {tuple(w_q.shape)}; N and K must be >= 1")
+        if k > self.max_k:
+            raise KernelInputError(f"{op}: K={k} exceeds the kernels' maximum {self.max_k} "
+                                   f"(int32 accumulators must hold K * 255 * 127)")
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(n,), op=op)
+        check_tensor(w_zero_points, "w_zero_points", dtype=torch.int32, shape=(n,), op=op)
+        if not bool(torch.isfinite(w_scales).all()) or not bool((w_scales > 0).all()):
+            raise KernelInputError(f"{op}: every w_scales entry must be finite and > 0")
+        if bool((w_zero_points != 0).any()):
+            raise KernelInputError(f"{op}: w_zero_points must be all 0: XNNPACK qc8w weights are symmetric "
+                                   f"(quantize them with a symmetric qscheme)")
+        if bool((w_q == -128).any()):
+            raise KernelInputError(f"{op}: w_q contains -128; XNNPACK qc8w weights are narrow range [-127, 127] "
+                                   f"(use quant_min=-127, as get_symmetric_quantization_config does)")
+        packed = torch.empty(int(self.lib.xnnpack_qc8w_packed_size(n, k)), dtype=_INT8)
+        row_sums = torch.empty(int(self.lib.xnnpack_qc8w_row_sums_size(n)), dtype=torch.int32)
+        status = self.lib.xnnpack_pack_qc8w(self.ptr(w_q, "int8_t *"), n, k, self.ptr(packed, "int8_t *"),
+                                            packed.numel(), self.ptr(row_sums, "int32_t *"), row_sums.numel())
+        self.check_status(status, op)
+        return PackedLinearWeight(packed, w_scales.clone(), w_zero_points.clone(), row_sums, int(n), int(k))
+
+    def _packed_ptrs(self, packed: object, op: str) -> tuple:
+        """Validate ``packed`` (once per set of tensors) and return its C pointers."""
+        if not isinstance(packed, PackedLinearWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedLinearWeight from pack_linear_weight, "
+                                   f"got {type(packed).__name__}")
+        tensors = (packed.packed, packed.row_sums, packed.scales)
+        key = _IdentityCache.key(tensors, ("packed", packed.n, packed.k))
+        ptrs = self._cache.get(key, tensors)
+        if ptrs is not None:
+            return ptrs
+        n, k = packed.n, packed.k
+        if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 1 <= k <= self.max_k):
+            raise KernelInputError(f"{op}: packed has invalid sizes n={n!r}, k={k!r}")
+        n_pad = -(-n // 16) * 16  # layout of xnnpack_qc8w_packed_size: N to 16, K to 4
+        check_tensor(packed.packed, "packed.packed", dtype=_INT8, shape=(n_pad * (-(-k // 4) * 4),), op=op)
+        check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(n_pad,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
+        if not bool(torch.isfinite(packed.scales).all()) or not bool((packed.scales > 0).all()):
+            raise KernelInputError(f"{op}: every packed.scales entry must be finite and > 0")
+        ptrs = (self.ptr(packed.packed, "int8_t *"), self.ptr(packed.row_sums, "int32_t *"),
+                self.ptr(packed.scales, "float *"))
+        return self._cache.put(key, tensors, ptrs)
+
+    def _static_ptrs(self, packed: object, x_scale: float, out_scale: float, bias: object, op: str) -> tuple:
+        """C pointers of the packed weight, multipliers and int32 bias for these static qparams (computed once)."""
+        if not isinstance(packed, PackedLinearWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedLinearWeight from pack_linear_weight, "
+                                   f"got {type(packed).__name__}")
+        tensors = (packed.packed, packed.row_sums, packed.scales, bias if isinstance(bias, Tensor) else None)
+        key = _IdentityCache.key(tensors, ("static", packed.n, packed.k, x_scale, out_scale))
+        hit = self._cache.get(key, tensors)
+        if hit is not None:
+            return hit
+        w_ptr, rs_ptr, _ = self._packed_ptrs(packed, op)
+        bias = self._check_bias(bias, packed.n, op)
+        mult, bias_q = requant_params(x_scale, packed.scales, out_scale, bias)
+        largest, smallest = float(mult.max()), float(mult.min())
+        if not math.isfinite(largest) or largest >= MAX_REQUANT_SCALE:
+            raise KernelInputError(
+                f"{op}: requantization scale x_scale * w_scale / out_scale reaches {largest:.6g}; XNNPACK "
+                f"supports < {MAX_REQUANT_SCALE:g} (out_scale={out_scale:g} is too small for x_scale={x_scale:g})")
+        if smallest <= 0.0:
+            raise KernelInputError(f"{op}: requantization scale underflows to 0 (x_scale={x_scale:g}, "
+                                   f"out_scale={out_scale:g})")
+        # mult and bias_q ride along in the entry so the pointers stay valid
+        value = (w_ptr, rs_ptr, self.ptr(mult, "float *"), mult.numel(),
+                 self.ptr(bias_q, "int32_t *") if bias_q is not None else self.ffi.NULL, mult, bias_q)
+        return self._cache.put(key, tensors, value)
+
+    def _check_bias(self, bias: object, n: int, op: str) -> Tensor | None:
+        if bias is None:
+            return None
+        return check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
+
+    @staticmethod
+    def _rows(x: Tensor, k: int, name: str, op: str) -> tuple[int, tuple[int, ...]]:
+        shape = x.shape
+        if len(shape) == 2 and shape[1] == k:
+            return shape[0], (shape[0],)
+        if x.dim() < 1 or x.shape[-1] != k:
+            raise KernelInputError(f"{op}: {name} has shape {tuple(x.shape)}; its last dim must be K={k}")
+        lead = tuple(x.shape[:-1])
+        return math.prod(lead), lead
+
+    # ------------------------------------------------------- static linear --
+    def linear(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedLinearWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """int8 linear (qs8-qc8w): ``x_q`` int8 ``[..., K]`` -> int8 ``[..., N]``.
+
+        ``bias`` is fp32 ``[N]`` (quantized to int32 with scale
+        ``x_scale * w_scale``) or ``None``; ``relu`` fuses a ReLU through the
+        output clamp (``quant_min = max(-128, out_zero_point)``).
+        """
+        op = "xnnpack.linear"
+        x_scale = _finite_positive(x_scale, "x_scale", op)
+        out_scale = _finite_positive(out_scale, "out_scale", op)
+        w_ptr, rs_ptr, mult_ptr, n_mult, bias_ptr, _, _ = self._static_ptrs(packed, x_scale, out_scale, bias, op)
+        check_tensor(x_q, "x_q", dtype=_INT8, op=op)
+        m, lead = self._rows(x_q, packed.k, "x_q", op)
+        x_zp = _int8_zero_point(x_zero_point, "x_zero_point", op)
+        out_zp = _int8_zero_point(out_zero_point, "out_zero_point", op)
+        out = torch.empty((*lead, packed.n), dtype=_INT8)
+        self.sync_threads()
+        status = self.lib.xnnpack_qs8_qc8w_linear(
+            self.ptr(x_q, "int8_t *"), m, packed.k, x_zp, w_ptr, rs_ptr, packed.n, bias_ptr, mult_ptr, n_mult,
+            out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
+        self.check_status(status, op)
+        return out
+
+    # ------------------------------------------------------ dynamic linear --
+    def quantize_dynamic(self, x: Tensor, per_row: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The qd8 activation quantizer: fp32 ``[..., K]`` -> (int8 same shape, fp32 scales, int32 zero points).
+
+        One (scale, zero point) per row of ``x.reshape(-1, K)`` when
+        ``per_row``, else one for the tensor (repeated per row). qparams are
+        those of :func:`quantplug.affine.choose_qparams` (range including 0,
+        ``scale = (max - min) / 255``, at least float32 eps).
+        """
+        op = "xnnpack.quantize_dynamic"
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        if x.dim() < 1 or x.shape[-1] == 0:
+            raise KernelInputError(f"{op}: x has shape {tuple(x.shape)}; need a non-empty last dim")
+        k = x.shape[-1]
+        m = x.numel() // k
+        xq = torch.empty(x.shape, dtype=_INT8)
+        scales = torch.empty(m, dtype=torch.float32)
+        zps = torch.empty(m, dtype=torch.int32)
+        status = self.lib.xnnpack_qd8_quantize(self.ptr(x, "float *"), m, k, int(bool(per_row)),
+                                               self.ptr(xq, "int8_t *"), self.ptr(scales, "float *"),
+                                               self.ptr(zps, "int32_t *"))
+        if status == 1:
+            raise KernelInputError(f"{op}: x contains inf or NaN; dynamic quantization needs finite inputs")
+        self.check_status(status, op)
+        return xq, scales, zps
+
+    def linear_dynamic(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None,
+                       per_row: bool = False) -> Tensor:
+        """Dynamic linear (qd8-f32-qc8w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
+
+        ``x`` is quantized on every call to int8 asymmetric, per row of
+        ``x.reshape(-1, K)`` when ``per_row`` else per tensor.
+        """
+        op = "xnnpack.linear_dynamic"
+        w_ptr, rs_ptr, scales_ptr = self._packed_ptrs(packed, op)
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        m, lead = self._rows(x, packed.k, "x", op)
+        bias = self._check_bias(bias, packed.n, op)
+        out = torch.empty((*lead, packed.n), dtype=torch.float32)
+        self.sync_threads()
+        status = self.lib.xnnpack_qd8_f32_qc8w_linear(
+            self.ptr(x, "float *"), m, packed.k, int(bool(per_row)), w_ptr, rs_ptr, packed.n, scales_ptr, packed.n,
+            self.ptr(bias, "float *") if bias is not None else self.ffi.NULL, self.ptr(out, "float *"))
+        if status == 1 and m > 0 and not bool(torch.isfinite(x).all()):
+            raise KernelInputError(f"{op}: x contains inf or NaN; dynamic quantization needs finite inputs")
+        self.check_status(status, op)
+        return out
+
+    # ------------------------------------------------ int4 weight-only -----
+    def pack_linear_weight_int4(self, w_q: Tensor, scales: Tensor, group_size: int) -> PackedInt4LinearWeight:
+        """Pack int4 weights (int8 storage ``[N, K]``, values in [-8, 7]) with fp32 scales ``[N, K / group_size]``."""
+        op = "xnnpack.pack_linear_weight_int4"
+        if group_size not in GROUP_SIZES:
+            raise KernelInputError(f"{op}: group_size={group_size!r}; XNNPACK qb4w supports {list(GROUP_SIZES)}")
+        check_tensor(w_q, "w_q", dtype=_INT8, ndim=2, op=op)
+        n, k = w_q.shape
+        if n == 0 or k == 0 or k % group_size:
+            raise KernelInputError(f"{op}: w_q has shape {tuple(w_q.shape)}; K must be a positive multiple "
+                                   f"of group_size={group_size}")
+        check_tensor(scales, "scales", dtype=torch.float32, shape=(n, k // group_size), op=op)
+        if not bool(torch.isfinite(scales).all()) or bool((scales < 0).any()):
+            raise KernelInputError(f"{op}: scales must be finite and >= 0")
+        if bool(((w_q < -8) | (w_q > 7)).any()):
+            raise KernelInputError(f"{op}: w_q has values outside the int4 range [-8, 7]")
+        packed = torch.empty((n, k // 2), dtype=torch.uint8)
+        status = self.lib.xnnpack_pack_qb4w(self.ptr(w_q, "int8_t *"), n, k, self.ptr(packed, "uint8_t *"),
+                                            packed.numel())
+        self.check_status(status, op)
+        return PackedInt4LinearWeight(packed, scales.clone(), int(group_size), int(n), int(k))
+
+    def linear_int4_weight_only(self, x: Tensor, packed: PackedInt4LinearWeight, bias: Tensor | None) -> Tensor:
+        """int4 weight-only linear (f32-qb4w, scalar reference path): fp32 ``[..., K]`` -> fp32 ``[..., N]``."""
+        op = "xnnpack.linear_int4_weight_only"
+        if not isinstance(packed, PackedInt4LinearWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedInt4LinearWeight from pack_linear_weight_int4, "
+                                   f"got {type(packed).__name__}")
+        n, k, g = packed.n, packed.k, packed.group_size
+        if g not in GROUP_SIZES or n < 1 or k < 1 or k % g:
+            raise KernelInputError(f"{op}: packed has invalid sizes n={n}, k={k}, group_size={g}")
+        check_tensor(packed.packed, "packed.packed", dtype=torch.uint8, shape=(n, k // 2), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n, k // g), op=op)
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        m, lead = self._rows(x, k, "x", op)
+        bias = self._check_bias(bias, n, op)
+        out = torch.empty((*lead, n), dtype=torch.float32)
+        self.sync_threads()
+        status = self.lib.xnnpack_f32_qb4w_linear(
+            self.ptr(x, "float *"), m, k, self.ptr(packed.packed, "uint8_t *"), n,
+            self.ptr(packed.scales, "float *"), g, self.ptr(bias, "float *") if bias is not None else self.ffi.NULL,
+            self.ptr(out, "float *"))
+        self.check_status(status, op)
+        return out
+
+
+_instance: XNNPACKKernels | None = None
+_instance_lock = threading.Lock()
+
+
+def load_kernels() -> XNNPACKKernels:
+    """The process-wide kernel library (loaded once; raises ``KernelBuildMismatchError`` on a stale build)."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = XNNPACKKernels()
+        return _instance

@@ -1,0 +1,343 @@
+/*
+ * Linear drivers: argument checks, ISA dispatch, tiling and threading around the
+ * 4x16c4 microkernels, for the static (uint8 -> uint8) and dynamic (fp32 -> fp32) linear.
+ *
+ * Work is split into tiles of FB_MC rows x FB_NCB packed column blocks; tiles run on the
+ * shared thread pool (qp_parallel_for), each writes a disjoint part of the output, so results
+ * do not depend on the thread count. Nothing is allocated per call except the dynamic linear's
+ * quantized-activation buffer, which is a per-thread scratch that only grows.
+ */
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fbgemm_kernels.h"
+#include "quantplug/qp_requant.h"
+#include "quantplug/qp_runtime.h"
+
+#if defined(FB_HAVE_X86)
+const uint32_t qp_plugin_compiled_isas =
+    (1u << QP_ISA_AVX2) | (1u << QP_ISA_AVX512) | (1u << QP_ISA_AVX512VNNI);
+#else
+const uint32_t qp_plugin_compiled_isas = 0; /* scalar only off x86 */
+#endif
+
+
+static fb_gemm_impl fb_impl_for(int isa) {
+  fb_gemm_impl impl = {"fbgemm_qu8_gemm_ukernel_4x16c4__scalar",
+                       fbgemm_qu8_gemm_ukernel_4x16c4__scalar, fb_epilogue_u8__scalar,
+                       fb_epilogue_f32__scalar, 0};
+#if defined(FB_HAVE_X86)
+  switch (isa) {
+    case QP_ISA_AVX512VNNI:
+      impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni",
+                            fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni, fb_epilogue_u8__avx512,
+                            fb_epilogue_f32__avx512, 0};
+      break;
+    case QP_ISA_AVX512:
+      impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512",
+                            fbgemm_qu8_gemm_ukernel_4x16c4__avx512, fb_epilogue_u8__avx512,
+                            fb_epilogue_f32__avx512, 1};
+      break;
+    case QP_ISA_AVX2:
+      impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx2",
+                            fbgemm_qu8_gemm_ukernel_4x16c4__avx2, fb_epilogue_u8__avx2,
+                            fb_epilogue_f32__avx2, 1};
+      break;
+    default:
+      break;
+  }
+#else
+  (void)isa;
+#endif
+  return impl;
+}
+
+fb_gemm_impl fb_select(void) { return fb_impl_for(qp_active_isa()); }
+
+const char *fbgemm_gemm_ukernel_name(void) { return fb_select().name; }
+
+int fb_any_above_127(const uint8_t *x, size_t n) {
+  uint64_t bits = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    memcpy(&v, x + i, 8);
+    bits |= v;
+  }
+  for (; i < n; i++) bits |= x[i];
+  return (bits & 0x8080808080808080ull) != 0;
+}
+
+int fb_valid_scale(float s) { return s > 0.0f && isfinite(s); }
+
+static void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p) {
+  memset(p, 0, sizeof(*p));
+  const uint32_t kxz = (uint32_t)c->k * (uint32_t)c->x_zp;
+  for (size_t j = 0; j < nc; j++) {
+    const size_t col = n0 + j;
+    const int32_t wz = c->wz[col];
+    /* row-independent part of sum_k (x - x_zp)(w - w_zp): -x_zp * sum(w) + K * x_zp * w_zp */
+    uint32_t fold = kxz * (uint32_t)wz - (uint32_t)c->x_zp * (uint32_t)c->rs[col];
+    const float acc_scale = c->x_scale * c->ws[col];
+    if (c->dynamic) {
+      p->mult[j] = acc_scale;
+      p->bias[j] = c->bias != NULL ? c->bias[col] : 0.0f;
+    } else {
+      p->mult[j] = acc_scale / c->out_scale;
+      if (c->bias != NULL) fold += (uint32_t)fb_f32_to_i32_sat(nearbyintf(c->bias[col] / acc_scale));
+    }
+    p->col[j] = (int32_t)fold;
+    p->wz[j] = wz;
+  }
+}
+
+void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, size_t mc,
+                  size_t b0, size_t b1, void *out, size_t out_stride) {
+  int32_t acc[FB_MR * FB_NR];
+  int32_t xs[FB_MC];
+  fb_block_params params;
+  if (c->has_wz)
+    for (size_t i = 0; i < mc; i++) {
+      const uint8_t *row = a + i * a_stride;
+      uint32_t s = 0;
+      for (size_t p = 0; p < c->k; p++) s += row[p];
+      xs[i] = (int32_t)s;
+    }
+  const size_t kg = (c->k + FB_KR - 1) / FB_KR;
+  for (size_t b = b0; b < b1; b++) {
+    const size_t n0 = b * FB_NR, nc = c->n - n0 < FB_NR ? c->n - n0 : FB_NR;
+    fb_block_setup(c, n0, nc, &params);
+    const int8_t *wb = c->w + b * kg * FB_NR * FB_KR;
+    for (size_t i = 0; i < mc; i += FB_MR) {
+      const size_t mr = mc - i < FB_MR ? mc - i : FB_MR;
+      c->impl.ukernel(mr, c->k, a + i * a_stride, a_stride, wb, acc, c->split);
+      const int32_t *rows = c->has_wz ? xs + i : NULL;
+      if (c->dynamic)
+        c->impl.epi_f32(mr, nc, acc, rows, &params, c->bias != NULL,
+                        (float *)out + i * out_stride + n0, out_stride);
+      else
+        c->impl.epi_u8(mr, nc, acc, rows, &params, c->out_zp, c->qmin, c->qmax,
+                       (uint8_t *)out + i * out_stride + n0, out_stride);
+    }
+  }
+}
+
+typedef struct {
+  fb_gemm_params p;
+  const uint8_t *x;
+  size_t m, nb, ntiles;
+  void *out;
+  size_t out_elem;
+} fb_linear_ctx;
+
+static void fb_linear_task(void *vctx, size_t begin, size_t end) {
+  const fb_linear_ctx *c = (const fb_linear_ctx *)vctx;
+  for (size_t t = begin; t < end; t++) {
+    const size_t m0 = (t / c->ntiles) * FB_MC, nt = t % c->ntiles;
+    const size_t mc = c->m - m0 < FB_MC ? c->m - m0 : FB_MC;
+    const size_t b1 = (nt + 1) * FB_NCB < c->nb ? (nt + 1) * FB_NCB : c->nb;
+    fb_gemm_rows(&c->p, c->x + m0 * c->p.k, c->p.k, mc, nt * FB_NCB, b1,
+                 (char *)c->out + m0 * c->p.n * c->out_elem, c->p.n);
+  }
+}
+
+static void fb_linear_run(fb_linear_ctx *c) {
+  c->nb = (c->p.n + FB_NR - 1) / FB_NR;
+  c->ntiles = (c->nb + FB_NCB - 1) / FB_NCB;
+  const size_t ntasks = ((c->m + FB_MC - 1) / FB_MC) * c->ntiles;
+  if (ntasks == 0) return;
+  if (c->m * c->p.n * c->p.k < FB_PARALLEL_MIN_MACS)
+    fb_linear_task(c, 0, ntasks);
+  else
+    qp_parallel_for(ntasks, 1, fb_linear_task, c);
+}
+
+int fb_check_weights(const int8_t *packed, const int32_t *row_sums, const float *w_scales,
+                     const int32_t *w_zps, size_t n, size_t k, int *has_wz) {
+  if (packed == NULL || row_sums == NULL || w_scales == NULL || w_zps == NULL ||
+      fbgemm_packed_linear_size(n, k) == 0)
+    return QP_ERR_INVALID_ARGUMENT;
+  *has_wz = 0;
+  for (size_t j = 0; j < n; j++) {
+    if (!fb_valid_scale(w_scales[j])) return QP_ERR_INVALID_ARGUMENT;
+    if (w_zps[j] < -128 || w_zps[j] > 127) return QP_ERR_INVALID_ARGUMENT;
+    *has_wz |= w_zps[j] != 0;
+  }
+  return QP_OK;
+}
+
+int fb_check_requant(float x_scale, int32_t x_zp, float out_scale, int32_t out_zp, int32_t qmin,
+                     int32_t qmax) {
+  if (!fb_valid_scale(x_scale) || !fb_valid_scale(out_scale) || x_zp < 0 || x_zp > 255 ||
+      out_zp < 0 || out_zp > 255 || qmin < 0 || qmax > 255 || qmin > qmax)
+    return QP_ERR_INVALID_ARGUMENT;
+  return QP_OK;
+}
+
+int fb_check_bias(const float *bias, size_t n) {
+  if (bias != NULL)
+    for (size_t j = 0; j < n; j++)
+      if (!isfinite(bias[j])) return QP_ERR_INVALID_ARGUMENT;
+  return QP_OK;
+}
+
+int fbgemm_linear_u8s8(const uint8_t *x, size_t m, size_t k, float x_scale, int32_t x_zp,
+                       const int8_t *packed, const int32_t *row_sums, const float *w_scales,
+                       const int32_t *w_zps, size_t n, const float *bias, float out_scale,
+                       int32_t out_zp, int32_t qmin, int32_t qmax, uint32_t flags,
+                       uint8_t *out) {
+  int has_wz;
+  if (fb_check_weights(packed, row_sums, w_scales, w_zps, n, k, &has_wz) != QP_OK ||
+      fb_check_requant(x_scale, x_zp, out_scale, out_zp, qmin, qmax) != QP_OK ||
+      fb_check_bias(bias, n) != QP_OK || (m > 0 && (x == NULL || out == NULL)) ||
+      (flags & ~(uint32_t)FBGEMM_FLAG_RAW_MADDUBS))
+    return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+  fb_linear_ctx c;
+  memset(&c, 0, sizeof(c));
+  c.p.impl = fb_select();
+  c.p.k = k;
+  c.p.n = n;
+  c.p.w = packed;
+  c.p.rs = row_sums;
+  c.p.wz = w_zps;
+  c.p.ws = w_scales;
+  c.p.bias = bias;
+  c.p.x_scale = x_scale;
+  c.p.out_scale = out_scale;
+  c.p.x_zp = x_zp;
+  c.p.out_zp = out_zp;
+  c.p.qmin = qmin;
+  c.p.qmax = qmax;
+  c.p.has_wz = has_wz;
+  /* maddubs paths: 7-bit activations (reduce_range) cannot saturate; 8-bit ones take the
+   * exact split form unless the caller asked for FBGEMM's raw behaviour. */
+  c.p.split = c.p.impl.uses_maddubs && !(flags & FBGEMM_FLAG_RAW_MADDUBS) &&
+              fb_any_above_127(x, m * k);
+  c.x = x;
+  c.m = m;
+  c.out = out;
+  c.out_elem = 1;
+  fb_linear_run(&c);
+  return QP_OK;
+}
+
+/* ------------------------------------------------------------ dynamic -- */
+
+typedef struct {
+  uint8_t *p;
+  size_t n;
+} fb_scratch_t;
+
+static pthread_key_t fb_scratch_key;
+static pthread_once_t fb_scratch_once = PTHREAD_ONCE_INIT;
+static int fb_scratch_key_ok = 0;
+
+static void fb_scratch_free(void *v) {
+  fb_scratch_t *s = (fb_scratch_t *)v;
+  free(s->p);
+  free(s);
+}
+
+static void fb_scratch_init(void) {
+  fb_scratch_key_ok = pthread_key_create(&fb_scratch_key, fb_scratch_free) == 0;
+}
+
+/* A per-thread buffer of at least n bytes, reused across calls (freed at thread exit). */
+uint8_t *fb_scratch(size_t n) {
+  pthread_once(&fb_scratch_once, fb_scratch_init);
+  if (!fb_scratch_key_ok) return NULL;
+  fb_scratch_t *s = (fb_scratch_t *)pthread_getspecific(fb_scratch_key);
+  if (s == NULL) {
+    s = (fb_scratch_t *)calloc(1, sizeof(*s));
+    if (s == NULL || pthread_setspecific(fb_scratch_key, s) != 0) {
+      free(s);
+      return NULL;
+    }
+  }
+  if (s->n < n) {
+    uint8_t *p = (uint8_t *)malloc(n);
+    if (p == NULL) return NULL;
+    free(s->p);
+    s->p = p;
+    s->n = n;
+  }
+  return s->p;
+}
+
+typedef struct {
+  const float *x;
+  uint8_t *q;
+  size_t len;
+  float inv_scale;
+  int32_t zp, qmin, qmax;
+} fb_quant_ctx;
+
+static void fb_quant_task(void *vctx, size_t begin, size_t end) {
+  const fb_quant_ctx *c = (const fb_quant_ctx *)vctx;
+  const size_t chunk = 4096;
+  const size_t b = begin * chunk, e = end * chunk < c->len ? end * chunk : c->len;
+  fb_quantize_row_u8__scalar(c->x + b, e - b, c->inv_scale, c->zp, c->qmin, c->qmax, c->q + b);
+}
+
+int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *packed,
+                              const int32_t *row_sums, const float *w_scales,
+                              const int32_t *w_zps, size_t n, const float *bias,
+                              int32_t act_qmin, int32_t act_qmax, float *out,
+                              float *x_scale_out, int32_t *x_zp_out) {
+  int has_wz;
+  if (fb_check_weights(packed, row_sums, w_scales, w_zps, n, k, &has_wz) != QP_OK ||
+      fb_check_bias(bias, n) != QP_OK || (m > 0 && (x == NULL || out == NULL)) ||
+      act_qmin < 0 || act_qmax > 255 || act_qmin >= act_qmax)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+  const size_t len = m * k;
+  /* per-tensor min / max; (v - v) is NaN exactly for inf and NaN inputs */
+  float mn = x[0], mx = x[0], bad = 0.0f;
+  for (size_t i = 0; i < len; i++) {
+    const float v = x[i];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    bad += v - v;
+  }
+  if (bad != 0.0f) return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
+  float scale;
+  int32_t zp;
+  if (fbgemm_choose_qparams(mn, mx, act_qmin, act_qmax, &scale, &zp) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (x_scale_out != NULL) *x_scale_out = scale;
+  if (x_zp_out != NULL) *x_zp_out = zp;
+  uint8_t *q = fb_scratch(len);
+  if (q == NULL) return QP_ERR_OUT_OF_MEMORY;
+  fb_quant_ctx qc = {x, q, len, 1.0f / scale, zp, act_qmin, act_qmax};
+  const size_t nchunks = (len + 4095) / 4096;
+  if (len < ((size_t)1 << 16))
+    fb_quant_task(&qc, 0, nchunks);
+  else
+    qp_parallel_for(nchunks, 4, fb_quant_task, &qc);
+
+  fb_linear_ctx c;
+  memset(&c, 0, sizeof(c));
+  c.p.impl = fb_select();
+  c.p.k = k;
+  c.p.n = n;
+  c.p.w = packed;
+  c.p.rs = row_sums;
+  c.p.wz = w_zps;
+  c.p.ws = w_scales;
+  c.p.bias = bias;
+  c.p.x_scale = scale;
+  c.p.x_zp = zp;
+  c.p.has_wz = has_wz;
+  c.p.split = c.p.impl.uses_maddubs && act_qmax > 127;
+  c.p.dynamic = 1;
+  c.x = q;
+  c.m = m;
+  c.out = out;
+  c.out_elem = sizeof(float);
+  fb_linear_run(&c);
+  return QP_OK;
+}

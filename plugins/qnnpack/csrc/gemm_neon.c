@@ -1,0 +1,188 @@
+/*
+ * ARM paths (AArch64 only; this file compiles to nothing elsewhere).
+ *
+ *  neon    : QNNPACK's NEON scheme: vmull_u8 gives exact uint8 x uint8
+ *            16-bit products, vpadalq_u16 adds pairs of them into uint32
+ *            lanes; 4 rows x 8 channels per pass.
+ *  neondot : UDOT (ARMv8.2 dot product): four uint8 x uint8 products per
+ *            uint32 lane in one instruction; 4 rows x 16 channels.
+ *
+ * Requantization uses vcvtnq_s32_f32 (round to nearest, ties to even),
+ * which is exactly nearbyintf in the default rounding mode.
+ */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <string.h>
+
+#include "qnnpack_internal.h"
+
+static inline uint8x16_t qnnpack_neon_dup4(uint32_t v) {
+  return vreinterpretq_u8_u32(vdupq_n_u32(v));
+}
+
+/* 4 rows x 8 channels (half a packed block). */
+static inline void qnnpack_qu8_gemm_ukernel_4x8c4__neon(size_t k, const uint8_t *const *a,
+                                                        const uint8_t *w, int32_t *acc) {
+  uint32x4_t c[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int s = 0; s < 4; s++) c[i][s] = vdupq_n_u32(0);
+  for (size_t kk = 0; kk < k; kk += QNNPACK_KR) {
+    const uint8x16_t w0 = vld1q_u8(w);      /* ch0..3 x k0..3 */
+    const uint8x16_t w1 = vld1q_u8(w + 16); /* ch4..7 */
+    const int full = kk + QNNPACK_KR <= k;
+    for (int i = 0; i < 4; i++) {
+      const uint8x16_t x = qnnpack_neon_dup4(full ? qnnpack_load_u32(a[i] + kk)
+                                                  : qnnpack_load_tail4(a[i] + kk, k - kk));
+      c[i][0] = vpadalq_u16(c[i][0], vmull_u8(vget_low_u8(w0), vget_low_u8(x)));
+      c[i][1] = vpadalq_u16(c[i][1], vmull_high_u8(w0, x));
+      c[i][2] = vpadalq_u16(c[i][2], vmull_u8(vget_low_u8(w1), vget_low_u8(x)));
+      c[i][3] = vpadalq_u16(c[i][3], vmull_high_u8(w1, x));
+    }
+    w += QNNPACK_NR * QNNPACK_KR;
+  }
+  /* c[i][0] lanes: ch0 k01, ch0 k23, ch1 k01, ch1 k23: pairwise add. */
+  for (int i = 0; i < 4; i++) {
+    int32_t *dst = acc + i * QNNPACK_NR;
+    const uint32x4_t s0 = vpaddq_u32(c[i][0], c[i][1]);
+    const uint32x4_t s1 = vpaddq_u32(c[i][2], c[i][3]);
+    vst1q_s32(dst, vaddq_s32(vld1q_s32(dst), vreinterpretq_s32_u32(s0)));
+    vst1q_s32(dst + 4, vaddq_s32(vld1q_s32(dst + 4), vreinterpretq_s32_u32(s1)));
+  }
+}
+
+static void qnnpack_qu8_gemm_ukernel_4x16c4__neon(size_t mr, size_t k, const uint8_t *const *a,
+                                                  const uint8_t *w, const int32_t *wsum,
+                                                  int32_t *acc) {
+  (void)mr;
+  (void)wsum;
+  qnnpack_qu8_gemm_ukernel_4x8c4__neon(k, a, w, acc);
+  qnnpack_qu8_gemm_ukernel_4x8c4__neon(k, a, w + 32, acc + 8);
+}
+
+QNNPACK_TARGET_NEONDOT static void qnnpack_qu8_gemm_ukernel_4x16c4__neondot(
+    size_t mr, size_t k, const uint8_t *const *a, const uint8_t *w, const int32_t *wsum,
+    int32_t *acc) {
+  (void)mr;
+  (void)wsum;
+  uint32x4_t c[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int s = 0; s < 4; s++) c[i][s] = vreinterpretq_u32_s32(vld1q_s32(acc + i * QNNPACK_NR + 4 * s));
+  for (size_t kk = 0; kk < k; kk += QNNPACK_KR) {
+    const uint8x16_t w0 = vld1q_u8(w), w1 = vld1q_u8(w + 16);
+    const uint8x16_t w2 = vld1q_u8(w + 32), w3 = vld1q_u8(w + 48);
+    const int full = kk + QNNPACK_KR <= k;
+    for (int i = 0; i < 4; i++) {
+      const uint8x16_t x = qnnpack_neon_dup4(full ? qnnpack_load_u32(a[i] + kk)
+                                                  : qnnpack_load_tail4(a[i] + kk, k - kk));
+      c[i][0] = vdotq_u32(c[i][0], w0, x);
+      c[i][1] = vdotq_u32(c[i][1], w1, x);
+      c[i][2] = vdotq_u32(c[i][2], w2, x);
+      c[i][3] = vdotq_u32(c[i][3], w3, x);
+    }
+    w += QNNPACK_NR * QNNPACK_KR;
+  }
+  for (int i = 0; i < 4; i++)
+    for (int s = 0; s < 4; s++) vst1q_s32(acc + i * QNNPACK_NR + 4 * s, vreinterpretq_s32_u32(c[i][s]));
+}
+
+static void qnnpack_qu8_requant_neon(size_t mr, size_t nc, const int32_t *acc, const float *mult,
+                                     int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
+                                     size_t out_stride) {
+  const float32x4_t flo = vdupq_n_f32((float)(qmin - out_zp));
+  const float32x4_t fhi = vdupq_n_f32((float)(qmax - out_zp));
+  const int32x4_t vzp = vdupq_n_s32(out_zp);
+  for (size_t i = 0; i < mr; i++) {
+    int32x4_t q[4];
+    for (int s = 0; s < 4; s++) {
+      float32x4_t v = vcvtq_f32_s32(vld1q_s32(acc + i * QNNPACK_NR + 4 * s));
+      v = vmulq_f32(v, vld1q_f32(mult + 4 * s));
+      v = vminq_f32(vmaxq_f32(v, flo), fhi);
+      q[s] = vaddq_s32(vcvtnq_s32_f32(v), vzp);
+    }
+    const uint16x8_t h0 = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
+    const uint16x8_t h1 = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
+    const uint8x16_t bytes = vcombine_u8(vqmovn_u16(h0), vqmovn_u16(h1));
+    if (nc == QNNPACK_NR) {
+      vst1q_u8(out + i * out_stride, bytes);
+    } else {
+      uint8_t tmp[16];
+      vst1q_u8(tmp, bytes);
+      memcpy(out + i * out_stride, tmp, nc);
+    }
+  }
+}
+
+static void qnnpack_qu8_dequant_neon(size_t mr, size_t nc, const int32_t *acc, const float *scale,
+                                     const float *bias, float *out, size_t out_stride) {
+  for (size_t i = 0; i < mr; i++) {
+    float tmp[16];
+    for (int s = 0; s < 4; s++) {
+      float32x4_t p = vmulq_f32(vcvtq_f32_s32(vld1q_s32(acc + i * QNNPACK_NR + 4 * s)),
+                                vld1q_f32(scale + 4 * s));
+      QNNPACK_NO_CONTRACT(p); /* keep vmul + vadd: never fused into vfma */
+      vst1q_f32(tmp + 4 * s, vaddq_f32(p, vld1q_f32(bias + 4 * s)));
+    }
+    memcpy(out + i * out_stride, tmp, nc * sizeof(float));
+  }
+}
+
+static void qnnpack_qu8_quant_neon(const float *x, size_t n, float inv_scale, int32_t zp,
+                                   uint8_t *out) {
+  const float32x4_t vinv = vdupq_n_f32(inv_scale);
+  const float32x4_t flo = vdupq_n_f32((float)(0 - zp)), fhi = vdupq_n_f32((float)(255 - zp));
+  const int32x4_t vzp = vdupq_n_s32(zp);
+  const float32x4_t zero = vdupq_n_f32(0.0f);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int32x4_t q[4];
+    for (int s = 0; s < 4; s++) {
+      float32x4_t v = vld1q_f32(x + i + 4 * s);
+      v = vbslq_f32(vceqq_f32(v, v), v, zero); /* NaN -> 0 -> zp */
+      v = vminq_f32(vmaxq_f32(vmulq_f32(v, vinv), flo), fhi);
+      q[s] = vaddq_s32(vcvtnq_s32_f32(v), vzp);
+    }
+    const uint16x8_t h0 = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
+    const uint16x8_t h1 = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
+    vst1q_u8(out + i, vcombine_u8(vqmovn_u16(h0), vqmovn_u16(h1)));
+  }
+  qnnpack_qu8_quant_scalar(x + i, n - i, inv_scale, zp, out + i);
+}
+
+static void qnnpack_f32_minmax_neon(const float *x, size_t n, float *lo, float *hi) {
+  float32x4_t vmin = vdupq_n_f32(*lo), vmax = vdupq_n_f32(*hi);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vld1q_f32(x + i);
+    const uint32x4_t ok = vceqq_f32(v, v); /* FMIN propagates NaN: mask them out */
+    vmin = vminq_f32(vbslq_f32(ok, v, vmin), vmin);
+    vmax = vmaxq_f32(vbslq_f32(ok, v, vmax), vmax);
+  }
+  float l = *lo, h = *hi;
+  float mn = vminvq_f32(vmin), mx = vmaxvq_f32(vmax);
+  qnnpack_f32_minmax_scalar(&mn, 1, &l, &h);
+  qnnpack_f32_minmax_scalar(&mx, 1, &l, &h);
+  qnnpack_f32_minmax_scalar(x + i, n - i, &l, &h);
+  *lo = l;
+  *hi = h;
+}
+
+const qnnpack_isa_kernels qnnpack_kernels_neon = {
+    .mr = 4,
+    .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neon,
+    .requant = qnnpack_qu8_requant_neon,
+    .dequant = qnnpack_qu8_dequant_neon,
+    .quant = qnnpack_qu8_quant_neon,
+    .minmax = qnnpack_f32_minmax_neon,
+};
+
+const qnnpack_isa_kernels qnnpack_kernels_neondot = {
+    .mr = 4,
+    .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neondot,
+    .requant = qnnpack_qu8_requant_neon,
+    .dequant = qnnpack_qu8_dequant_neon,
+    .quant = qnnpack_qu8_quant_neon,
+    .minmax = qnnpack_f32_minmax_neon,
+};
+#else
+typedef int qnnpack_gemm_neon_unused; /* ISO C forbids an empty translation unit */
+#endif

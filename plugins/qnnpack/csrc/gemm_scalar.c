@@ -1,0 +1,74 @@
+/*
+ * Scalar reference path: the definition every SIMD path must reproduce bit
+ * for bit. Integer arithmetic is done in uint32_t so that wrap-around is
+ * defined behaviour (the SIMD paths wrap the same way).
+ */
+#include <math.h>
+
+#include "qnnpack_internal.h"
+#include "quantplug/qp_requant.h"
+
+static void qnnpack_qu8_gemm_ukernel_4x16c4__scalar(size_t mr, size_t k, const uint8_t *const *a,
+                                                    const uint8_t *w, const int32_t *wsum,
+                                                    int32_t *acc) {
+  (void)wsum;
+  const size_t kg_count = (k + QNNPACK_KR - 1) / QNNPACK_KR;
+  for (size_t i = 0; i < mr; i++) {
+    uint32_t sums[QNNPACK_NR] = {0};
+    const uint8_t *row = a[i];
+    for (size_t kg = 0; kg < kg_count; kg++) {
+      const uint8_t *wg = w + kg * QNNPACK_NR * QNNPACK_KR;
+      const size_t kk = kg * QNNPACK_KR;
+      const size_t len = k - kk < QNNPACK_KR ? k - kk : QNNPACK_KR;
+      for (size_t j = 0; j < QNNPACK_NR; j++)
+        for (size_t t = 0; t < len; t++)
+          sums[j] += (uint32_t)row[kk + t] * (uint32_t)wg[j * QNNPACK_KR + t];
+    }
+    for (size_t j = 0; j < QNNPACK_NR; j++)
+      acc[i * QNNPACK_NR + j] = (int32_t)((uint32_t)acc[i * QNNPACK_NR + j] + sums[j]);
+  }
+}
+
+void qnnpack_qu8_requant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *mult,
+                                int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
+                                size_t out_stride) {
+  for (size_t i = 0; i < mr; i++)
+    for (size_t j = 0; j < nc; j++)
+      out[i * out_stride + j] =
+          (uint8_t)qp_requantize(acc[i * QNNPACK_NR + j], mult[j], out_zp, qmin, qmax);
+}
+
+void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *scale,
+                                const float *bias, float *out, size_t out_stride) {
+  for (size_t i = 0; i < mr; i++)
+    for (size_t j = 0; j < nc; j++) {
+      float p = (float)acc[i * QNNPACK_NR + j] * scale[j];
+      QNNPACK_NO_CONTRACT(p);
+      out[i * out_stride + j] = p + bias[j];
+    }
+}
+
+void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
+                              uint8_t *out) {
+  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)qp_quantize(x[i], inv_scale, zp, 0, 255);
+}
+
+void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi) {
+  float mn = *lo, mx = *hi;
+  for (size_t i = 0; i < n; i++) {
+    const float v = x[i];
+    mn = v < mn ? v : mn; /* NaN compares false: ignored */
+    mx = v > mx ? v : mx;
+  }
+  *lo = mn;
+  *hi = mx;
+}
+
+const qnnpack_isa_kernels qnnpack_kernels_scalar = {
+    .mr = 4,
+    .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
+    .requant = qnnpack_qu8_requant_scalar,
+    .dequant = qnnpack_qu8_dequant_scalar,
+    .quant = qnnpack_qu8_quant_scalar,
+    .minmax = qnnpack_f32_minmax_scalar,
+};

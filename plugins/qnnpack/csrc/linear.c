@@ -1,0 +1,284 @@
+/*
+ * Linear drivers: argument checks, ISA dispatch (qp_active_isa()), zero
+ * point folding, and the tile loop run on the shared thread pool.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qnnpack_internal.h"
+#include "qnnpack_kernels.h"
+#include "quantplug/qp_requant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+const uint32_t qp_plugin_compiled_isas = (1u << QP_ISA_SSE2) | (1u << QP_ISA_AVX2) |
+                                         (1u << QP_ISA_AVX512) | (1u << QP_ISA_AVX512VNNI);
+#elif defined(__aarch64__)
+const uint32_t qp_plugin_compiled_isas = (1u << QP_ISA_NEON) | (1u << QP_ISA_NEONDOT);
+#else
+const uint32_t qp_plugin_compiled_isas = 0;
+#endif
+
+const qnnpack_isa_kernels *qnnpack_active_kernels(void) {
+  switch (qp_active_isa()) {
+#if defined(__x86_64__) || defined(__i386__)
+    case QP_ISA_SSE2: return &qnnpack_kernels_sse2;
+    case QP_ISA_AVX2: return &qnnpack_kernels_avx2;
+    case QP_ISA_AVX512: return &qnnpack_kernels_avx512;
+    case QP_ISA_AVX512VNNI: return &qnnpack_kernels_avx512vnni;
+#endif
+#if defined(__aarch64__)
+    case QP_ISA_NEON: return &qnnpack_kernels_neon;
+    case QP_ISA_NEONDOT: return &qnnpack_kernels_neondot;
+#endif
+    default: return &qnnpack_kernels_scalar;
+  }
+}
+
+typedef struct {
+  const qnnpack_isa_kernels *kern;
+  size_t m, k, n, kg_count, mt_count;
+  const uint8_t *x;      /* rows the microkernel reads (prepared when kern->xprep) */
+  size_t x_stride;       /* bytes between rows of x */
+  size_t k_kernel;       /* K the microkernel sees (padded to KR when prepared) */
+  const uint8_t *packed;
+  const int32_t *wsums;
+  const int32_t *cbias; /* [npad] bias - xzp * wsum + k * xzp * wzp */
+  const int32_t *wzp;   /* [npad] */
+  const uint32_t *xsum; /* [m] */
+  /* static output */
+  const float *mult; /* [npad] */
+  int32_t out_zp, qmin, qmax;
+  uint8_t *out;
+  /* dynamic output */
+  const float *dscale; /* [npad] x_scale * w_scale */
+  const float *dbias;  /* [npad] */
+  float *fout;
+} qnnpack_gemm_ctx;
+
+static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
+  const qnnpack_gemm_ctx *c = (const qnnpack_gemm_ctx *)vctx;
+  const size_t MR = c->kern->mr;
+  int32_t acc[QNNPACK_MR_MAX * QNNPACK_NR] __attribute__((aligned(64)));
+  const uint8_t *a[QNNPACK_MR_MAX];
+  for (size_t t = begin; t < end; t++) {
+    const size_t nb = t / c->mt_count, mt = t % c->mt_count;
+    const size_t m0 = mt * MR, n0 = nb * QNNPACK_NR;
+    const size_t mr = c->m - m0 < MR ? c->m - m0 : MR;
+    const size_t nc = c->n - n0 < QNNPACK_NR ? c->n - n0 : QNNPACK_NR;
+    for (size_t i = 0; i < MR; i++) {
+      const size_t row = m0 + (i < mr ? i : mr - 1);
+      a[i] = c->x + row * c->x_stride;
+      const uint32_t xs = c->xsum[row];
+      for (size_t j = 0; j < QNNPACK_NR; j++)
+        acc[i * QNNPACK_NR + j] =
+            (int32_t)((uint32_t)c->cbias[n0 + j] - (uint32_t)c->wzp[n0 + j] * xs);
+    }
+    c->kern->gemm(mr, c->k_kernel, a, c->packed + nb * c->kg_count * QNNPACK_NR * QNNPACK_KR,
+                  c->wsums + n0, acc);
+    if (c->out)
+      c->kern->requant(mr, nc, acc, c->mult + n0, c->out_zp, c->qmin, c->qmax,
+                       c->out + m0 * c->n + n0, c->n);
+    else
+      c->kern->dequant(mr, nc, acc, c->dscale + n0, c->dbias + n0, c->fout + m0 * c->n + n0,
+                       c->n);
+  }
+}
+
+static int qnnpack_bad_gemm_shape(size_t n, size_t k, size_t packed_size) {
+  return n == 0 || k == 0 || n > ((size_t)1 << 31) || k > ((size_t)1 << 31) ||
+         packed_size != qnnpack_packed_weight_size(n, k);
+}
+
+static void qnnpack_row_sums(const uint8_t *x, size_t m, size_t k, uint32_t *xsum) {
+  for (size_t i = 0; i < m; i++) {
+    uint32_t s = 0;
+    const uint8_t *row = x + i * k;
+    for (size_t p = 0; p < k; p++) s += row[p];
+    xsum[i] = s;
+  }
+}
+
+typedef struct {
+  const uint8_t *x;
+  size_t k, kpad;
+  int xprep;
+  uint8_t *out;
+} qnnpack_xprep_ctx;
+
+static void qnnpack_xprep_rows(void *vctx, size_t begin, size_t end) {
+  const qnnpack_xprep_ctx *c = (const qnnpack_xprep_ctx *)vctx;
+  for (size_t r = begin; r < end; r++) {
+    const uint8_t *src = c->x + r * c->k;
+    if (c->xprep == QNNPACK_XPREP_FLIP) {
+      uint8_t *dst = c->out + r * c->kpad;
+      for (size_t p = 0; p < c->k; p++) dst[p] = (uint8_t)(src[p] ^ 0x80);
+      for (size_t p = c->k; p < c->kpad; p++) dst[p] = 0x80; /* meets zero weights */
+    } else {
+      uint16_t *dst = (uint16_t *)(void *)(c->out + r * c->kpad * 2);
+      for (size_t p = 0; p < c->k; p++) dst[p] = src[p];
+      for (size_t p = c->k; p < c->kpad; p++) dst[p] = 0;
+    }
+  }
+}
+
+/* Fill cbias / wzp (padded to npad; padding channels get 0), prepare the
+ * activations the path wants, and run the tiles. */
+static int qnnpack_run(qnnpack_gemm_ctx *c, int32_t x_zp, const int32_t *w_zps,
+                       const int32_t *bias, int32_t *cbias, int32_t *wzp) {
+  c->x_stride = c->k;
+  c->k_kernel = c->k;
+  void *prepared = NULL;
+  if (c->kern->xprep != QNNPACK_XPREP_NONE) {
+    const size_t kpad = (c->k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR;
+    const size_t esize = c->kern->xprep == QNNPACK_XPREP_WIDEN16 ? 2 : 1;
+    prepared = malloc(c->m * kpad * esize + 64);
+    if (!prepared) return QP_ERR_OUT_OF_MEMORY;
+    qnnpack_xprep_ctx p = {.x = c->x, .k = c->k, .kpad = kpad, .xprep = c->kern->xprep,
+                           .out = (uint8_t *)prepared};
+    const size_t grain = c->k >= 65536 ? 1 : 65536 / c->k;
+    qp_parallel_for(c->m, grain, qnnpack_xprep_rows, &p);
+    c->x = (const uint8_t *)prepared;
+    c->x_stride = kpad * esize;
+    c->k_kernel = kpad;
+  }
+  const size_t npad = qnnpack_packed_sums_size(c->n);
+  for (size_t j = 0; j < npad; j++) {
+    const uint32_t zp = j < c->n ? (uint32_t)w_zps[j] : 0u;
+    const uint32_t b = (j < c->n && bias) ? (uint32_t)bias[j] : 0u;
+    wzp[j] = (int32_t)zp;
+    cbias[j] = (int32_t)(b - (uint32_t)x_zp * (uint32_t)c->wsums[j] +
+                         (uint32_t)c->k * (uint32_t)x_zp * zp);
+  }
+  c->cbias = cbias;
+  c->wzp = wzp;
+  c->kg_count = (c->k + QNNPACK_KR - 1) / QNNPACK_KR;
+  const size_t MR = c->kern->mr;
+  c->mt_count = (c->m + MR - 1) / MR;
+  const size_t tiles = c->mt_count * (npad / QNNPACK_NR);
+  /* ~1M multiply-adds per chunk before a second thread is worth waking. */
+  const size_t work = MR * QNNPACK_NR * c->k;
+  const size_t grain = work >= ((size_t)1 << 20) ? 1 : ((size_t)1 << 20) / work;
+  qp_parallel_for(tiles, grain, qnnpack_gemm_tiles, c);
+  free(prepared);
+  return QP_OK;
+}
+
+int qnnpack_linear_u8(const uint8_t *x, size_t m, size_t k, int32_t x_zp, const uint8_t *packed,
+                      size_t packed_size, const int32_t *wsums, const int32_t *w_zps, size_t n,
+                      const int32_t *bias, const float *multipliers, size_t n_multipliers,
+                      int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out) {
+  if (qnnpack_bad_gemm_shape(n, k, packed_size) || !packed || !wsums || !w_zps || !multipliers)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (x_zp < 0 || x_zp > 255 || out_zp < 0 || out_zp > 255 || qmin < 0 || qmax > 255 ||
+      qmin > qmax || (n_multipliers != 1 && n_multipliers != n))
+    return QP_ERR_INVALID_ARGUMENT;
+  for (size_t j = 0; j < n; j++)
+    if (w_zps[j] < 0 || w_zps[j] > 255) return QP_ERR_INVALID_ARGUMENT;
+  for (size_t j = 0; j < n_multipliers; j++)
+    if (!(multipliers[j] > 0.0f) || !isfinite(multipliers[j])) return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+  if (!x || !out || m > ((size_t)1 << 40) / k) return QP_ERR_INVALID_ARGUMENT;
+
+  const size_t npad = qnnpack_packed_sums_size(n);
+  void *scratch = malloc(npad * (2 * sizeof(int32_t) + sizeof(float)) + m * sizeof(uint32_t));
+  if (!scratch) return QP_ERR_OUT_OF_MEMORY;
+  int32_t *cbias = (int32_t *)scratch;
+  int32_t *wzp = cbias + npad;
+  float *mult = (float *)(wzp + npad);
+  uint32_t *xsum = (uint32_t *)(mult + npad);
+  for (size_t j = 0; j < npad; j++)
+    mult[j] = j < n ? multipliers[n_multipliers == 1 ? 0 : j] : 1.0f;
+  qnnpack_row_sums(x, m, k, xsum);
+
+  qnnpack_gemm_ctx c = {
+      .kern = qnnpack_active_kernels(), .m = m, .k = k, .n = n, .x = x, .packed = packed,
+      .wsums = wsums, .xsum = xsum, .mult = mult, .out_zp = out_zp, .qmin = qmin,
+      .qmax = qmax, .out = out,
+  };
+  const int status = qnnpack_run(&c, x_zp, w_zps, bias, cbias, wzp);
+  free(scratch);
+  return status;
+}
+
+/*
+ * Dynamic activation qparams (QNNPACK's dynamic linear: uint8, asymmetric,
+ * per tensor), in float32 with exactly the arithmetic of
+ * quantplug.affine.choose_qparams (and torch.ao's observers):
+ *   lo = min(min(x), 0), hi = max(max(x), 0)
+ *   scale = max((hi - lo) / 255, FLT_EPSILON)
+ *   zp    = clamp(0 - nearbyint(lo / scale), 0, 255)
+ * Infinite inputs are rejected; NaNs are ignored (they quantize to zp).
+ * No 2**-12 floor here: that bound is for static activation scales (it
+ * keeps QNNPACK's requantization multipliers in range); dynamic outputs
+ * are float32 and never requantized.
+ */
+static int qnnpack_qparams_from_range(float lo, float hi, float *scale, int32_t *zero_point) {
+  lo = lo < 0.0f ? lo : 0.0f;
+  hi = hi > 0.0f ? hi : 0.0f;
+  if (!isfinite(lo) || !isfinite(hi)) return QP_ERR_INVALID_ARGUMENT;
+  float s = (hi - lo) / 255.0f;
+  if (!isfinite(s)) return QP_ERR_INVALID_ARGUMENT; /* range wider than FLT_MAX */
+  if (s < FLT_EPSILON) s = FLT_EPSILON;
+  const float z = 0.0f - nearbyintf(lo / s);
+  *scale = s;
+  *zero_point = z < 0.0f ? 0 : (z > 255.0f ? 255 : (int32_t)z);
+  return QP_OK;
+}
+
+int qnnpack_choose_qparams_u8(const float *x, size_t n, float *scale, int32_t *zero_point) {
+  if ((!x && n) || !scale || !zero_point) return QP_ERR_INVALID_ARGUMENT;
+  float lo = 0.0f, hi = 0.0f;
+  qnnpack_active_kernels()->minmax(x, n, &lo, &hi);
+  return qnnpack_qparams_from_range(lo, hi, scale, zero_point);
+}
+
+int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                               size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
+                               const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
+                               float *out, float *x_scale_out, int32_t *x_zp_out) {
+  if (qnnpack_bad_gemm_shape(n, k, packed_size) || !packed || !wsums || !w_zps || !w_scales)
+    return QP_ERR_INVALID_ARGUMENT;
+  for (size_t j = 0; j < n; j++) {
+    if (w_zps[j] < 0 || w_zps[j] > 255) return QP_ERR_INVALID_ARGUMENT;
+    if (!(w_scales[j] > 0.0f) || !isfinite(w_scales[j])) return QP_ERR_INVALID_ARGUMENT;
+  }
+  if (m == 0) return QP_OK;
+  if (!x || !out || m > ((size_t)1 << 40) / k) return QP_ERR_INVALID_ARGUMENT;
+
+  const qnnpack_isa_kernels *kern = qnnpack_active_kernels();
+  float lo = 0.0f, hi = 0.0f, x_scale;
+  int32_t x_zp;
+  kern->minmax(x, m * k, &lo, &hi);
+  if (qnnpack_qparams_from_range(lo, hi, &x_scale, &x_zp) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+
+  const size_t npad = qnnpack_packed_sums_size(n);
+  const size_t fixed = npad * (2 * sizeof(int32_t) + 2 * sizeof(float)) + m * sizeof(uint32_t);
+  void *scratch = malloc(fixed + (x_q ? 0 : m * k));
+  if (!scratch) return QP_ERR_OUT_OF_MEMORY;
+  int32_t *cbias = (int32_t *)scratch;
+  int32_t *wzp = cbias + npad;
+  float *dscale = (float *)(wzp + npad);
+  float *dbias = dscale + npad;
+  uint32_t *xsum = (uint32_t *)(dbias + npad);
+  uint8_t *xq = x_q ? x_q : (uint8_t *)scratch + fixed;
+  for (size_t j = 0; j < npad; j++) {
+    dscale[j] = j < n ? x_scale * w_scales[j] : 0.0f;
+    dbias[j] = (j < n && bias) ? bias[j] : 0.0f;
+  }
+  kern->quant(x, m * k, 1.0f / x_scale, x_zp, xq);
+  qnnpack_row_sums(xq, m, k, xsum);
+
+  qnnpack_gemm_ctx c = {
+      .kern = kern, .m = m, .k = k, .n = n, .x = xq, .packed = packed, .wsums = wsums,
+      .xsum = xsum, .dscale = dscale, .dbias = dbias, .fout = out,
+  };
+  const int status = qnnpack_run(&c, x_zp, w_zps, NULL, cbias, wzp);
+  free(scratch);
+  if (status != QP_OK) return status;
+  if (x_scale_out) *x_scale_out = x_scale;
+  if (x_zp_out) *x_zp_out = x_zp;
+  return QP_OK;
+}

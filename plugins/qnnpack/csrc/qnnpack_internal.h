@@ -1,0 +1,140 @@
+/*
+ * Internal interfaces of the qnnpack plugin kernels: microkernel types and
+ * the per-ISA tables (not visible from Python).
+ *
+ * Microkernel names follow XNNPACK/QNNPACK's convention:
+ *   qnnpack_qu8_gemm_ukernel_<MR>x<NR>c<KR>__<isa>   int32 dot products
+ *   qnnpack_qu8_requant_<isa>                        int32 -> uint8 epilogue
+ *   qnnpack_qu8_dequant_<isa>                        int32 -> fp32 epilogue
+ */
+#ifndef QUANTPLUG_QNNPACK_INTERNAL_H
+#define QUANTPLUG_QNNPACK_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quantplug/qp_runtime.h"
+
+#define QNNPACK_NR 16 /* output channels per packed block */
+#define QNNPACK_KR 4  /* reduction bytes per channel per group */
+#define QNNPACK_MR_MAX 8
+
+#if defined(__aarch64__)
+/* The core defines QP_TARGET_* for x86 only; dot-product code needs this. */
+#define QNNPACK_TARGET_NEONDOT __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+/*
+ * GEMM microkernel. For i < mr (mr <= the kernel's MR) and j < 16:
+ *   acc[i * 16 + j] += dot(a[i][0..k), channel j of the packed block w)
+ * With xprep != NONE, `a` points at prepared rows (see qnnpack_xprep) and
+ * `k` is a multiple of KR.
+ * `a` always holds MR row pointers (rows >= mr repeat the last valid row,
+ * as in QNNPACK) and `acc` MR * 16 entries, so a kernel may compute every
+ * row and write all of acc; only rows < mr are used. `w` points at the
+ * block (KG * 64 bytes);
+ * `wsum` holds the block's 16 weight sums (kernels that offset the
+ * activations by 128 use it to undo that). Wraps modulo 2**32.
+ */
+typedef void (*qnnpack_gemm_ukernel_fn)(size_t mr, size_t k, const uint8_t *const *a,
+                                        const uint8_t *w, const int32_t *wsum, int32_t *acc);
+
+/* acc [mr][16] -> out[i * out_stride + j] (j < nc), qp_requantize semantics.
+ * mult: 16 per-channel multipliers. */
+typedef void (*qnnpack_requant_fn)(size_t mr, size_t nc, const int32_t *acc, const float *mult,
+                                   int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
+                                   size_t out_stride);
+
+/* acc [mr][16] -> out[i * out_stride + j] = (float)acc * scale[j] + bias[j], two float32
+ * roundings (a multiply, then an add: never fused, see QNNPACK_NO_CONTRACT). */
+typedef void (*qnnpack_dequant_fn)(size_t mr, size_t nc, const int32_t *acc, const float *scale,
+                                   const float *bias, float *out, size_t out_stride);
+
+/* out[i] = qp_quantize(x[i], inv_scale, zp, 0, 255). */
+typedef void (*qnnpack_quant_fn)(const float *x, size_t n, float inv_scale, int32_t zp,
+                                 uint8_t *out);
+
+/* Running min / max over x, NaNs ignored (updates *lo and *hi). */
+typedef void (*qnnpack_minmax_fn)(const float *x, size_t n, float *lo, float *hi);
+
+/*
+ * How a path wants its activations (the driver prepares them once per call,
+ * O(M*K), into a scratch buffer whose rows are zero padded to a multiple of
+ * KR, so these microkernels never see a K tail):
+ *   NONE     the caller's uint8 rows, any K (tails handled in the kernel);
+ *   FLIP     uint8 ^ 0x80 (= x - 128 as int8): the signed operand of
+ *            vpdpbusd, broadcast straight from memory;
+ *   WIDEN16  zero-extended to uint16: 4 values = one 64-bit broadcast
+ *            operand of vpmaddwd.
+ */
+enum qnnpack_xprep { QNNPACK_XPREP_NONE = 0, QNNPACK_XPREP_FLIP = 1, QNNPACK_XPREP_WIDEN16 = 2 };
+
+typedef struct {
+  size_t mr;
+  int xprep; /* enum qnnpack_xprep */
+  qnnpack_gemm_ukernel_fn gemm;
+  qnnpack_requant_fn requant;
+  qnnpack_dequant_fn dequant;
+  qnnpack_quant_fn quant;
+  qnnpack_minmax_fn minmax;
+} qnnpack_isa_kernels;
+
+/* Per-ISA tables; the NULL-free table for each compiled ISA. */
+extern const qnnpack_isa_kernels qnnpack_kernels_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+extern const qnnpack_isa_kernels qnnpack_kernels_sse2;
+extern const qnnpack_isa_kernels qnnpack_kernels_avx2;
+extern const qnnpack_isa_kernels qnnpack_kernels_avx512;
+extern const qnnpack_isa_kernels qnnpack_kernels_avx512vnni;
+#endif
+#if defined(__aarch64__)
+extern const qnnpack_isa_kernels qnnpack_kernels_neon;
+extern const qnnpack_isa_kernels qnnpack_kernels_neondot;
+#endif
+
+/* The table of the active ISA (qp_active_isa()). */
+const qnnpack_isa_kernels *qnnpack_active_kernels(void);
+
+/* Scalar pieces reused by SIMD tables for what they do not vectorize. */
+void qnnpack_qu8_requant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *mult,
+                                int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
+                                size_t out_stride);
+void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *scale,
+                                const float *bias, float *out, size_t out_stride);
+void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
+                              uint8_t *out);
+void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi);
+
+/*
+ * The dynamic linear's epilogue is a float32 multiply followed by a float32
+ * add, as in quantplug's PyTorch reference. Compilers may fuse the two into
+ * an FMA (GCC does with -ffp-contract=fast, its default in GNU C mode, on
+ * AArch64 and inside AVX2 target functions), which would round once instead
+ * of twice and break bit-exactness between paths. An empty asm statement
+ * that "modifies" the product forbids the fusion at no run-time cost.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#define QNNPACK_NO_CONTRACT(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define QNNPACK_NO_CONTRACT(v) __asm__("" : "+w"(v))
+#else
+#define QNNPACK_NO_CONTRACT(v) \
+  do {                         \
+    volatile __typeof__(v) qnnpack_tmp_ = (v); \
+    (v) = qnnpack_tmp_;        \
+  } while (0)
+#endif
+
+/* Load up to 4 bytes (k tail) into the low bytes of a uint32, zero filled. */
+static inline uint32_t qnnpack_load_tail4(const uint8_t *p, size_t n) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < n; i++) v |= (uint32_t)p[i] << (8 * i);
+  return v;
+}
+
+static inline uint32_t qnnpack_load_u32(const uint8_t *p) {
+  uint32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return v;
+}
+
+#endif /* QUANTPLUG_QNNPACK_INTERNAL_H */

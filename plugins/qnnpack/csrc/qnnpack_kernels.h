@@ -1,0 +1,87 @@
+/*
+ * quantplug-qnnpack kernels: QNNPACK numerics.
+ *
+ *   activations  uint8, asymmetric (zero point 0..255), per tensor
+ *   weights      uint8, asymmetric, with a kernel zero point per output
+ *                channel (the original QNNPACK q8 GEMM takes one kernel zero
+ *                point; PyTorch's QNNPACK fork takes one per channel).
+ *                int8 weights (torch's qint8 side) are converted at pack
+ *                time by adding 128 to values and zero points, as torch's
+ *                qnnpack engine does.
+ *   bias         int32 (static), fp32 (dynamic)
+ *   requantize   qp_requantize(): nearbyint((float)acc * multiplier) + zp,
+ *                clamped (PyTorch's QNNPACK fork also requantizes in fp32).
+ *
+ * Packed weight layout (one layout for every ISA path, so a packed weight
+ * can run on any of them): output channels in blocks of NR = 16, the
+ * reduction dimension in groups of KR = 4 bytes ("c4"):
+ *
+ *   packed[((nb * KG + kg) * 16 + j) * 4 + i] = w[nb * 16 + j][kg * 4 + i]
+ *
+ * with KG = ceil(K / 4), zero padding for k >= K and n >= N. Per channel
+ * the packer also returns sum_k w[n][k] (int32), used to fold zero points:
+ *
+ *   acc[m][n] = bias[n] + sum_k (x[m][k] - xzp) * (w[n][k] - wzp[n])
+ *             = dot(x_m, w_n) + bias[n] - xzp * wsum[n] + K * xzp * wzp[n]
+ *               - wzp[n] * xsum[m]
+ *
+ * All int32 arithmetic wraps modulo 2**32 on every path, so every path
+ * gives the same bits; the result is the true value whenever that fits in
+ * int32 (always for K <= 33025 and a bias within the usual range).
+ */
+#ifndef QUANTPLUG_QNNPACK_KERNELS_H
+#define QUANTPLUG_QNNPACK_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* QP_CDEF_BEGIN */
+/* Bytes of the packed buffer for an [n, k] weight. */
+size_t qnnpack_packed_weight_size(size_t n, size_t k);
+/* Number of int32 entries of the weight sums (n rounded up to 16). */
+size_t qnnpack_packed_sums_size(size_t n);
+/* Pack a row-major uint8 [n, k] weight (QNNPACK's representation). */
+int qnnpack_pack_weight_u8(const uint8_t *w, size_t n, size_t k, uint8_t *packed,
+                           size_t packed_size, int32_t *wsums, size_t wsums_size);
+/* Pack an int8 [n, k] weight, converting it to uint8 by adding 128. */
+int qnnpack_pack_weight_s8(const int8_t *w, size_t n, size_t k, uint8_t *packed,
+                           size_t packed_size, int32_t *wsums, size_t wsums_size);
+/* Unpack to row-major uint8 [n, k] (inverse of qnnpack_pack_weight_u8). */
+int qnnpack_unpack_weight_u8(const uint8_t *packed, size_t packed_size, size_t n, size_t k,
+                             uint8_t *w);
+
+/* Static quantized linear: x uint8 [m, k] (zero point x_zp), packed weight
+ * with per-channel zero points w_zps [n] (0..255), int32 bias [n] or NULL,
+ * float multipliers (1 or n), output uint8 [m, n] clamped to [qmin, qmax]
+ * (a fused relu is qmin = out_zp). */
+int qnnpack_linear_u8(const uint8_t *x, size_t m, size_t k, int32_t x_zp, const uint8_t *packed,
+                      size_t packed_size, const int32_t *wsums, const int32_t *w_zps, size_t n,
+                      const int32_t *bias, const float *multipliers, size_t n_multipliers,
+                      int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out);
+
+/* Dynamic quantization parameters of QNNPACK's dynamic linear: uint8 per
+ * tensor over [min(x, 0), max(x, 0)], with the arithmetic of
+ * quantplug.affine.choose_qparams (see linear.c). NaNs are ignored;
+ * infinities are rejected. */
+int qnnpack_choose_qparams_u8(const float *x, size_t n, float *scale, int32_t *zero_point);
+
+/* Dynamic linear: x float32 [m, k] is quantized per call (uint8, per
+ * tensor, qnnpack_choose_qparams_u8) into x_q (scratch [m, k], also an
+ * output for inspection; NULL: allocated inside), then
+ *   out[m][n] = (float)acc * (x_scale * w_scales[n]) + bias[n]
+ * (float32 multiply, then float32 add, never fused) with acc the exact
+ * integer dot product of the quantized values. The chosen
+ * qparams are written to *x_scale_out / *x_zp_out (may be NULL). */
+int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                               size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
+                               const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
+                               float *out, float *x_scale_out, int32_t *x_zp_out);
+/* QP_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUANTPLUG_QNNPACK_KERNELS_H */

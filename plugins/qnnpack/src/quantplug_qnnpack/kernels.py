@@ -1,0 +1,300 @@
+"""Python side of the qnnpack kernels: input checks, then one cffi call each.
+
+Numerics (QNNPACK's):
+
+* activations: ``torch.uint8``, asymmetric, per tensor, scale >= 2**-12
+  (:data:`ACT_SCALE_MIN`; QNNPACK rejects smaller activation scales);
+* weights: **uint8 with a zero point per output channel** inside the
+  kernels, the representation of QNNPACK's q8 GEMM (one kernel zero point in
+  the original library, one per channel in PyTorch's fork). The common
+  kernel API hands over torch-side ``int8`` weights; :meth:`pack_linear_weight`
+  converts them by adding 128 to values and zero points, exactly what torch's
+  ``qnnpack`` engine does with ``qint8`` weights. ``uint8`` weights are also
+  accepted as they are;
+* requantization: ``quantplug.affine.requantize_reference`` (float32
+  multiplier, round half to even), with multipliers and int32 bias from
+  :func:`quantplug.kernels.requant_params`;
+* dynamic linear: activations quantized per call to uint8 per tensor (QNNPACK
+  has no per-row dynamic quantization; ``per_row=True`` raises
+  ``NotImplementedError``).
+
+Every wrapper validates its inputs with :func:`quantplug.kernels.check_tensor`
+before any pointer reaches C, and raises :class:`quantplug.KernelInputError`
+naming the op and the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from quantplug.errors import KernelInputError
+from quantplug.kernels import CffiKernelLibrary, check_tensor, requant_params
+
+from ._version import __version__
+
+__all__ = ["PackedLinearWeight", "QNNPACKKernels", "ACT_SCALE_MIN", "load_kernels"]
+
+#: Smallest activation scale QNNPACK accepts (inputs and outputs of static ops).
+ACT_SCALE_MIN = 2.0**-12
+#: Output channels per packed block and reduction bytes per group of the packed layout.
+NR, KR = 16, 4
+
+DISTRIBUTION = "quantplug-qnnpack"
+
+
+@dataclass
+class PackedLinearWeight:
+    """A linear weight packed for the qnnpack GEMM microkernels (picklable: plain tensors).
+
+    :ivar packed: uint8 ``[ceil(n/16) * ceil(k/4) * 64]``: blocks of 16 output
+        channels, groups of 4 reduction bytes (``c4``), zero padded. The values
+        are QNNPACK's uint8 weights (torch int8 + 128).
+    :ivar row_sums: int32 ``[ceil(n/16) * 16]``: ``sum_k w_u8[n, k]`` per
+        output channel (weight rows), used to fold the zero points.
+    :ivar scales: float32 ``[n]`` per-channel weight scales.
+    :ivar zero_points: int32 ``[n]`` weight zero points in the uint8
+        representation (0..255; torch int8 zero point + 128).
+    """
+
+    packed: Tensor
+    row_sums: Tensor
+    scales: Tensor
+    zero_points: Tensor
+    n: int
+    k: int
+
+
+def _packed_size(n: int, k: int) -> int:
+    return -(-n // NR) * -(-k // KR) * NR * KR
+
+
+def _check_scale(value: Any, name: str, op: str, minimum: float | None = None) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise KernelInputError(f"{op}: {name} must be a single number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise KernelInputError(f"{op}: {name} must be a float, got {type(value).__name__}") from None
+    if not math.isfinite(f) or f <= 0:
+        raise KernelInputError(f"{op}: {name}={f!r} must be finite and > 0")
+    if minimum is not None and f < minimum:
+        raise KernelInputError(
+            f"{op}: {name}={f!r} is below QNNPACK's minimum activation scale 2**-12 = {minimum!r}; "
+            f"calibrate with observers built with eps={minimum!r} (the qnnpack quantizer does)"
+        )
+    return f
+
+
+def _check_zero_point(value: Any, name: str, op: str, lo: int = 0, hi: int = 255) -> int:
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_floating_point():
+            raise KernelInputError(f"{op}: {name} must be a single integer")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise KernelInputError(f"{op}: {name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise KernelInputError(f"{op}: {name}={value} is outside [{lo}, {hi}] (qnnpack activations are uint8)")
+    return int(value)
+
+
+class QNNPACKKernels(CffiKernelLibrary):
+    """The compiled qnnpack kernels (scalar, SSE2, AVX2, AVX-512, AVX-512 VNNI, NEON, NEON dot product)."""
+
+    #: activation dtype and range of every static kernel
+    act_dtype = torch.uint8
+    act_range = (0, 255)
+
+    def __init__(self, module) -> None:
+        super().__init__(module, plugin_version=__version__, distribution=DISTRIBUTION)
+        # (x_scale, out_scale, id(scales), id(bias)) -> (scales, bias, multipliers, bias_q);
+        # the tensors are kept alive by the entry, so their ids cannot be reused.
+        self._requant_cache: OrderedDict[tuple, tuple] = OrderedDict()
+
+    # ------------------------------------------------------------ packing --
+    def pack_linear_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor) -> PackedLinearWeight:
+        """Pack a quantized linear weight ``[N, K]`` for :meth:`linear` / :meth:`linear_dynamic`.
+
+        ``w_q`` is ``int8`` (torch's qint8 side; zero points in [-128, 127]),
+        converted to QNNPACK's uint8 by adding 128, or already ``uint8``
+        (zero points in [0, 255]). ``w_scales``: float32 ``[N]``;
+        ``w_zero_points``: int32 ``[N]``.
+        """
+        op = "qnnpack.pack_linear_weight"
+        check_tensor(w_q, "w_q", dtype=(torch.int8, torch.uint8), ndim=2, op=op)
+        n, k = w_q.shape
+        if n == 0 or k == 0:
+            raise KernelInputError(f"{op}: w_q has shape {tuple(w_q.shape)}; N and K must be >= 1")
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(n,), op=op)
+        check_tensor(w_zero_points, "w_zero_points", dtype=torch.int32, shape=(n,), op=op)
+        if not bool(torch.isfinite(w_scales).all()) or not bool((w_scales > 0).all()):
+            raise KernelInputError(f"{op}: every entry of w_scales must be finite and > 0")
+        signed = w_q.dtype == torch.int8
+        lo, hi = (-128, 127) if signed else (0, 255)
+        if n and (int(w_zero_points.min()) < lo or int(w_zero_points.max()) > hi):
+            raise KernelInputError(f"{op}: w_zero_points must lie in [{lo}, {hi}] for {w_q.dtype} weights")
+        size = _packed_size(n, k)
+        npad = -(-n // NR) * NR
+        packed = torch.empty(size, dtype=torch.uint8)
+        row_sums = torch.empty(npad, dtype=torch.int32)
+        fn = self.lib.qnnpack_pack_weight_s8 if signed else self.lib.qnnpack_pack_weight_u8
+        status = fn(self.ptr(w_q, "int8_t *" if signed else "uint8_t *"), n, k, self.ptr(packed, "uint8_t *"), size,
+                    self.ptr(row_sums, "int32_t *"), npad)
+        self.check_status(status, op)
+        zps = (w_zero_points + 128) if signed else w_zero_points.clone()
+        return PackedLinearWeight(packed, row_sums, w_scales.clone(), zps.to(torch.int32).contiguous(), int(n), int(k))
+
+    def unpack_linear_weight(self, packed: PackedLinearWeight) -> tuple[Tensor, Tensor, Tensor]:
+        """``(uint8 weight [N, K], scales [N], uint8-representation zero points [N])`` of a packed weight."""
+        op = "qnnpack.unpack_linear_weight"
+        self._check_packed(packed, op)
+        w = torch.empty(packed.n, packed.k, dtype=torch.uint8)
+        status = self.lib.qnnpack_unpack_weight_u8(self.ptr(packed.packed, "uint8_t *"), packed.packed.numel(),
+                                                   packed.n, packed.k, self.ptr(w, "uint8_t *"))
+        self.check_status(status, op)
+        return w, packed.scales, packed.zero_points
+
+    def _check_packed(self, packed: Any, op: str) -> None:
+        if not isinstance(packed, PackedLinearWeight):
+            raise KernelInputError(
+                f"{op}: packed must be a quantplug_qnnpack PackedLinearWeight (from pack_linear_weight), "
+                f"got {type(packed).__name__}")
+        n, k = packed.n, packed.k
+        if not (isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0):
+            raise KernelInputError(f"{op}: packed has invalid n={n!r}, k={k!r}")
+        check_tensor(packed.packed, "packed.packed", dtype=torch.uint8, shape=(_packed_size(n, k),), op=op)
+        check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(-(-n // NR) * NR,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
+        check_tensor(packed.zero_points, "packed.zero_points", dtype=torch.int32, shape=(n,), op=op)
+
+    # ------------------------------------------------------------- linear --
+    def _requant(self, x_scale: float, scales: Tensor, out_scale: float, bias: Tensor | None):
+        key = (x_scale, out_scale, id(scales), scales._version, id(bias), None if bias is None else bias._version)
+        hit = self._requant_cache.get(key)
+        if hit is not None and hit[0] is scales and hit[1] is bias:
+            self._requant_cache.move_to_end(key)
+            return hit[2], hit[3]
+        mult, bias_q = requant_params(x_scale, scales, out_scale, bias)
+        self._requant_cache[key] = (scales, bias, mult, bias_q)
+        if len(self._requant_cache) > 256:
+            self._requant_cache.popitem(last=False)
+        return mult, bias_q
+
+    def linear(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedLinearWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Static quantized linear: uint8 ``[..., K]`` in, uint8 ``[..., N]`` out.
+
+        ``acc = bias_q + sum_k (x - x_zp) * (w - w_zp)`` in int32, then
+        ``requantize_reference(acc, x_scale * w_scale / out_scale, out_zp)``;
+        ``relu`` clamps at the output zero point (QNNPACK's output_min).
+        ``bias`` is float32 ``[N]`` (quantized with ``requant_params``) or None.
+        """
+        op = "qnnpack.linear"
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        check_tensor(x_q, "x_q", dtype=torch.uint8, op=op)
+        if x_q.dim() < 1 or x_q.shape[-1] != k:
+            raise KernelInputError(f"{op}: x_q has shape {tuple(x_q.shape)}, expected [..., {k}] (K of the packed weight)")
+        x_scale = _check_scale(x_scale, "x_scale", op, ACT_SCALE_MIN)
+        out_scale = _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN)
+        x_zp = _check_zero_point(x_zero_point, "x_zero_point", op)
+        out_zp = _check_zero_point(out_zero_point, "out_zero_point", op)
+        if bias is not None:
+            check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
+        mult, bias_q = self._requant(x_scale, packed.scales, out_scale, bias)
+        m = x_q.numel() // k
+        out = torch.empty((*x_q.shape[:-1], n), dtype=torch.uint8)
+        if m == 0:
+            return out
+        self.sync_threads()
+        ffi_null = self.ffi.NULL
+        status = self.lib.qnnpack_linear_u8(
+            self.ptr(x_q, "uint8_t *"), m, k, x_zp, self.ptr(packed.packed, "uint8_t *"), packed.packed.numel(),
+            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.zero_points, "int32_t *"), n,
+            ffi_null if bias_q is None else self.ptr(bias_q, "int32_t *"), self.ptr(mult, "float *"), mult.numel(),
+            out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"))
+        self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
+        return out
+
+    def choose_dynamic_qparams(self, x: Tensor) -> tuple[float, int]:
+        """The uint8 per-tensor ``(scale, zero_point)`` :meth:`linear_dynamic` uses for ``x``.
+
+        Same arithmetic as ``quantplug.affine.choose_qparams(min(x), max(x),
+        quant_min=0, quant_max=255, symmetric=False, dtype=torch.uint8)``.
+        """
+        op = "qnnpack.choose_dynamic_qparams"
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        scale = self.ffi.new("float *")
+        zp = self.ffi.new("int32_t *")
+        status = self.lib.qnnpack_choose_qparams_u8(self.ptr(x, "float *"), x.numel(), scale, zp)
+        self.check_status(status, f"{op} (x must not contain infinities)")
+        return float(scale[0]), int(zp[0])
+
+    def linear_dynamic(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None,
+                       per_row: bool = False) -> Tensor:
+        """Dynamic linear: float32 ``[..., K]`` in, float32 ``[..., N]`` out.
+
+        ``x`` is quantized per call to uint8 per tensor (see
+        :meth:`choose_dynamic_qparams`); ``out = float32(acc) * (x_scale *
+        w_scale) + bias`` (multiply, then add). QNNPACK quantizes dynamic
+        activations per tensor only: ``per_row=True`` raises
+        ``NotImplementedError`` (the kernel-contract signal for an unsupported mode).
+        """
+        op = "qnnpack.linear_dynamic"
+        if per_row:
+            raise NotImplementedError(
+                f"{op}: per_row=True is not supported: QNNPACK quantizes dynamic activations per tensor; "
+                f"use per_row=False")
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        if x.dim() < 1 or x.shape[-1] != k:
+            raise KernelInputError(f"{op}: x has shape {tuple(x.shape)}, expected [..., {k}] (K of the packed weight)")
+        if bias is not None:
+            check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
+        m = x.numel() // k
+        out = torch.empty((*x.shape[:-1], n), dtype=torch.float32)
+        if m == 0:
+            return out
+        self.sync_threads()
+        null = self.ffi.NULL
+        status = self.lib.qnnpack_linear_dynamic_f32(
+            self.ptr(x, "float *"), m, k, self.ptr(packed.packed, "uint8_t *"), packed.packed.numel(),
+            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.zero_points, "int32_t *"),
+            self.ptr(packed.scales, "float *"), n, null if bias is None else self.ptr(bias, "float *"), null,
+            self.ptr(out, "float *"), null, null)
+        self.check_status(status, f"{op} (x must not contain infinities)")
+        return out
+
+
+_KERNELS: QNNPACKKernels | None = None
+
+
+def load_kernels() -> QNNPACKKernels:
+    """The process-wide kernel library (imports the compiled module once).
+
+    Raises ``ImportError`` with a reinstall hint when the extension is
+    missing, and :class:`quantplug.KernelBuildMismatchError` when it was
+    built for another plugin version.
+    """
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from . import _kernels
+        except ImportError as e:
+            raise ImportError(
+                f"quantplug_qnnpack: the compiled kernel module is missing or broken ({e}); "
+                f"reinstall the plugin so pip compiles it: pip install --force-reinstall --no-deps {DISTRIBUTION}"
+            ) from e
+        _KERNELS = QNNPACKKernels(_kernels)
+    return _KERNELS

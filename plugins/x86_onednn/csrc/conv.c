@@ -1,0 +1,165 @@
+/*
+ * conv2d on NHWC uint8 activations, as one GEMM per group over the GEMM core of
+ * linear.c: rows = output pixels, K = kh*kw*ic_per_group (order ky, kx, ic),
+ * columns = output channels of the group. Rows are built by im2col into a
+ * per-task buffer (padding is filled with the input zero point, i.e. real
+ * 0.0); 1x1 stride-1 unpadded convolutions read the input directly.
+ *
+ * The x86 conv + add (+ relu) fusion: with `other`, the epilogue computes
+ * (float)(acc + bias_q) * m[c] + (float)(other - other_zp) * m_o, then one
+ * rounding, the zero point and the clamp (qmin = out_zp gives the relu).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "onednn_kernels.h"
+#include "quantplug/qp_requant.h"
+#include "xo_internal.h"
+
+static int xo_overflows(size_t a, size_t b) { return a != 0 && b > SIZE_MAX / a; }
+
+size_t x86_onednn_packed_conv2d_size(size_t oc, size_t ic_per_group, size_t kh, size_t kw,
+                                     size_t groups) {
+  if (groups == 0 || oc % groups != 0) return 0;
+  if (xo_overflows(kh, kw) || xo_overflows(kh * kw, ic_per_group)) return 0;
+  const size_t k = kh * kw * ic_per_group;
+  const size_t per = x86_onednn_packed_linear_size(oc / groups, k);
+  if (per == 0 || xo_overflows(per, groups)) return 0;
+  return per * groups;
+}
+
+int x86_onednn_pack_conv2d_weight(const int8_t *w_ohwi, size_t oc, size_t ic_per_group,
+                                  size_t kh, size_t kw, size_t groups, int8_t *packed,
+                                  int32_t *col_sums) {
+  const size_t size = x86_onednn_packed_conv2d_size(oc, ic_per_group, kh, kw, groups);
+  if (size == 0 || w_ohwi == NULL || packed == NULL || col_sums == NULL)
+    return QP_ERR_INVALID_ARGUMENT;
+  const size_t ocg = oc / groups, k = kh * kw * ic_per_group;
+  const size_t per = size / groups;
+  for (size_t g = 0; g < groups; g++) {
+    int st = x86_onednn_pack_linear_weight(w_ohwi + g * ocg * k, ocg, k, packed + g * per,
+                                           col_sums + g * ocg);
+    if (st != QP_OK) return st;
+  }
+  return QP_OK;
+}
+
+typedef struct {
+  const uint8_t *x;
+  size_t h, w, c, icg, group;
+  size_t kh, kw, oh, ow;
+  int64_t sh, sw, ph, pw, dh, dw;
+  uint8_t pad;
+} xo_im2col;
+
+static void xo_im2col_rows(void *vctx, size_t row0, size_t mr, uint8_t *buf) {
+  const xo_im2col *g = (const xo_im2col *)vctx;
+  const size_t k = g->kh * g->kw * g->icg;
+  for (size_t r = 0; r < mr; r++) {
+    const size_t p = row0 + r;
+    const size_t ox = p % g->ow, oy = (p / g->ow) % g->oh, b = p / (g->ow * g->oh);
+    uint8_t *dst = buf + r * k;
+    for (size_t ky = 0; ky < g->kh; ky++) {
+      const int64_t iy = (int64_t)oy * g->sh - g->ph + (int64_t)ky * g->dh;
+      for (size_t kx = 0; kx < g->kw; kx++, dst += g->icg) {
+        const int64_t ix = (int64_t)ox * g->sw - g->pw + (int64_t)kx * g->dw;
+        if (iy < 0 || iy >= (int64_t)g->h || ix < 0 || ix >= (int64_t)g->w) {
+          memset(dst, g->pad, g->icg);
+        } else {
+          memcpy(dst, g->x + ((b * g->h + (size_t)iy) * g->w + (size_t)ix) * g->c + g->group * g->icg,
+                 g->icg);
+        }
+      }
+    }
+  }
+}
+
+int x86_onednn_conv2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                         float x_scale, int32_t x_zp, const int8_t *packed,
+                         const int32_t *col_sums, const float *w_scales, size_t oc, size_t kh,
+                         size_t kw, size_t groups, const int64_t *geometry, const float *bias,
+                         const uint8_t *other, float other_scale, int32_t other_zp,
+                         float out_scale, int32_t out_zp, int32_t qmin, int32_t qmax,
+                         uint8_t *out, size_t oh, size_t ow) {
+  if (geometry == NULL || groups == 0 || c % groups != 0 || oc % groups != 0 || kh == 0 || kw == 0)
+    return QP_ERR_INVALID_ARGUMENT;
+  const int64_t sh = geometry[0], sw = geometry[1], ph = geometry[2], pw = geometry[3];
+  const int64_t dh = geometry[4], dw = geometry[5];
+  if (sh < 1 || sw < 1 || ph < 0 || pw < 0 || dh < 1 || dw < 1) return QP_ERR_INVALID_ARGUMENT;
+  if (h > (size_t)1 << 30 || w > (size_t)1 << 30 || ph > (1 << 30) || pw > (1 << 30) ||
+      kh > (1u << 20) || kw > (1u << 20) || dh > (1 << 20) || dw > (1 << 20))
+    return QP_ERR_INVALID_ARGUMENT;
+  const int64_t eff_h = (int64_t)h + 2 * ph - dh * ((int64_t)kh - 1) - 1;
+  const int64_t eff_w = (int64_t)w + 2 * pw - dw * ((int64_t)kw - 1) - 1;
+  if (eff_h < 0 || eff_w < 0) return QP_ERR_INVALID_ARGUMENT;
+  if ((size_t)(eff_h / sh + 1) != oh || (size_t)(eff_w / sw + 1) != ow) return QP_ERR_INVALID_ARGUMENT;
+  if (x_zp < 0 || x_zp > 255 || out_zp < 0 || out_zp > 255 || qmin < 0 || qmax > 255 || qmin > qmax)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (other != NULL && (other_zp < 0 || other_zp > 255 || !xo_check_scale(other_scale) ||
+                        !xo_check_scale(other_scale / out_scale)))
+    return QP_ERR_INVALID_ARGUMENT;
+  const size_t icg = c / groups, ocg = oc / groups;
+  const size_t size = x86_onednn_packed_conv2d_size(oc, icg, kh, kw, groups);
+  if (size == 0 || packed == NULL || col_sums == NULL || w_scales == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (xo_overflows(batch, oh) || xo_overflows(batch * oh, ow) || xo_overflows(batch * oh * ow, oc) ||
+      xo_overflows(batch, h) || xo_overflows(batch * h, w) || xo_overflows(batch * h * w, c))
+    return QP_ERR_INVALID_ARGUMENT;
+  const size_t pixels = batch * oh * ow;
+  if ((batch * h * w * c > 0 && x == NULL) || (pixels * oc > 0 && out == NULL)) return QP_ERR_INVALID_ARGUMENT;
+  const size_t k = kh * kw * icg;
+  const size_t per = size / groups;
+  const size_t np = xo_ntiles(ocg) * XO_NR;
+
+  int32_t *bias_q = (int32_t *)calloc(oc + 2 * np + 16, sizeof(int32_t));
+  float *mult = (float *)calloc(oc + np + 16, sizeof(float));
+  if (bias_q == NULL || mult == NULL) {
+    free(bias_q);
+    free(mult);
+    return QP_ERR_OUT_OF_MEMORY;
+  }
+  int32_t *bias_eff = bias_q + oc;
+  float *gmult = mult + oc;
+  int st = xo_requant_params(x_scale, w_scales, oc, out_scale, bias, mult, bias_q);
+  const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
+  for (size_t g = 0; st == QP_OK && g < groups && pixels > 0; g++) {
+    for (size_t j = 0; j < ocg; j++) {
+      const size_t o = g * ocg + j;
+      bias_eff[j] = (int32_t)((uint32_t)bias_q[o] - (uint32_t)x_zp * (uint32_t)col_sums[o]);
+      gmult[j] = mult[o];
+    }
+    xo_im2col im = {x, h, w, c, icg, g, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, (uint8_t)x_zp};
+    xo_gemm_problem p;
+    memset(&p, 0, sizeof(p));
+    p.m = pixels;
+    p.k = k;
+    p.n = ocg;
+    if (direct) {
+      p.a = x + g * icg;
+      p.lda = c;
+    } else {
+      p.make_a = xo_im2col_rows;
+      p.make_a_ctx = &im;
+    }
+    p.w = packed + g * per;
+    p.epi.kind = other != NULL ? XO_EPI_REQUANT_ADD : XO_EPI_REQUANT;
+    p.epi.bias_eff = bias_eff;
+    p.epi.mult = gmult;
+    p.epi.out_zp = out_zp;
+    p.epi.qmin = qmin;
+    p.epi.qmax = qmax;
+    p.epi.lo = (float)(qmin - out_zp);
+    p.epi.hi = (float)(qmax - out_zp);
+    p.epi.out_u8 = out + g * ocg;
+    p.epi.ldo = oc;
+    if (other != NULL) {
+      p.epi.other = other + g * ocg;
+      p.epi.ld_other = oc;
+      p.epi.other_zp = other_zp;
+      p.epi.other_mult = other_scale / out_scale;
+    }
+    st = xo_gemm_run(&p);
+  }
+  free(bias_q);
+  free(mult);
+  return st;
+}

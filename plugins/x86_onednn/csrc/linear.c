@@ -1,0 +1,478 @@
+/*
+ * Linear layers: weight packing, the parallel GEMM driver, ISA dispatch and
+ * the static / dynamic entry points. The per-ISA microkernels live in
+ * ukernel_*.c; the numerics are defined by the scalar epilogue.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onednn_kernels.h"
+#include "quantplug/qp_requant.h"
+#include "xo_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+const uint32_t qp_plugin_compiled_isas = (1u << QP_ISA_AVX2) | (1u << QP_ISA_AVX512) |
+                                         (1u << QP_ISA_AVX512VNNI)
+#if defined(XO_HAVE_AVXVNNI)
+                                         | (1u << QP_ISA_AVXVNNI)
+#endif
+    ;
+#else
+const uint32_t qp_plugin_compiled_isas = 0; /* scalar reference only */
+#endif
+
+/* ------------------------------------------------------------ dispatch -- */
+
+static atomic_int xo_ymm_probe = 0;
+
+int x86_onednn_set_ymm_vnni_probe(int on) { return atomic_exchange(&xo_ymm_probe, on ? 1 : 0); }
+
+const xo_gemm_impl *xo_gemm_select(void) {
+  switch (qp_active_isa()) {
+#if defined(__x86_64__) || defined(__i386__)
+    case QP_ISA_AVX512VNNI:
+      return atomic_load(&xo_ymm_probe) ? &xo_impl_avx512vnni_ymm : &xo_impl_avx512vnni;
+    case QP_ISA_AVX512:
+      return &xo_impl_avx512;
+#if defined(XO_HAVE_AVXVNNI)
+    case QP_ISA_AVXVNNI:
+      return &xo_impl_avxvnni;
+#endif
+    case QP_ISA_AVX2:
+      return &xo_impl_avx2;
+#endif
+    default:
+      return &xo_impl_scalar;
+  }
+}
+
+const char *x86_onednn_gemm_ukernel_name(void) { return xo_gemm_select()->name; }
+
+/* ------------------------------------------------------------- packing -- */
+
+static int xo_mul_overflows(size_t a, size_t b) { return a != 0 && b > SIZE_MAX / a; }
+
+size_t x86_onednn_packed_linear_size(size_t n, size_t k) {
+  size_t kp = xo_round_up(k, XO_KC), tiles = xo_ntiles(n);
+  if (xo_mul_overflows(tiles, kp) || xo_mul_overflows(tiles * kp, XO_NR)) return 0;
+  return tiles * kp * XO_NR;
+}
+
+static void xo_pack(const int8_t *w, size_t ldw, size_t n, size_t k, int8_t *packed,
+                    int32_t *col_sums) {
+  const size_t kp = xo_round_up(k, XO_KC);
+  for (size_t t = 0; t < xo_ntiles(n); t++) {
+    int8_t *tile = packed + t * kp * XO_NR;
+    memset(tile, 0, kp * XO_NR);
+    for (size_t c = 0; c < XO_NR && t * XO_NR + c < n; c++) {
+      const int8_t *src = w + (t * XO_NR + c) * ldw;
+      int32_t s = 0;
+      for (size_t kk = 0; kk < k; kk++) {
+        tile[(kk / XO_KC) * (XO_NR * XO_KC) + c * XO_KC + kk % XO_KC] = src[kk];
+        s += src[kk];
+      }
+      col_sums[t * XO_NR + c] = s;
+    }
+  }
+}
+
+int x86_onednn_pack_linear_weight(const int8_t *w, size_t n, size_t k, int8_t *packed,
+                                  int32_t *col_sums) {
+  if (n == 0) return QP_OK;
+  if (k > 0 && x86_onednn_packed_linear_size(n, k) == 0) return QP_ERR_INVALID_ARGUMENT;
+  if ((k > 0 && (w == NULL || packed == NULL)) || col_sums == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (k > SIZE_MAX / n) return QP_ERR_INVALID_ARGUMENT;
+  if (k == 0) {
+    memset(col_sums, 0, n * sizeof(int32_t));
+    return QP_OK;
+  }
+  xo_pack(w, k, n, k, packed, col_sums);
+  return QP_OK;
+}
+
+int x86_onednn_unpack_linear_weight(const int8_t *packed, size_t n, size_t k, int8_t *w) {
+  if (n == 0 || k == 0) return QP_OK;
+  if (packed == NULL || w == NULL || x86_onednn_packed_linear_size(n, k) == 0)
+    return QP_ERR_INVALID_ARGUMENT;
+  const size_t kp = xo_round_up(k, XO_KC);
+  for (size_t c = 0; c < n; c++)
+    for (size_t kk = 0; kk < k; kk++)
+      w[c * k + kk] = packed[(c / XO_NR) * kp * XO_NR + (kk / XO_KC) * (XO_NR * XO_KC) +
+                             (c % XO_NR) * XO_KC + kk % XO_KC];
+  return QP_OK;
+}
+
+/* ------------------------------------------------------- GEMM driver ---- */
+
+typedef struct {
+  const xo_gemm_problem *p;
+  const xo_gemm_impl *impl;
+  size_t kp, n_tiles, n_chunks, tiles_per_chunk;
+  atomic_int status;
+} xo_gemm_ctx;
+
+static void xo_gemm_task(void *vctx, size_t begin, size_t end) {
+  xo_gemm_ctx *ctx = (xo_gemm_ctx *)vctx;
+  const xo_gemm_problem *p = ctx->p;
+  const xo_gemm_impl *impl = ctx->impl;
+  const size_t mr = impl->mr;
+  int32_t acc[XO_MR_MAX * XO_NR] __attribute__((aligned(64)));
+  uint8_t *buf = NULL;
+  size_t buf_block = SIZE_MAX;
+  if (p->make_a != NULL) {
+    buf = (uint8_t *)malloc(mr * p->k + 64);
+    if (buf == NULL) {
+      atomic_store(&ctx->status, QP_ERR_OUT_OF_MEMORY);
+      return;
+    }
+  }
+  for (size_t t = begin; t < end; t++) {
+    const size_t block = t / ctx->n_chunks, chunk = t % ctx->n_chunks;
+    const size_t row0 = block * mr;
+    const size_t rows = p->m - row0 < mr ? p->m - row0 : mr;
+    const uint8_t *a;
+    size_t lda;
+    if (buf != NULL) {
+      if (block != buf_block) {
+        p->make_a(p->make_a_ctx, row0, rows, buf);
+        buf_block = block;
+      }
+      a = buf;
+      lda = p->k;
+    } else {
+      a = p->a + row0 * p->lda;
+      lda = p->lda;
+    }
+    const size_t t0 = chunk * ctx->tiles_per_chunk;
+    const size_t t1 = t0 + ctx->tiles_per_chunk < ctx->n_tiles ? t0 + ctx->tiles_per_chunk : ctx->n_tiles;
+    for (size_t tile = t0; tile < t1; tile++) {
+      const size_t col0 = tile * XO_NR;
+      impl->ukernel(rows, p->k, a, lda, p->w + tile * ctx->kp * XO_NR, acc);
+      impl->epilogue(&p->epi, acc, row0, rows, col0, p->n - col0 < XO_NR ? p->n - col0 : XO_NR);
+    }
+  }
+  free(buf);
+}
+
+int xo_gemm_run(const xo_gemm_problem *p) {
+  if (p->m == 0 || p->n == 0) return QP_OK;
+  xo_gemm_ctx ctx;
+  ctx.p = p;
+  ctx.impl = xo_gemm_select();
+  ctx.kp = xo_round_up(p->k, XO_KC);
+  ctx.n_tiles = xo_ntiles(p->n);
+  atomic_init(&ctx.status, QP_OK);
+  const size_t mr = ctx.impl->mr;
+  const size_t blocks = (p->m + mr - 1) / mr;
+  const size_t threads = (size_t)qp_get_num_threads();
+  /* Enough tasks to balance the threads; few column chunks so that an im2col row block
+   * is built once for many tiles. */
+  const size_t want = 4 * threads;
+  size_t chunks = blocks >= want ? 1 : (want + blocks - 1) / blocks;
+  if (chunks > ctx.n_tiles) chunks = ctx.n_tiles;
+  ctx.tiles_per_chunk = (ctx.n_tiles + chunks - 1) / chunks;
+  ctx.n_chunks = (ctx.n_tiles + ctx.tiles_per_chunk - 1) / ctx.tiles_per_chunk;
+  const size_t tasks = blocks * ctx.n_chunks;
+  const size_t work = mr * ctx.tiles_per_chunk * XO_NR * (ctx.kp + 16); /* MACs per task */
+  size_t grain = (size_t)1 << 16;
+  grain = work >= grain ? 1 : grain / work;
+  qp_parallel_for(tasks, grain, xo_gemm_task, &ctx);
+  return atomic_load(&ctx.status);
+}
+
+/* ---------------------------------------------------- shared helpers ---- */
+
+int xo_check_scale(float s) { return s > 0.0f && isfinite(s); }
+
+static int32_t xo_saturate_round(float v) {
+  if (v >= 2147483648.0f) return INT32_MAX;
+  if (v <= -2147483648.0f) return INT32_MIN;
+  return (int32_t)nearbyintf(v);
+}
+
+int xo_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,
+                      const float *bias, float *mult, int32_t *bias_q) {
+  if (!xo_check_scale(x_scale) || !xo_check_scale(out_scale)) return QP_ERR_INVALID_ARGUMENT;
+  for (size_t c = 0; c < n; c++) {
+    if (!xo_check_scale(w_scales[c])) return QP_ERR_INVALID_ARGUMENT;
+    const float acc_scale = x_scale * w_scales[c];
+    const float m = acc_scale / out_scale;
+    if (!xo_check_scale(acc_scale) || !xo_check_scale(m)) return QP_ERR_INVALID_ARGUMENT;
+    mult[c] = m;
+    if (bias != NULL) {
+      if (!isfinite(bias[c])) return QP_ERR_INVALID_ARGUMENT;
+      bias_q[c] = xo_saturate_round(bias[c] / acc_scale);
+    } else {
+      bias_q[c] = 0;
+    }
+  }
+  return QP_OK;
+}
+
+int x86_onednn_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,
+                              const float *bias, float *multipliers, int32_t *bias_q) {
+  if (n > 0 && (w_scales == NULL || multipliers == NULL || bias_q == NULL))
+    return QP_ERR_INVALID_ARGUMENT;
+  return xo_requant_params(x_scale, w_scales, n, out_scale, bias, multipliers, bias_q);
+}
+
+static int xo_bad_u8_range(int32_t zp, int32_t qmin, int32_t qmax) {
+  return zp < 0 || zp > 255 || qmin < 0 || qmax > 255 || qmin > qmax;
+}
+
+/* Common shape / pointer checks of a linear call. */
+static int xo_check_linear(const void *x, size_t m, size_t k, const int8_t *packed,
+                           const int32_t *col_sums, size_t n, const void *out) {
+  if (xo_mul_overflows(m, k) || xo_mul_overflows(m, n)) return QP_ERR_INVALID_ARGUMENT;
+  if (n > 0 && k > 0 && x86_onednn_packed_linear_size(n, k) == 0) return QP_ERR_INVALID_ARGUMENT;
+  if (m * k > 0 && x == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (n * k > 0 && packed == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (n > 0 && col_sums == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (m * n > 0 && out == NULL) return QP_ERR_INVALID_ARGUMENT;
+  return QP_OK;
+}
+
+/* Per-column arrays of one call, padded to whole tiles (one allocation). */
+typedef struct {
+  void *block;
+  int32_t *i0, *i1;
+  float *f0, *f1;
+} xo_colbuf;
+
+static int xo_colbuf_alloc(xo_colbuf *b, size_t n) {
+  const size_t np = xo_ntiles(n) * XO_NR;
+  b->block = calloc(4 * np + 16, sizeof(int32_t));
+  if (b->block == NULL) return QP_ERR_OUT_OF_MEMORY;
+  b->i0 = (int32_t *)b->block;
+  b->i1 = b->i0 + np;
+  b->f0 = (float *)(b->i1 + np);
+  b->f1 = b->f0 + np;
+  return QP_OK;
+}
+
+static void xo_bias_eff(int32_t *bias_eff, const int32_t *bias_q, const int32_t *col_sums,
+                        size_t n, int32_t x_zp) {
+  for (size_t c = 0; c < n; c++)
+    bias_eff[c] = (int32_t)((uint32_t)(bias_q ? bias_q[c] : 0) -
+                            (uint32_t)x_zp * (uint32_t)col_sums[c]);
+}
+
+/* ------------------------------------------------------- static linear -- */
+
+static int xo_linear_run(const uint8_t *x, size_t m, size_t k, const int8_t *packed, size_t n,
+                         xo_epilogue *epi) {
+  xo_gemm_problem p;
+  memset(&p, 0, sizeof(p));
+  p.m = m;
+  p.k = k;
+  p.n = n;
+  p.a = x;
+  p.lda = k;
+  p.w = packed;
+  p.epi = *epi;
+  return xo_gemm_run(&p);
+}
+
+static void xo_epi_requant(xo_epilogue *e, int32_t out_zp, int32_t qmin, int32_t qmax) {
+  memset(e, 0, sizeof(*e));
+  e->kind = XO_EPI_REQUANT;
+  e->out_zp = out_zp;
+  e->qmin = qmin;
+  e->qmax = qmax;
+  e->lo = (float)(qmin - out_zp);
+  e->hi = (float)(qmax - out_zp);
+}
+
+int x86_onednn_linear_u8(const uint8_t *x, size_t m, size_t k, float x_scale, int32_t x_zp,
+                         const int8_t *packed, const int32_t *col_sums, const float *w_scales,
+                         size_t n, const float *bias, float out_scale, int32_t out_zp,
+                         int32_t qmin, int32_t qmax, uint8_t *out) {
+  int st = xo_check_linear(x, m, k, packed, col_sums, n, out);
+  if (st != QP_OK) return st;
+  if (xo_bad_u8_range(x_zp, 0, 255) || xo_bad_u8_range(out_zp, qmin, qmax))
+    return QP_ERR_INVALID_ARGUMENT;
+  if (n > 0 && w_scales == NULL) return QP_ERR_INVALID_ARGUMENT;
+  if (n == 0) return xo_check_scale(x_scale) && xo_check_scale(out_scale) ? QP_OK : QP_ERR_INVALID_ARGUMENT;
+  xo_colbuf b;
+  if ((st = xo_colbuf_alloc(&b, n)) != QP_OK) return st;
+  st = xo_requant_params(x_scale, w_scales, n, out_scale, bias, b.f0, b.i1);
+  if (st == QP_OK) {
+    xo_bias_eff(b.i0, b.i1, col_sums, n, x_zp);
+    xo_epilogue e;
+    xo_epi_requant(&e, out_zp, qmin, qmax);
+    e.bias_eff = b.i0;
+    e.mult = b.f0;
+    e.out_u8 = out;
+    e.ldo = n;
+    st = xo_linear_run(x, m, k, packed, n, &e);
+  }
+  free(b.block);
+  return st;
+}
+
+int x86_onednn_linear_u8_requant(const uint8_t *x, size_t m, size_t k, int32_t x_zp,
+                                 const int8_t *packed, const int32_t *col_sums, size_t n,
+                                 const int32_t *bias_q, const float *multipliers,
+                                 size_t n_multipliers, int32_t out_zp, int32_t qmin,
+                                 int32_t qmax, uint8_t *out) {
+  int st = xo_check_linear(x, m, k, packed, col_sums, n, out);
+  if (st != QP_OK) return st;
+  if (xo_bad_u8_range(x_zp, 0, 255) || xo_bad_u8_range(out_zp, qmin, qmax))
+    return QP_ERR_INVALID_ARGUMENT;
+  if (n == 0) return QP_OK;
+  if (multipliers == NULL || (n_multipliers != 1 && n_multipliers != n)) return QP_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < n_multipliers; i++)
+    if (!xo_check_scale(multipliers[i])) return QP_ERR_INVALID_ARGUMENT;
+  xo_colbuf b;
+  if ((st = xo_colbuf_alloc(&b, n)) != QP_OK) return st;
+  for (size_t c = 0; c < n; c++) b.f0[c] = multipliers[n_multipliers == 1 ? 0 : c];
+  xo_bias_eff(b.i0, bias_q, col_sums, n, x_zp);
+  xo_epilogue e;
+  xo_epi_requant(&e, out_zp, qmin, qmax);
+  e.bias_eff = b.i0;
+  e.mult = b.f0;
+  e.out_u8 = out;
+  e.ldo = n;
+  st = xo_linear_run(x, m, k, packed, n, &e);
+  free(b.block);
+  return st;
+}
+
+int x86_onednn_linear_u8_acc(const uint8_t *x, size_t m, size_t k, int32_t x_zp,
+                             const int8_t *packed, const int32_t *col_sums, size_t n,
+                             int32_t *acc) {
+  int st = xo_check_linear(x, m, k, packed, col_sums, n, acc);
+  if (st != QP_OK) return st;
+  if (xo_bad_u8_range(x_zp, 0, 255)) return QP_ERR_INVALID_ARGUMENT;
+  if (n == 0) return QP_OK;
+  xo_colbuf b;
+  if ((st = xo_colbuf_alloc(&b, n)) != QP_OK) return st;
+  xo_bias_eff(b.i0, NULL, col_sums, n, x_zp);
+  xo_epilogue e;
+  memset(&e, 0, sizeof(e));
+  e.kind = XO_EPI_ACC;
+  e.bias_eff = b.i0;
+  e.out_i32 = acc;
+  e.ldo = n;
+  st = xo_linear_run(x, m, k, packed, n, &e);
+  free(b.block);
+  return st;
+}
+
+/* ------------------------------------------------------ dynamic linear -- */
+
+/* torch observer arithmetic (float32), uint8 full range, asymmetric. */
+static void xo_qparams_from_minmax(float mn, float mx, float *scale, int32_t *zp) {
+  const float lo = mn < 0.0f ? mn : 0.0f;
+  const float hi = mx > 0.0f ? mx : 0.0f;
+  float s = (hi - lo) / 255.0f;
+  if (s < FLT_EPSILON) s = FLT_EPSILON;
+  int32_t z = 0 - (int32_t)nearbyintf(lo / s);
+  *scale = s;
+  *zp = z < 0 ? 0 : (z > 255 ? 255 : z);
+}
+
+static int xo_choose(const xo_gemm_impl *impl, const float *x, size_t rows, size_t cols,
+                     int per_row, float *scales, int32_t *zps) {
+  if (per_row) {
+    for (size_t r = 0; r < rows; r++) {
+      float mn, mx;
+      if (impl->minmax(x + r * cols, cols, &mn, &mx)) return QP_ERR_INVALID_ARGUMENT;
+      if (cols > 0 && (!isfinite(mn) || !isfinite(mx))) return QP_ERR_INVALID_ARGUMENT;
+      xo_qparams_from_minmax(mn, mx, &scales[r], &zps[r]);
+    }
+  } else {
+    float mn, mx;
+    if (impl->minmax(x, rows * cols, &mn, &mx)) return QP_ERR_INVALID_ARGUMENT;
+    if (rows * cols > 0 && (!isfinite(mn) || !isfinite(mx))) return QP_ERR_INVALID_ARGUMENT;
+    xo_qparams_from_minmax(mn, mx, &scales[0], &zps[0]);
+  }
+  return QP_OK;
+}
+
+int x86_onednn_choose_qparams_u8(const float *x, size_t rows, size_t cols, int per_row,
+                                 float *scales, int32_t *zero_points) {
+  if (xo_mul_overflows(rows, cols) || scales == NULL || zero_points == NULL ||
+      (rows * cols > 0 && x == NULL))
+    return QP_ERR_INVALID_ARGUMENT;
+  return xo_choose(xo_gemm_select(), x, rows, cols, per_row, scales, zero_points);
+}
+
+typedef struct {
+  const xo_gemm_impl *impl;
+  const float *x;
+  size_t k;
+  const float *inv;
+  const int32_t *zp;
+  int per_row;
+  uint8_t *q;
+} xo_quant_ctx;
+
+static void xo_quant_task(void *vctx, size_t begin, size_t end) {
+  const xo_quant_ctx *c = (const xo_quant_ctx *)vctx;
+  for (size_t r = begin; r < end; r++) {
+    const size_t i = c->per_row ? r : 0;
+    c->impl->quantize(c->x + r * c->k, c->k, c->inv[i], c->zp[i], c->q + r * c->k);
+  }
+}
+
+/* Largest K whose int32 sums of (x-zp)*w (|.| <= 255*128 each) cannot overflow. */
+#define XO_DYNAMIC_MAX_K ((size_t)65793)
+
+int x86_onednn_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *packed,
+                                  const int32_t *col_sums, const float *w_scales, size_t n,
+                                  const float *bias, int per_row, float *out, float *x_scales,
+                                  int32_t *x_zps) {
+  int st = xo_check_linear(x, m, k, packed, col_sums, n, out);
+  if (st != QP_OK) return st;
+  if (k > XO_DYNAMIC_MAX_K || (n > 0 && w_scales == NULL)) return QP_ERR_INVALID_ARGUMENT;
+  for (size_t c = 0; c < n; c++) {
+    if (!xo_check_scale(w_scales[c])) return QP_ERR_INVALID_ARGUMENT;
+    if (bias != NULL && !isfinite(bias[c])) return QP_ERR_INVALID_ARGUMENT;
+  }
+  const xo_gemm_impl *impl = xo_gemm_select();
+  const size_t nq = per_row ? (m > 0 ? m : 1) : 1;
+  const size_t np = xo_ntiles(n) * XO_NR;
+  /* one block: row scales, row inverse scales, row zps, padded colsum/wscale/bias, q(x) */
+  size_t bytes = nq * (2 * sizeof(float) + sizeof(int32_t)) + np * (sizeof(int32_t) + 2 * sizeof(float)) + m * k + 64;
+  char *block = (char *)calloc(1, bytes);
+  if (block == NULL) return QP_ERR_OUT_OF_MEMORY;
+  float *rs = (float *)block;
+  float *rinv = rs + nq;
+  int32_t *rzp = (int32_t *)(rinv + nq);
+  int32_t *cs = rzp + nq;
+  float *ws = (float *)(cs + np);
+  float *fb = ws + np;
+  uint8_t *q = (uint8_t *)(fb + np);
+  st = xo_choose(impl, x, m, k, per_row, rs, rzp);
+  if (st == QP_OK) {
+    for (size_t i = 0; i < nq; i++) rinv[i] = 1.0f / rs[i];
+    if (x_scales != NULL) memcpy(x_scales, rs, nq * sizeof(float));
+    if (x_zps != NULL) memcpy(x_zps, rzp, nq * sizeof(int32_t));
+    if (n > 0 && m > 0) {
+      memcpy(cs, col_sums, n * sizeof(int32_t));
+      memcpy(ws, w_scales, n * sizeof(float));
+      if (bias != NULL) memcpy(fb, bias, n * sizeof(float));
+      xo_quant_ctx qc = {impl, x, k, rinv, rzp, per_row, q};
+      size_t grain = k >= 4096 ? 1 : 4096 / (k + 1) + 1;
+      qp_parallel_for(m, grain, xo_quant_task, &qc);
+      xo_epilogue e;
+      memset(&e, 0, sizeof(e));
+      e.kind = XO_EPI_DEQUANT;
+      e.colsum = cs;
+      e.wscale = ws;
+      e.fbias = bias != NULL ? fb : NULL;
+      e.row_scale = rs;
+      e.row_zp = rzp;
+      e.per_row = per_row;
+      e.out_f32 = out;
+      e.ldo = n;
+      st = xo_linear_run(q, m, k, packed, n, &e);
+    }
+  }
+  free(block);
+  return st;
+}

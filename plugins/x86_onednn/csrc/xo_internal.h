@@ -1,0 +1,161 @@
+/*
+ * Internal interface between the x86_onednn drivers (gemm.c, conv.c) and the
+ * per-ISA microkernels (ukernel_*.c). Not visible from Python.
+ *
+ * A GEMM runs as: for each block of up to `mr` activation rows and each
+ * 16-column weight tile, ukernel() writes the raw dot products
+ * acc[r][c] = sum_k a[r][k] * w[c][k] (uint8 x int8, int32, wrapping) to a
+ * 16-wide int32 block, then epilogue() turns the block into outputs.
+ * Epilogues of every ISA compute the same IEEE single-precision operations in
+ * the same order (no FMA contraction), so every path is bit-exact with the
+ * scalar reference.
+ */
+#ifndef QUANTPLUG_X86_ONEDNN_INTERNAL_H
+#define QUANTPLUG_X86_ONEDNN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quantplug/qp_runtime.h"
+
+/* AVX-VNNI intrinsics need GCC >= 11 or clang >= 12. */
+#if (defined(__x86_64__) || defined(__i386__)) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define XO_HAVE_AVXVNNI 1
+#endif
+
+#define XO_NR 16     /* output channels per packed tile */
+#define XO_KC 4      /* k values per packed group */
+#define XO_MR_MAX 8  /* largest row block of any microkernel */
+
+/* Stop GCC from fusing a multiply and a following add into an FMA (which
+ * rounds once instead of twice): the reference computes them separately. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define XO_FP_BARRIER(v) __asm__("" : "+x"(v))
+#define XO_FP_BARRIER_ZMM(v) __asm__("" : "+v"(v))
+#else
+#define XO_FP_BARRIER(v) ((void)0)
+#define XO_FP_BARRIER_ZMM(v) ((void)0)
+#endif
+
+static inline size_t xo_round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+static inline size_t xo_ntiles(size_t n) { return (n + XO_NR - 1) / XO_NR; }
+
+/* Load the 4 activation bytes of k-group g; the last group of a K that is not a
+ * multiple of 4 is zero-filled (its weights are zero too). Never reads past K. */
+static inline int32_t xo_load_a4(const uint8_t *row, size_t g, size_t k) {
+  uint32_t v = 0;
+  size_t k0 = g * XO_KC;
+  size_t n = k - k0 < XO_KC ? k - k0 : XO_KC;
+  memcpy(&v, row + k0, n);
+  return (int32_t)v;
+}
+
+enum xo_epilogue_kind {
+  XO_EPI_REQUANT = 0,     /* uint8 out = requant(acc + bias_eff[c], mult[c]) */
+  XO_EPI_DEQUANT = 1,     /* fp32 out = (float)(acc - zp_r*colsum[c]) * (s_r*ws[c]) (+ bias[c]) */
+  XO_EPI_REQUANT_ADD = 2, /* uint8 out = requant of (float)(acc+bias_eff)*mult + (other-ozp)*omult */
+  XO_EPI_ACC = 3          /* int32 out = acc + bias_eff[c] (tests) */
+};
+
+/* Everything an epilogue needs. Per-column arrays are padded to a multiple of
+ * 16 so SIMD loads of a whole tile stay in bounds. */
+typedef struct {
+  int kind;
+  const int32_t *bias_eff; /* REQUANT, REQUANT_ADD, ACC: bias_q[c] - x_zp * colsum[c] */
+  const float *mult;       /* REQUANT, REQUANT_ADD */
+  const int32_t *colsum;   /* DEQUANT */
+  const float *wscale;     /* DEQUANT */
+  const float *fbias;      /* DEQUANT; NULL when there is no bias */
+  const float *row_scale;  /* DEQUANT: per row (per_row) or one */
+  const int32_t *row_zp;   /* DEQUANT */
+  int per_row;
+  int32_t out_zp;
+  int32_t qmin, qmax;      /* output range */
+  float lo, hi;            /* (float)(qmin - out_zp), (float)(qmax - out_zp) */
+  uint8_t *out_u8;
+  float *out_f32;
+  int32_t *out_i32;
+  size_t ldo;              /* elements between output rows */
+  const uint8_t *other;    /* REQUANT_ADD */
+  size_t ld_other;
+  int32_t other_zp;
+  float other_mult;
+} xo_epilogue;
+
+/* acc block: rows [0, mr), 16 int32 per row. w: one packed tile (kp*16 bytes). */
+typedef void (*xo_ukernel_fn)(size_t mr, size_t k, const uint8_t *a, size_t lda,
+                              const int8_t *w, int32_t *acc);
+/* Outputs for rows [row0, row0+mr) and columns [col0, col0+nc), nc <= 16. */
+typedef void (*xo_epilogue_fn)(const xo_epilogue *e, const int32_t *acc, size_t row0,
+                               size_t mr, size_t col0, size_t nc);
+/* min/max of n floats; returns 1 if a NaN was seen. */
+typedef int (*xo_minmax_fn)(const float *x, size_t n, float *mn, float *mx);
+/* q[i] = clamp(nearbyint(x[i] * inv) + zp, 0, 255)  (qp_quantize semantics, no NaN). */
+typedef void (*xo_quantize_fn)(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
+
+typedef struct {
+  const char *name; /* microkernel name, XNNPACK style */
+  size_t mr;
+  xo_ukernel_fn ukernel;
+  xo_epilogue_fn epilogue;
+  xo_minmax_fn minmax;
+  xo_quantize_fn quantize;
+} xo_gemm_impl;
+
+extern const xo_gemm_impl xo_impl_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+extern const xo_gemm_impl xo_impl_avx2;
+extern const xo_gemm_impl xo_impl_avx512;
+extern const xo_gemm_impl xo_impl_avx512vnni;
+extern const xo_gemm_impl xo_impl_avx512vnni_ymm; /* AVX-VNNI source, EVEX encoded */
+#endif
+#if defined(XO_HAVE_AVXVNNI)
+extern const xo_gemm_impl xo_impl_avxvnni;
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+/* AVX2 / AVX-512 epilogues and helpers, shared with the VNNI microkernels. */
+void xo_epilogue_avx2(const xo_epilogue *e, const int32_t *acc, size_t row0, size_t mr,
+                      size_t col0, size_t nc);
+int xo_minmax_avx2(const float *x, size_t n, float *mn, float *mx);
+void xo_quantize_avx2(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
+void xo_epilogue_avx512(const xo_epilogue *e, const int32_t *acc, size_t row0, size_t mr,
+                        size_t col0, size_t nc);
+int xo_minmax_avx512(const float *x, size_t n, float *mn, float *mx);
+void xo_quantize_avx512(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
+#endif
+
+/* The implementation of the active ISA (qp_active_isa()). */
+const xo_gemm_impl *xo_gemm_select(void);
+
+/* Scalar epilogue (also the definition of the numerics). */
+void xo_epilogue_scalar(const xo_epilogue *e, const int32_t *acc, size_t row0, size_t mr,
+                        size_t col0, size_t nc);
+
+/* ---- the parallel GEMM driver (gemm.c) ---- */
+
+/* Produces activation rows [row0, row0+mr) into buf (mr x k, row stride k), for
+ * GEMMs whose A is not a plain matrix (conv im2col). */
+typedef void (*xo_make_a_fn)(void *ctx, size_t row0, size_t mr, uint8_t *buf);
+
+typedef struct {
+  size_t m, k, n;
+  const uint8_t *a; /* plain A (row stride lda), or NULL with make_a */
+  size_t lda;
+  xo_make_a_fn make_a;
+  void *make_a_ctx;
+  const int8_t *w;  /* packed tiles */
+  xo_epilogue epi;
+} xo_gemm_problem;
+
+/* Runs one GEMM on the thread pool; returns a qp_status. */
+int xo_gemm_run(const xo_gemm_problem *p);
+
+/* Per-call helpers shared by the drivers. */
+int xo_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,
+                      const float *bias, float *mult, int32_t *bias_q);
+int xo_check_scale(float s);
+
+#endif /* QUANTPLUG_X86_ONEDNN_INTERNAL_H */

@@ -1,0 +1,483 @@
+"""Python side of the x86_onednn kernels: input checks, packing, calls into C.
+
+Every wrapper validates its tensors with :func:`quantplug.kernels.check_tensor`
+(dtype, shape, contiguity, device) and its qparams BEFORE a pointer reaches C,
+and raises :class:`quantplug.KernelInputError` naming the op and the tensor.
+The C kernels check again and return ``QP_ERR_INVALID_ARGUMENT`` rather than
+crash, so a bug here still cannot take the process down.
+
+Numerics (oneDNN / torch ``x86`` engine): uint8 activations over the full
+0..255 range, int8 symmetric per-channel weights, int32 bias, float32
+requantization with round-half-to-even (``quantplug.affine.requantize_reference``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from quantplug.errors import KernelInputError
+from quantplug.kernels import CffiKernelLibrary, check_tensor
+
+from ._version import __version__
+
+__all__ = ["PackedLinearWeight", "PackedConv2dWeight", "X86OneDNNKernels", "load_kernels",
+           "ACT_DTYPE", "ACT_RANGE", "DISTRIBUTION"]
+
+DISTRIBUTION = "quantplug-x86-onednn"
+#: activation dtype and range of every kernel (full range: VNNI never saturates)
+ACT_DTYPE = torch.uint8
+ACT_RANGE = (0, 255)
+_U8_LO, _U8_HI = ACT_RANGE
+
+
+@dataclass
+class PackedLinearWeight:
+    """An int8 [N, K] weight in the kernels' 16x4 tile layout (see onednn_kernels.h).
+
+    Plain tensors only, so it pickles and flattens into ``GraphModule`` buffers.
+    """
+
+    packed: Tensor  # int8 [ceil(N/16) * roundup(K, 4) * 16]
+    scales: Tensor  # float32 [N]
+    zero_points: Tensor  # int32 [N], all zero (symmetric weights)
+    col_sums: Tensor  # int32 [N]: sum over K of each output channel's weights
+    n: int
+    k: int
+
+
+@dataclass
+class PackedConv2dWeight:
+    """An int8 conv weight [OC, IC/groups, KH, KW] with its geometry, packed per group like a
+    linear weight over K = KH*KW*IC/groups (order ky, kx, ic). Plain tensors and ints."""
+
+    packed: Tensor  # int8
+    scales: Tensor  # float32 [OC]
+    zero_points: Tensor  # int32 [OC], all zero
+    col_sums: Tensor  # int32 [OC]
+    out_channels: int
+    in_channels_per_group: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
+
+
+def _finite_positive(v: object, name: str, op: str) -> float:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise KernelInputError(f"{op}: {name} must be a number, got {type(v).__name__}") from None
+    if not (f > 0.0 and math.isfinite(f)):
+        raise KernelInputError(f"{op}: {name} must be finite and > 0, got {v!r}")
+    if not (f >= 1.1754943508222875e-38 and f <= 3.4028234663852886e38):
+        raise KernelInputError(f"{op}: {name}={v!r} is not representable as a normal float32")
+    return f
+
+
+def _zero_point(v: object, name: str, op: str) -> int:
+    if isinstance(v, Tensor):
+        if v.numel() != 1 or v.is_floating_point() or v.dtype == torch.bool:
+            raise KernelInputError(f"{op}: {name} must be an integer, got a tensor {v!r}")
+        z = int(v.item())
+    elif isinstance(v, float) and v.is_integer():
+        z = int(v)
+    elif isinstance(v, bool):
+        raise KernelInputError(f"{op}: {name} must be an integer, got {v!r}")
+    else:
+        try:
+            z = operator.index(v)  # type: ignore[arg-type]
+        except TypeError:
+            raise KernelInputError(f"{op}: {name} must be an integer, got {v!r}") from None
+    if not _U8_LO <= z <= _U8_HI:
+        raise KernelInputError(f"{op}: {name}={z} is outside the uint8 range [{_U8_LO}, {_U8_HI}]")
+    return z
+
+
+def _check_weight_qparams(scales: Tensor, zero_points: Tensor, n: int, op: str) -> None:
+    check_tensor(scales, "w_scales", dtype=torch.float32, shape=(n,), op=op)
+    check_tensor(zero_points, "w_zero_points", dtype=torch.int32, shape=(n,), op=op)
+    if n and not bool(torch.isfinite(scales).all() and (scales > 0).all()):
+        raise KernelInputError(f"{op}: every w_scales entry must be finite and > 0")
+    if n and bool((zero_points != 0).any()):
+        raise KernelInputError(
+            f"{op}: w_zero_points must all be 0: x86/oneDNN int8 weights are symmetric "
+            f"(per_channel_symmetric / per_tensor_symmetric); got nonzero zero points")
+
+
+def _check_bias(bias: Tensor | None, n: int, op: str) -> Tensor | None:
+    if bias is None:
+        return None
+    check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
+    if n and not bool(torch.isfinite(bias).all()):
+        raise KernelInputError(f"{op}: bias contains NaN or inf")
+    return bias
+
+
+def _pair(v: int | Sequence[int], name: str, op: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    t = tuple(v)
+    if len(t) == 1:
+        t = (t[0], t[0])
+    if len(t) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
+        raise KernelInputError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+class X86OneDNNKernels(CffiKernelLibrary):
+    """The compiled kernels of ``quantplug-x86-onednn`` (implements ``KernelLibrary``)."""
+
+    act_dtype = ACT_DTYPE
+    act_range = ACT_RANGE
+    #: packed-weight classes (read by the core's lowering to rebuild them from buffers)
+    packed_linear_type = PackedLinearWeight
+    packed_conv2d_type = PackedConv2dWeight
+
+    def __init__(self, module=None) -> None:
+        if module is None:
+            try:
+                from . import _kernels as module  # type: ignore[no-redef]
+            except ImportError as exc:
+                raise ImportError(
+                    f"quantplug_x86_onednn: the compiled kernel module is missing or broken ({exc}); "
+                    f"reinstall the plugin so pip compiles it: "
+                    f"pip install --force-reinstall --no-deps {DISTRIBUTION}") from exc
+        super().__init__(module, plugin_version=__version__, distribution=DISTRIBUTION)
+
+    def ukernel_name(self) -> str:
+        """The GEMM microkernel the active ISA runs (XNNPACK-style name)."""
+        return self.ffi.string(self.lib.x86_onednn_gemm_ukernel_name()).decode()
+
+    def _call(self, status: int, op: str, hint: str = "") -> None:
+        if status == 1:
+            raise KernelInputError(f"{op}: the kernel rejected its arguments (QP_ERR_INVALID_ARGUMENT){hint}")
+        self.check_status(status, op)
+
+    # ------------------------------------------------------------ linear --
+    def pack_linear_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor) -> PackedLinearWeight:
+        """Pack an int8 [N, K] weight (symmetric: zero points must be 0) for :meth:`linear`."""
+        op = "x86_onednn.pack_linear_weight"
+        check_tensor(w_q, "w_q", dtype=torch.int8, ndim=2, op=op)
+        n, k = w_q.shape
+        _check_weight_qparams(w_scales, w_zero_points, n, op)
+        size = int(self.lib.x86_onednn_packed_linear_size(n, k)) if n and k else 0
+        if n and k and size == 0:
+            raise KernelInputError(f"{op}: weight shape {tuple(w_q.shape)} is too large to pack")
+        packed = torch.zeros(max(size, 0), dtype=torch.int8)
+        col_sums = torch.zeros(n, dtype=torch.int32)
+        self._call(self.lib.x86_onednn_pack_linear_weight(
+            self.ptr(w_q, "int8_t *"), n, k, self.ptr(packed, "int8_t *"), self.ptr(col_sums, "int32_t *")), op)
+        return PackedLinearWeight(packed, w_scales.clone(), w_zero_points.clone(), col_sums, int(n), int(k))
+
+    def unpack_linear_weight(self, packed: PackedLinearWeight) -> Tensor:
+        """The int8 [N, K] weight back from its packed form."""
+        op = "x86_onednn.unpack_linear_weight"
+        self._check_packed(packed, op)
+        w = torch.empty(packed.n, packed.k, dtype=torch.int8)
+        self._call(self.lib.x86_onednn_unpack_linear_weight(
+            self.ptr(packed.packed, "int8_t *"), packed.n, packed.k, self.ptr(w, "int8_t *")), op)
+        return w
+
+    def _check_packed(self, packed: object, op: str) -> None:
+        if not isinstance(packed, PackedLinearWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedLinearWeight from pack_linear_weight, "
+                                   f"got {type(packed).__name__}")
+        n, k = packed.n, packed.k
+        size = int(self.lib.x86_onednn_packed_linear_size(n, k)) if n and k else 0
+        check_tensor(packed.packed, "packed.packed", dtype=torch.int8, shape=(size,), op=op)
+        check_tensor(packed.col_sums, "packed.col_sums", dtype=torch.int32, shape=(n,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
+
+    def _flatten_x(self, x: Tensor, k: int, dtype: torch.dtype, op: str, name: str) -> Tensor:
+        check_tensor(x, name, dtype=dtype, op=op)
+        if x.dim() < 1 or x.shape[-1] != k:
+            raise KernelInputError(f"{op}: {name} has shape {tuple(x.shape)}; its last dim must be K={k}")
+        return x.reshape(-1, k)
+
+    def linear(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedLinearWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Static int8 linear: uint8 x [..., K] -> uint8 [..., N].
+
+        ``acc = sum_k (x - x_zp) * w + round(bias / (x_scale * w_scale))`` in int32, then
+        ``clamp(round_half_even(acc * x_scale * w_scale / out_scale) + out_zp, lo, 255)``
+        with ``lo = out_zp`` when ``relu`` (fused relu) else 0.
+        """
+        op = "x86_onednn.linear"
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        x2 = self._flatten_x(x_q, k, torch.uint8, op, "x_q")
+        xs = _finite_positive(x_scale, "x_scale", op)
+        os_ = _finite_positive(out_scale, "out_scale", op)
+        xz = _zero_point(x_zero_point, "x_zero_point", op)
+        oz = _zero_point(out_zero_point, "out_zero_point", op)
+        bias = _check_bias(bias, n, op)
+        m = x2.shape[0]
+        out = torch.empty((m, n), dtype=torch.uint8)
+        qmin = max(_U8_LO, oz) if relu else _U8_LO
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_linear_u8(
+            self.ptr(x2, "uint8_t *"), m, k, xs, xz, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.col_sums, "int32_t *"), self.ptr(packed.scales, "float *"), n,
+            self.ffi.NULL if bias is None else self.ptr(bias, "float *"), os_, oz, qmin, _U8_HI,
+            self.ptr(out, "uint8_t *")), op,
+            " (a multiplier x_scale*w_scale/out_scale underflowed to 0 or overflowed)")
+        return out.reshape(*x_q.shape[:-1], n)
+
+    def linear_requant(self, x_q: Tensor, x_zero_point: int, packed: PackedLinearWeight,
+                       bias_q: Tensor | None, multipliers: Tensor, out_zero_point: int,
+                       qmin: int = 0, qmax: int = 255) -> Tensor:
+        """Static linear with precomputed int32 bias and float32 multipliers (1 or N)."""
+        op = "x86_onednn.linear_requant"
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        x2 = self._flatten_x(x_q, k, torch.uint8, op, "x_q")
+        xz = _zero_point(x_zero_point, "x_zero_point", op)
+        oz = _zero_point(out_zero_point, "out_zero_point", op)
+        if bias_q is not None:
+            check_tensor(bias_q, "bias_q", dtype=torch.int32, shape=(n,), op=op)
+        check_tensor(multipliers, "multipliers", dtype=torch.float32, ndim=1, op=op)
+        if multipliers.numel() not in (1, n):
+            raise KernelInputError(f"{op}: multipliers has {multipliers.numel()} entries; expected 1 or {n}")
+        if not (0 <= qmin <= qmax <= 255):
+            raise KernelInputError(f"{op}: need 0 <= qmin <= qmax <= 255, got qmin={qmin}, qmax={qmax}")
+        m = x2.shape[0]
+        out = torch.empty((m, n), dtype=torch.uint8)
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_linear_u8_requant(
+            self.ptr(x2, "uint8_t *"), m, k, xz, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.col_sums, "int32_t *"), n,
+            self.ffi.NULL if bias_q is None else self.ptr(bias_q, "int32_t *"),
+            self.ptr(multipliers, "float *"), multipliers.numel(), oz, int(qmin), int(qmax),
+            self.ptr(out, "uint8_t *")), op, " (every multiplier must be finite and > 0)")
+        return out.reshape(*x_q.shape[:-1], n)
+
+    def linear_acc(self, x_q: Tensor, x_zero_point: int, packed: PackedLinearWeight) -> Tensor:
+        """Raw int32 accumulators ``sum_k (x - x_zp) * w`` [..., N] (tests of the GEMM core)."""
+        op = "x86_onednn.linear_acc"
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        x2 = self._flatten_x(x_q, k, torch.uint8, op, "x_q")
+        xz = _zero_point(x_zero_point, "x_zero_point", op)
+        out = torch.empty((x2.shape[0], n), dtype=torch.int32)
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_linear_u8_acc(
+            self.ptr(x2, "uint8_t *"), x2.shape[0], k, xz, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.col_sums, "int32_t *"), n, self.ptr(out, "int32_t *")), op)
+        return out.reshape(*x_q.shape[:-1], n)
+
+    def requant_params(self, x_scale: float, w_scales: Tensor, out_scale: float,
+                       bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(multipliers, int32 bias) exactly as the C kernels compute them per call."""
+        op = "x86_onednn.requant_params"
+        n = w_scales.numel()
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(n,), op=op)
+        bias = _check_bias(bias, n, op)
+        mult = torch.empty(n, dtype=torch.float32)
+        bias_q = torch.empty(n, dtype=torch.int32)
+        self._call(self.lib.x86_onednn_requant_params(
+            _finite_positive(x_scale, "x_scale", op), self.ptr(w_scales, "float *"), n,
+            _finite_positive(out_scale, "out_scale", op),
+            self.ffi.NULL if bias is None else self.ptr(bias, "float *"),
+            self.ptr(mult, "float *"), self.ptr(bias_q, "int32_t *")), op)
+        return mult, bias_q
+
+    def choose_qparams(self, x: Tensor, per_row: bool = False) -> tuple[Tensor, Tensor]:
+        """Dynamic uint8 qparams of fp32 x [..., K]: (scales, zero_points), 1 or one per row."""
+        op = "x86_onednn.choose_qparams"
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        if x.dim() < 1:
+            raise KernelInputError(f"{op}: x must have at least 1 dim")
+        x2 = x.reshape(-1, x.shape[-1])
+        rows = x2.shape[0] if per_row else 1
+        scales = torch.empty(max(rows, 1), dtype=torch.float32)
+        zps = torch.empty(max(rows, 1), dtype=torch.int32)
+        self._call(self.lib.x86_onednn_choose_qparams_u8(
+            self.ptr(x2, "float *"), x2.shape[0], x2.shape[1], int(per_row),
+            self.ptr(scales, "float *"), self.ptr(zps, "int32_t *")), op, " (x contains NaN or inf)")
+        return scales[:rows], zps[:rows]
+
+    def linear_dynamic(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None,
+                       per_row: bool = False) -> Tensor:
+        """Dynamic linear: fp32 x [..., K] quantized to uint8 per call (per tensor, or per
+        row), int8 GEMM, fp32 out [..., N] = acc * (x_scale * w_scale) + bias."""
+        op = "x86_onednn.linear_dynamic"
+        self._check_packed(packed, op)
+        n, k = packed.n, packed.k
+        x2 = self._flatten_x(x, k, torch.float32, op, "x")
+        bias = _check_bias(bias, n, op)
+        if k > 65793:
+            raise KernelInputError(f"{op}: K={k} is too large for exact int32 accumulation (max 65793)")
+        m = x2.shape[0]
+        out = torch.empty((m, n), dtype=torch.float32)
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_linear_dynamic_f32(
+            self.ptr(x2, "float *"), m, k, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.col_sums, "int32_t *"), self.ptr(packed.scales, "float *"), n,
+            self.ffi.NULL if bias is None else self.ptr(bias, "float *"), int(bool(per_row)),
+            self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL), op, " (x contains NaN or inf)")
+        return out.reshape(*x.shape[:-1], n)
+
+    # ------------------------------------------------------------ conv2d --
+    def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor,
+                           stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                           dilation: int | Sequence[int] = 1, groups: int = 1) -> PackedConv2dWeight:
+        """Pack an int8 conv weight [OC, IC/groups, KH, KW] (symmetric) and its geometry."""
+        op = "x86_onednn.pack_conv2d_weight"
+        check_tensor(w_q, "w_q", dtype=torch.int8, ndim=4, op=op)
+        oc, icg, kh, kw = (int(d) for d in w_q.shape)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or oc % groups:
+            raise KernelInputError(f"{op}: groups={groups!r} must be a positive divisor of out_channels={oc}")
+        if min(oc, icg, kh, kw) == 0:
+            raise KernelInputError(f"{op}: w_q has an empty dimension: {tuple(w_q.shape)}")
+        (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", op), _pair(padding, "padding", op),
+                                        _pair(dilation, "dilation", op))
+        if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+            raise KernelInputError(f"{op}: need stride >= 1, dilation >= 1, padding >= 0; got "
+                                   f"stride={stride}, padding={padding}, dilation={dilation}")
+        _check_weight_qparams(w_scales, w_zero_points, oc, op)
+        size = int(self.lib.x86_onednn_packed_conv2d_size(oc, icg, kh, kw, groups))
+        if size == 0:
+            raise KernelInputError(f"{op}: weight shape {tuple(w_q.shape)} with groups={groups} is too large")
+        ohwi = w_q.permute(0, 2, 3, 1).contiguous()
+        packed = torch.zeros(size, dtype=torch.int8)
+        col_sums = torch.zeros(oc, dtype=torch.int32)
+        self._call(self.lib.x86_onednn_pack_conv2d_weight(
+            self.ptr(ohwi, "int8_t *"), oc, icg, kh, kw, groups, self.ptr(packed, "int8_t *"),
+            self.ptr(col_sums, "int32_t *")), op)
+        return PackedConv2dWeight(packed, w_scales.clone(), w_zero_points.clone(), col_sums,
+                                  oc, icg, kh, kw, sh, sw, ph, pw, dh, dw, int(groups))
+
+    @staticmethod
+    def _nhwc(t: object, name: str, op: str) -> Tensor:
+        """NHWC view of an NCHW uint8 tensor (copied to channels_last only if needed)."""
+        if not isinstance(t, Tensor):
+            raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu":
+            raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
+        if t.dtype != ACT_DTYPE:
+            raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected {ACT_DTYPE}")
+        if t.dim() != 4:
+            raise KernelInputError(f"{op}: {name} must be 4-D [N, C, H, W], got shape {tuple(t.shape)}")
+        nhwc = t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        return check_tensor(nhwc, name, dtype=ACT_DTYPE, ndim=4, op=op)
+
+    def conv2d(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedConv2dWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False, *,
+               other: Tensor | None = None, other_scale: float = 1.0, other_zero_point: int = 0) -> Tensor:
+        """Static int8 conv2d: uint8 x [N, C, H, W] -> uint8 [N, OC, OH, OW] (channels_last memory).
+
+        Zero padding (the input zero point), the stride / padding / dilation / groups packed
+        with the weight. With ``other`` (uint8, shaped like the output; its own qparams), the x86
+        conv + add (+ relu) fusion: ``out = q(dq(acc) + dq(other))`` rounded once, i.e.
+        ``clamp(round((acc + bias_q) * m[c] + (other - other_zp) * other_scale / out_scale) + zp)``.
+        """
+        op = "x86_onednn.conv2d"
+        if not isinstance(packed, PackedConv2dWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedConv2dWeight from pack_conv2d_weight, "
+                                   f"got {type(packed).__name__}")
+        oc, g = packed.out_channels, packed.groups
+        size = int(self.lib.x86_onednn_packed_conv2d_size(oc, packed.in_channels_per_group,
+                                                          packed.kernel_h, packed.kernel_w, g))
+        check_tensor(packed.packed, "packed.packed", dtype=torch.int8, shape=(size,), op=op)
+        check_tensor(packed.col_sums, "packed.col_sums", dtype=torch.int32, shape=(oc,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(oc,), op=op)
+        x = self._nhwc(x_q, "x_q", op)
+        nb, h, w, c = (int(d) for d in x.shape)
+        if c != packed.in_channels_per_group * g:
+            raise KernelInputError(f"{op}: x_q has {c} channels; the weight expects "
+                                   f"{packed.in_channels_per_group * g} (groups={g})")
+        sh, sw, ph, pw, dh, dw = (packed.stride_h, packed.stride_w, packed.pad_h, packed.pad_w,
+                                  packed.dilation_h, packed.dilation_w)
+        eh = h + 2 * ph - dh * (packed.kernel_h - 1) - 1
+        ew = w + 2 * pw - dw * (packed.kernel_w - 1) - 1
+        if eh < 0 or ew < 0:
+            raise KernelInputError(f"{op}: input {h}x{w} (padding {ph},{pw}) is smaller than the dilated "
+                                   f"kernel {packed.kernel_h}x{packed.kernel_w}")
+        oh, ow = eh // sh + 1, ew // sw + 1
+        xs = _finite_positive(x_scale, "x_scale", op)
+        os_ = _finite_positive(out_scale, "out_scale", op)
+        xz = _zero_point(x_zero_point, "x_zero_point", op)
+        oz = _zero_point(out_zero_point, "out_zero_point", op)
+        bias = _check_bias(bias, oc, op)
+        other_nhwc = None
+        oth_s, oth_z = 1.0, 0
+        if other is not None:
+            other_nhwc = self._nhwc(other, "other", op)
+            if tuple(other_nhwc.shape) != (nb, oh, ow, oc):
+                raise KernelInputError(f"{op}: other has shape {tuple(other.shape)}, expected the output "
+                                       f"shape {(nb, oc, oh, ow)}")
+            oth_s = _finite_positive(other_scale, "other_scale", op)
+            oth_z = _zero_point(other_zero_point, "other_zero_point", op)
+        out = torch.empty((nb, oc, oh, ow), dtype=ACT_DTYPE, memory_format=torch.channels_last)
+        geometry = self.ffi.new("int64_t[6]", [sh, sw, ph, pw, dh, dw])
+        qmin = max(_U8_LO, oz) if relu else _U8_LO
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_conv2d_u8(
+            self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.col_sums, "int32_t *"), self.ptr(packed.scales, "float *"), oc,
+            packed.kernel_h, packed.kernel_w, g, geometry,
+            self.ffi.NULL if bias is None else self.ptr(bias, "float *"),
+            self.ffi.NULL if other_nhwc is None else self.ptr(other_nhwc, "uint8_t *"), oth_s, oth_z,
+            os_, oz, qmin, _U8_HI, self.ptr(out, "uint8_t *"), oh, ow), op,
+            " (check the qparams: every multiplier must be finite and > 0)")
+        return out
+
+    # --------------------------------------------------------------- add --
+    def add(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float,
+            b_zero_point: int, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Quantized add of two uint8 tensors of the same shape (float32 requantization, exact
+        with the reference): ``q((a - a_zp) * a_scale + (b - b_zp) * b_scale)``, relu fused.
+        The output takes ``a``'s memory format (contiguous or channels_last)."""
+        op = "x86_onednn.add"
+        for t, name in ((a_q, "a_q"), (b_q, "b_q")):
+            if not isinstance(t, Tensor):
+                raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
+            if t.dtype != ACT_DTYPE:
+                raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected {ACT_DTYPE}")
+        if a_q.shape != b_q.shape:
+            raise KernelInputError(f"{op}: a_q {tuple(a_q.shape)} and b_q {tuple(b_q.shape)} must have the same "
+                                   f"shape (broadcasting is not supported)")
+        fmt = (torch.channels_last if a_q.dim() == 4 and not a_q.is_contiguous()
+               and a_q.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        a = a_q.contiguous(memory_format=fmt)
+        b = b_q.contiguous(memory_format=fmt)
+        a_s = _finite_positive(a_scale, "a_scale", op)
+        b_s = _finite_positive(b_scale, "b_scale", op)
+        o_s = _finite_positive(out_scale, "out_scale", op)
+        az = _zero_point(a_zero_point, "a_zero_point", op)
+        bz = _zero_point(b_zero_point, "b_zero_point", op)
+        oz = _zero_point(out_zero_point, "out_zero_point", op)
+        out = torch.empty_like(a, memory_format=fmt)
+        flat = [t.permute(0, 2, 3, 1) if fmt is torch.channels_last else t for t in (a, b, out)]
+        for t, name in zip(flat, ("a_q", "b_q", "out")):
+            check_tensor(t, name, dtype=ACT_DTYPE, op=op)
+        qmin = max(_U8_LO, oz) if relu else _U8_LO
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_add_u8(
+            self.ptr(flat[0], "uint8_t *"), a_s, az, self.ptr(flat[1], "uint8_t *"), b_s, bz, a.numel(),
+            o_s, oz, qmin, _U8_HI, self.ptr(flat[2], "uint8_t *")), op)
+        return out
+
+
+_KERNELS: X86OneDNNKernels | None = None
+
+
+def load_kernels() -> X86OneDNNKernels:
+    """The process-wide kernel library (built on first use)."""
+    global _KERNELS
+    if _KERNELS is None:
+        _KERNELS = X86OneDNNKernels()
+    return _KERNELS

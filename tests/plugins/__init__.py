@@ -1,0 +1,1 @@
+"""Fixture plugins used by the discovery tests (registered by hand, never installed)."""
