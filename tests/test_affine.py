@@ -162,6 +162,8 @@ def test_range_always_includes_zero():
     (dict(min_val=torch.zeros(2), max_val=torch.ones(3)), "same shape"),
     (dict(min_val=0.0, max_val=1.0, quant_min=5, quant_max=5), "quant_min must be <"),
     (dict(min_val=0.0, max_val=1.0, scale_min=0.0), "scale_min"),
+    (dict(min_val=0.0, max_val=1.0, quant_min=0, quant_max=255, symmetric=True), "does not fit dtype"),
+    (dict(min_val=0.0, max_val=1.0, quant_min=0.5, quant_max=255), "must be integers"),
 ])
 def test_choose_qparams_validation(kwargs, match):
     args = dict(quant_min=-128, quant_max=127, symmetric=False) | kwargs

@@ -1,8 +1,9 @@
 """Lowering to kernels, tested with a backend whose kernels are the pure-PyTorch reference.
 
 This checks the core's pattern matching and the lowered ops independently of
-any plugin: lowered and reference representations must agree exactly, since
-both compute the same integer arithmetic.
+any plugin. Lowered kernels accumulate exactly in integers while the reference
+representation computes in float32 on dequantized values, so the two may
+round differently at a boundary: they must agree within one output step.
 """
 
 import pytest
@@ -42,6 +43,11 @@ def refkernels(fresh_registry, monkeypatch):
     lowering._kernels.cache_clear()
 
 
+def _output_step(reference_model):
+    qs = [n for n in reference_model.graph.nodes if n.target == torch.ops.quantplug.quantize_per_tensor.default]
+    return qs[-1].args[1]
+
+
 def _convert_both(model, x, quantizer):
     model = model.eval()
     data = [torch.randn_like(x) for _ in range(3)] + [x]
@@ -54,13 +60,15 @@ def _convert_both(model, x, quantizer):
 
 
 @pytest.mark.parametrize("model_fn,shape", [(MLP, (5, 32)), (SmallCNN, (2, 3, 12, 12))])
-def test_lowered_matches_reference_exactly(refkernels, model_fn, shape):
+def test_lowered_matches_reference_within_one_step(refkernels, model_fn, shape):
     x = torch.randn(*shape)
     ref, lowered = _convert_both(model_fn(), x, _Quantizer())
     report = quantplug.explain(lowered)
     assert len(report.kernels) >= 2
     assert not any(r.op in ("linear", "conv2d") for r in report.not_lowered)
-    torch.testing.assert_close(lowered(x), ref(x), rtol=0, atol=0)
+    diff = (lowered(x) - ref(x)).abs()
+    assert diff.max() <= _output_step(ref) * 1.0001
+    assert (diff > 0).float().mean() < 0.2  # rounding ties are rare, not systematic
 
 
 def test_lowered_model_exports_and_keeps_batch_dynamic(refkernels):

@@ -116,3 +116,23 @@ __all__ += [
     "distributed", "nn",
 ]
 # ---- end eager flow ----
+
+# ---- save/load, numeric debugger, plugin-author kit (issue 6) ----
+from .debugger import ComparisonReport, LayerComparison, compare  # noqa: E402
+from .serialization import (  # noqa: E402
+    CorruptModelFileError,
+    IncompatibleBackendError,
+    MissingBackendError,
+    SerializationError,
+    UnsafeGraphError,
+    load,
+    load_exported,
+    save,
+)
+
+__all__ += [
+    "save", "load", "load_exported", "compare", "ComparisonReport", "LayerComparison",
+    "SerializationError", "CorruptModelFileError", "UnsafeGraphError", "MissingBackendError",
+    "IncompatibleBackendError",
+]
+# ---- end save/load, debugger, kit ----

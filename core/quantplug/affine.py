@@ -27,6 +27,7 @@ used on its own.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Union
 
 import torch
@@ -133,9 +134,13 @@ def quant_range(dtype: QDType, *, reduce_range: bool = False, symmetric_narrow: 
 # ------------------------------------------------------------- validation --
 
 
-def _check_qrange(quant_min: int, quant_max: int, dtype: QDType | None = None, *, strict: bool = False) -> None:
-    if not isinstance(quant_min, int) or not isinstance(quant_max, int):
-        raise ValueError(f"quant_min and quant_max must be ints, got {quant_min!r} and {quant_max!r}")
+def _check_qrange(quant_min: Any, quant_max: Any, dtype: QDType | None = None, *,
+                  strict: bool = False) -> tuple[int, int]:
+    """Validate an integer range (and that it fits ``dtype``); returns it as Python ints."""
+    try:
+        quant_min, quant_max = operator.index(quant_min), operator.index(quant_max)
+    except TypeError:
+        raise ValueError(f"quant_min and quant_max must be integers, got {quant_min!r} and {quant_max!r}") from None
     if quant_min > quant_max or (strict and quant_min == quant_max):
         rel = "<" if strict else "<="
         raise ValueError(f"quant_min must be {rel} quant_max, got quant_min={quant_min}, quant_max={quant_max}")
@@ -145,6 +150,7 @@ def _check_qrange(quant_min: int, quant_max: int, dtype: QDType | None = None, *
             raise ValueError(
                 f"[quant_min, quant_max] = [{quant_min}, {quant_max}] does not fit dtype {dtype!r} (range [{lo}, {hi}])"
             )
+    return quant_min, quant_max
 
 
 def _f32(v: Any, name: str) -> Tensor:
@@ -284,10 +290,13 @@ def choose_qparams(
     :param min_val: 0-d tensor (per tensor) or 1-d tensor (per channel / group), or a float.
     :param max_val: same shape as ``min_val``.
     :returns: ``(scale, zero_point)``: float32 and int32 tensors shaped like ``min_val``.
-    :raises ValueError: bad range, mismatched shapes, NaN/inf or ``min_val > max_val``.
+    :raises ValueError: bad range (or, when symmetric, a range outside ``dtype``,
+        since the dtype decides the zero point), mismatched shapes, NaN/inf or
+        ``min_val > max_val``.
     """
-    _check_qrange(quant_min, quant_max, strict=True)
     d = normalize_dtype(dtype)
+    # the dtype decides the symmetric zero point, so the range must belong to it
+    quant_min, quant_max = _check_qrange(quant_min, quant_max, d if symmetric else None, strict=True)
     mn, mx = _f32(min_val, "min_val"), _f32(max_val, "max_val")
     if mn.shape != mx.shape:
         raise ValueError(f"min_val and max_val must have the same shape, got {tuple(mn.shape)} and {tuple(mx.shape)}")
@@ -350,7 +359,7 @@ def quantize_affine(
     :raises ValueError: invalid range, scale <= 0 or non-finite, zero point out
         of range, shapes that do not match, group_size not dividing the last dim.
     """
-    _check_qrange(quant_min, quant_max, dtype)
+    quant_min, quant_max = _check_qrange(quant_min, quant_max, dtype)
     q, _, _ = _quantized_values(x, scale, zero_point, quant_min, quant_max, axis, group_size)
     return q.to(storage_dtype(dtype)).reshape(x.shape)
 
@@ -404,7 +413,7 @@ def fake_quantize_affine(
 
     :returns: ``x.dtype`` if ``x`` is floating (computed in float32), else float32.
     """
-    _check_qrange(quant_min, quant_max)
+    quant_min, quant_max = _check_qrange(quant_min, quant_max)
     q, s_v, z_v = _quantized_values(x, scale, zero_point, quant_min, quant_max, axis, group_size)
     out = (q - z_v).to(torch.float32) * s_v
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -515,7 +524,7 @@ def requantize_reference(
     if not isinstance(acc_int32, Tensor) or acc_int32.is_floating_point() or acc_int32.is_complex() \
             or acc_int32.dtype == torch.bool:
         raise ValueError(f"acc must be an integer tensor, got {getattr(acc_int32, 'dtype', type(acc_int32).__name__)}")
-    _check_qrange(quant_min, quant_max)
+    quant_min, quant_max = _check_qrange(quant_min, quant_max)
     if acc_int32.dtype == torch.int64 and acc_int32.numel() and (
             int(acc_int32.min()) < INT32_MIN or int(acc_int32.max()) > INT32_MAX):
         raise ValueError("accumulators exceed the int32 range; the requantization contract is for int32 accumulators")

@@ -18,7 +18,7 @@ What it does for every plugin, so none of them repeats it:
 * reads the cffi declarations from the plugin header between the markers
   ``QP_CDEF_BEGIN`` / ``QP_CDEF_END`` (declarations are never written twice),
   and prepends the shared runtime's (``qp_runtime.h``);
-* compiles the shared runtime (``csrc/qp_runtime.c``, ``csrc/qp_quantize.c``) into the extension;
+* compiles the shared runtime (``csrc/qp_runtime.c``, ``qp_quantize.c``, ``qp_pool.c``) into the extension;
 * embeds the plugin version (``qp_build_version()``), which the Python side
   checks at import so a stale build raises instead of computing garbage;
 * picks portable compiler flags: never ``-march=native`` — SIMD paths are
@@ -54,7 +54,11 @@ def get_include() -> str:
 #: Shared C sources compiled into every plugin extension. They are
 #: ``#include``d into the cffi-generated module rather than listed as
 #: sources, because setuptools refuses source paths outside the plugin.
-RUNTIME_SOURCES = ("qp_runtime.c", "qp_quantize.c")
+RUNTIME_SOURCES = ("qp_runtime.c", "qp_quantize.c", "qp_pool.c")
+
+
+#: Headers of the shared C API; their CDEF blocks are exposed to Python by every plugin.
+SHARED_HEADERS = ("qp_runtime.h", "qp_quantize.h", "qp_pool.h")
 
 
 def runtime_sources() -> list[str]:
@@ -139,12 +143,11 @@ def make_ffi(
 
     header = Path(header)
     ffi = cffi.FFI()
-    shared = [Path(get_include()) / "quantplug" / h for h in ("qp_runtime.h", "qp_quantize.h")]
+    shared = [Path(get_include()) / "quantplug" / h for h in SHARED_HEADERS]
     ffi.cdef("\n".join(read_cdef(h) for h in [*shared, header]))
     ffi.set_source(
         module_name,
-        '#include "quantplug/qp_runtime.h"\n#include "quantplug/qp_quantize.h"\n'
-        f'#include "{header.name}"\n' + "".join(f'#include "{name}"\n' for name in RUNTIME_SOURCES),
+        "".join(f'#include "quantplug/{h}"\n' for h in SHARED_HEADERS) + f'#include "{header.name}"\n' + "".join(f'#include "{name}"\n' for name in RUNTIME_SOURCES),
         sources=[_relative(s) for s in sources],
         include_dirs=[get_include(), str(_HERE / "csrc"), str(header.parent), *map(str, include_dirs)],
         define_macros=[("QP_BUILD_VERSION", f'"{version}"')],

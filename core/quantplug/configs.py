@@ -458,8 +458,8 @@ def register_quantize_module_handler(config_class: type) -> Callable[[Callable[.
 
     Registration goes through the same ``quantplug_register_configs`` hook the
     plugins implement (as an explicitly registered plugin), so
-    :func:`quantplug.get_config_transform` sees it, and registering a class
-    twice raises :class:`quantplug.BackendConflictError`.
+    :func:`quantplug.get_config_transform` sees it. Registering a class twice
+    makes the next registry load raise :class:`quantplug.BackendConflictError`.
     """
     if not (isinstance(config_class, type) and issubclass(config_class, BaseConfig)):
         raise TypeError(f"register_quantize_module_handler expects a BaseConfig subclass, got {config_class!r}; "
@@ -469,7 +469,9 @@ def register_quantize_module_handler(config_class: type) -> Callable[[Callable[.
         from . import registry
 
         plugin = _ConfigPlugin(config_class, handler)
-        registry.register_plugin(plugin, name=f"config:{config_class.__module__}.{config_class.__qualname__}",
+        # A unique plugin name: registering the same config class twice must reach the registry's
+        # own check (BackendConflictError naming the class), not pluggy's duplicate-name error.
+        registry.register_plugin(plugin, name=f"config:{config_class.__module__}.{config_class.__qualname__}:{id(plugin)}",
                                  distribution=getattr(handler, "__module__", None) or "user code")
         return handler
 

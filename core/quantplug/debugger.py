@@ -313,6 +313,11 @@ def _float_value_node(fnode: Node, acts: list[str]) -> Node:
     return cur
 
 
+def _is_quantized(node: Node) -> bool:
+    """A kernel, or an op reading dequantized / observed / fake-quantized inputs."""
+    return _is_kernel(node) or any(_is_dq(a) or _is_observer(a) for a in node.all_input_nodes)
+
+
 def _kernel_label(node: Node, flow: str) -> str:
     from .lowering import EXPLAIN_KEY
 
@@ -433,9 +438,12 @@ def _compare_graph(float_model: nn.Module, qgm: GraphModule, batches: list[tuple
         origin = origins[q.name]
         qvalue, acts, by_schema = _quant_value_node(q)
         module = _innermost_module(q)
-        if origin is None and (module is None or _module_for(float_model, module) is None):
-            unmatched.append(q.name)
-            continue
+        if origin is None:
+            if not _is_quantized(q):  # float ops a pass created (QAT's BN folding arithmetic) are not layers
+                continue
+            if module is None or _module_for(float_model, module) is None:
+                unmatched.append(q.name)
+                continue
         fvalue = _float_value_node(origin, acts) if origin is not None else None
         op = (_op_name(origin) if origin is not None else None) or _op_name(q) or _kernel_kind(q)
         if acts:

@@ -83,9 +83,12 @@ def explain(model: GraphModule) -> ExplainReport:
         label = _op_label(n.target)
         if label in _DATA_MOVEMENT:
             continue
-        ns = getattr(n.target, "namespace", None)
-        if ns == "quantplug":
-            rows.append(ExplainRow(n.name, label, "kernel", n.meta.get(EXPLAIN_KEY, f"{info.get('backend')} kernel")))
+        ns = getattr(n.target, "namespace", None) or ""
+        # "quantplug" holds the core's lowered ops; plugins register their own fused ops
+        # under "quantplug_<package>" (e.g. quantplug_x86_onednn::conv2d_add).
+        if ns == "quantplug" or ns.startswith("quantplug_"):
+            detail = n.meta.get(EXPLAIN_KEY) or f"{ns} kernel ({info.get('backend')})"
+            rows.append(ExplainRow(n.name, label, "kernel", detail))
             continue
         dq_inputs = [a for a in n.all_input_nodes if a.target in _QDQ]
         if dq_inputs:

@@ -19,6 +19,9 @@ from .errors import KernelBuildMismatchError, KernelInputError
 
 __all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "requant_params", "flatten_packed", "unflatten_packed"]
 
+#: Must equal QP_RUNTIME_API_VERSION in csrc/include/quantplug/qp_runtime.h.
+RUNTIME_API_VERSION = 2
+
 #: Index = ``enum qp_isa`` in qp_runtime.h.
 ISA_NAMES = ("scalar", "sse2", "avx2", "avx512", "avx512vnni", "avxvnni", "neon", "neondot")
 
@@ -123,6 +126,22 @@ def unflatten_packed(cls: type, tensors: list[torch.Tensor]) -> Any:
 
 
 
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    v = list(v)
+    return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
+
+
+def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """Pooling output size, torch's rule (a ceil-mode window must start inside the input)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
 _QDTYPES = {torch.uint8: ("u8", "uint8_t *", 0, 255), torch.int8: ("s8", "int8_t *", -128, 127)}
 
 
@@ -140,6 +159,13 @@ class CffiKernelLibrary:
         self.lib = module.lib
         self.name = module.__name__
         self.distribution = distribution
+        api = self.lib.qp_runtime_api_version() if hasattr(self.lib, "qp_runtime_api_version") else 1
+        if api != RUNTIME_API_VERSION:
+            raise KernelBuildMismatchError(
+                f"{self.name} was compiled against quantplug's C runtime API {api}, but this quantplug "
+                f"needs {RUNTIME_API_VERSION}; rebuild the plugin against the installed quantplug: "
+                f"pip install --force-reinstall --no-deps {distribution}"
+            )
         built = self.ffi.string(self.lib.qp_build_version()).decode()
         if built != plugin_version:
             raise KernelBuildMismatchError(
@@ -306,6 +332,61 @@ class CffiKernelLibrary:
             self.ptr(acc, "int32_t *"), acc.shape[0], acc.shape[1], self.ptr(multipliers, "float *"),
             multipliers.numel(), int(zero_point), qmin, qmax, self.ptr(out, ctype))
         self.check_status(status, op)
+        return out
+
+    # -- shared pooling kernels (core csrc/qp_pool.c), NHWC ---------------
+    @staticmethod
+    def _check_4d(x_q: object, op: str) -> None:
+        if not isinstance(x_q, torch.Tensor) or x_q.dim() != 4:
+            raise KernelInputError(f"{op}: x_q must be a 4-D [N, C, H, W] tensor, got "
+                                   f"{tuple(x_q.shape) if isinstance(x_q, torch.Tensor) else type(x_q).__name__}")
+        if x_q.device.type != "cpu":
+            raise KernelInputError(f"{op}: x_q is on {x_q.device}; quantplug kernels run on CPU — call .cpu() first")
+
+    @staticmethod
+    def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
+        """``x`` (logical NCHW) in channels_last memory, copying only if needed."""
+        return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
+
+    def max_pool2d(self, x_q: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
+                   ceil_mode: bool = False) -> torch.Tensor:
+        """Max pooling on a quantized [N, C, H, W] tensor; output keeps the input's qparams.
+
+        Output is channels_last (the layout the kernels compute in).
+        """
+        op = f"{self.name}.max_pool2d"
+        self._check_4d(x_q, op)
+        suffix, ctype, _, _ = self._qdtype(x_q.dtype, op)
+        kh, kw = _pair(kernel_size)
+        sh, sw = _pair(stride if stride not in (None, []) else kernel_size)
+        ph, pw = _pair(padding)
+        dh, dw = _pair(dilation)
+        n, c, h, w = x_q.shape
+        oh, ow = (_pool_out(h, kh, sh, ph, dh, ceil_mode), _pool_out(w, kw, sw, pw, dw, ceil_mode))
+        if oh <= 0 or ow <= 0:
+            raise KernelInputError(f"{op}: kernel {kh}x{kw} does not fit input {h}x{w} with padding {ph},{pw}")
+        x = self._as_channels_last(x_q)
+        out = torch.empty((n, c, oh, ow), dtype=x_q.dtype, memory_format=torch.channels_last)
+        self.sync_threads()
+        status = getattr(self.lib, f"qp_max_pool2d_nhwc_{suffix}")(
+            self.ptr(x, ctype), n, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, self.ptr(out, ctype))
+        self.check_status(status, f"{op} (kernel {kh}x{kw}, stride {sh}x{sw}, padding {ph}x{pw})")
+        return out
+
+    def global_avg_pool(self, x_q: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float,
+                        out_zero_point: int, quant_min: int | None = None, quant_max: int | None = None) -> torch.Tensor:
+        """Mean over H and W of a quantized [N, C, H, W] tensor, requantized; returns [N, C, 1, 1]."""
+        op = f"{self.name}.global_avg_pool"
+        self._check_4d(x_q, op)
+        suffix, ctype, lo, hi = self._qdtype(x_q.dtype, op)
+        n, c, h, w = x_q.shape
+        x = self._as_channels_last(x_q)
+        out = torch.empty((n, c, 1, 1), dtype=x_q.dtype, memory_format=torch.channels_last)
+        mult = float(torch.tensor(x_scale, dtype=torch.float32) / (torch.tensor(out_scale, dtype=torch.float32) * (h * w)))
+        qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
+        status = getattr(self.lib, f"qp_global_avg_pool_nhwc_{suffix}")(
+            self.ptr(x, ctype), n, h * w, c, int(x_zero_point), mult, int(out_zero_point), qmin, qmax, self.ptr(out, ctype))
+        self.check_status(status, f"{op} (H*W={h * w})")
         return out
 
     def __repr__(self) -> str:

@@ -11,6 +11,9 @@ dq(x) -> linear(., dq(w_q), b) [-> relu] -> q        ``quantplug::linear``
 dyn_qdq(x) -> linear(., dq(w_q), b)                  ``quantplug::linear_dynamic``
 dq(x) -> conv2d(., dq(w_q), b) [-> relu] -> q        ``quantplug::conv2d``
 dq(a), dq(b) -> add [-> relu] -> q                   ``quantplug::add``
+dq(x) -> max_pool2d -> q (same qparams)              ``quantplug::max_pool2d``
+dq(x) -> adaptive_avg_pool2d(1) / mean(H,W) -> q     ``quantplug::global_avg_pool``
+dq(x) -> flatten/reshape/permute -> q (same)         the same op on the integer tensor
 ==================================================  ===============================
 
 The lowered ops dispatch to the backend named in their ``backend`` argument
@@ -46,6 +49,8 @@ EXPLAIN_KEY = "quantplug_explain"
 LIB.define("linear(Tensor x, float x_scale, int x_zero_point, Tensor[] packed, Tensor? bias, float out_scale, int out_zero_point, bool relu, int n, str backend) -> Tensor")
 LIB.define("linear_dynamic(Tensor x, Tensor[] packed, Tensor? bias, bool per_row, int n, str backend) -> Tensor")
 LIB.define("conv2d(Tensor x, float x_scale, int x_zero_point, Tensor[] packed, Tensor? bias, float out_scale, int out_zero_point, bool relu, int out_channels, int[] kernel_size, int[] stride, int[] padding, int[] dilation, str backend) -> Tensor")
+LIB.define("max_pool2d(Tensor x, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode, str backend) -> Tensor")
+LIB.define("global_avg_pool(Tensor x, float x_scale, int x_zero_point, float out_scale, int out_zero_point, str backend) -> Tensor")
 LIB.define("add(Tensor a, float a_scale, int a_zero_point, Tensor b, float b_scale, int b_zero_point, float out_scale, int out_zero_point, bool relu, str backend) -> Tensor")
 
 
@@ -98,6 +103,16 @@ def _add_impl(a, a_scale, a_zero_point, b, b_scale, b_zero_point, out_scale, out
     return _kernels(backend).add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, out_scale, out_zero_point, relu=relu)
 
 
+def _max_pool2d_impl(x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    return _kernels(backend).max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _global_avg_pool_impl(x, x_scale, x_zero_point, out_scale, out_zero_point, backend):
+    return _kernels(backend).global_avg_pool(x, x_scale, x_zero_point, out_scale, out_zero_point)
+
+
+LIB.impl("max_pool2d", _max_pool2d_impl, "CPU")
+LIB.impl("global_avg_pool", _global_avg_pool_impl, "CPU")
 LIB.impl("linear", _linear_impl, "CPU")
 LIB.impl("linear_dynamic", _linear_dynamic_impl, "CPU")
 LIB.impl("conv2d", _conv2d_impl, "CPU")
@@ -121,6 +136,21 @@ def _(x, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point, relu, o
     for i in range(2):
         size.append((x.shape[2 + i] + 2 * padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1)
     return x.new_empty(size)
+
+
+@torch.library.register_fake("quantplug::max_pool2d", lib=LIB)
+def _(x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    from .kernels import _pool_out
+
+    size = [x.shape[0], x.shape[1]]
+    for i in range(2):
+        size.append(_pool_out(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i], ceil_mode))
+    return x.new_empty(size)
+
+
+@torch.library.register_fake("quantplug::global_avg_pool", lib=LIB)
+def _(x, x_scale, x_zero_point, out_scale, out_zero_point, backend):
+    return x.new_empty((x.shape[0], x.shape[1], 1, 1))
 
 
 @torch.library.register_fake("quantplug::add", lib=LIB)
@@ -334,6 +364,74 @@ def _lower_add(gm: GraphModule, add: Node, backend, kernels) -> bool:
     return True
 
 
+def _same_qparams(dq: Node, q: Node) -> bool:
+    return dq.target == qops.dequantize_per_tensor.default and q.target == qops.quantize_per_tensor.default \
+        and tuple(dq.args[1:]) == tuple(q.args[1:])
+
+
+def _lower_max_pool2d(gm: GraphModule, pool: Node, backend, kernels) -> bool:
+    graph = gm.graph
+    x_dq = pool.args[0]
+    q_out = _single_user(pool)
+    if not (isinstance(x_dq, Node) and q_out is not None and _same_qparams(x_dq, q_out)):
+        _note(pool, "reference: input and output are not quantized with the same qparams")
+        return False
+    a = list(pool.args) + [None] * (6 - len(pool.args))
+    ks, stride, pad, dil, ceil = a[1], a[2] or a[1], a[3] or 0, a[4] or 1, bool(a[5])
+    pair = (lambda v: [int(v), int(v)] if isinstance(v, int) else [int(v[0]), int(v[-1])])
+    with graph.inserting_before(pool):
+        new = graph.call_function(torch.ops.quantplug.max_pool2d.default,
+                                  (x_dq.args[0], pair(ks), pair(stride), pair(pad), pair(dil), ceil, backend.name))
+    new.meta["val"] = q_out.meta.get("val")
+    _note(new, f"{backend.name} int8 max_pool2d kernel (shared core C)")
+    q_out.replace_all_uses_with(new)
+    _erase_chain(graph, q_out, pool)
+    return True
+
+
+def _is_global_pool(n: Node) -> bool:
+    if n.target in (torch.ops.aten.adaptive_avg_pool2d.default, torch.ops.aten._adaptive_avg_pool2d.default):
+        return list(n.args[1]) in ([1, 1], [1])
+    if n.target == torch.ops.aten.mean.dim:
+        dims = sorted(d % 4 for d in n.args[1]) if n.meta.get("val") is not None and n.meta["val"].dim() == 4 else None
+        return dims == [2, 3] and (len(n.args) > 2 and n.args[2])
+    return False
+
+
+def _lower_global_avg_pool(gm: GraphModule, pool: Node, backend, kernels) -> bool:
+    graph = gm.graph
+    x_dq = pool.args[0]
+    q_out = _single_user(pool)
+    if not (isinstance(x_dq, Node) and x_dq.target == qops.dequantize_per_tensor.default and q_out is not None
+            and q_out.target == qops.quantize_per_tensor.default):
+        _note(pool, "reference: input or output is not quantized per tensor")
+        return False
+    with graph.inserting_before(pool):
+        new = graph.call_function(torch.ops.quantplug.global_avg_pool.default, (
+            x_dq.args[0], float(x_dq.args[1]), int(x_dq.args[2]), float(q_out.args[1]), int(q_out.args[2]), backend.name))
+    new.meta["val"] = q_out.meta.get("val")
+    _note(new, f"{backend.name} int8 global average pool kernel (shared core C)")
+    q_out.replace_all_uses_with(new)
+    _erase_chain(graph, q_out, pool)
+    return True
+
+
+_PASSTHROUGH = ("flatten", "reshape", "permute")
+
+
+def _lower_passthrough(gm: GraphModule, node: Node) -> bool:
+    """flatten / reshape / permute between dq and q with equal qparams: run on the integers."""
+    x_dq = node.args[0]
+    q_out = _single_user(node)
+    if not (isinstance(x_dq, Node) and q_out is not None and _same_qparams(x_dq, q_out)):
+        return False
+    node.replace_input_with(x_dq, x_dq.args[0])
+    q_out.replace_all_uses_with(node)
+    gm.graph.erase_node(q_out)
+    node.meta.pop(EXPLAIN_KEY, None)
+    return True
+
+
 def _packed_attrs(gm: GraphModule, anchor: Node, packed: Any) -> list[Node]:
     nodes = []
     for i, t in enumerate(flatten_packed(packed)):
@@ -384,6 +482,12 @@ def lower_model(gm: GraphModule, backend_name: str | None = None) -> GraphModule
             count += _lower_conv2d(gm, n, backend, kernels)
         elif n.target == torch.ops.aten.add.Tensor and hasattr(kernels, "add"):
             count += _lower_add(gm, n, backend, kernels)
+        elif is_op(n, "max_pool2d") and n.target == torch.ops.aten.max_pool2d.default and hasattr(kernels, "max_pool2d"):
+            count += _lower_max_pool2d(gm, n, backend, kernels)
+        elif _is_global_pool(n) and hasattr(kernels, "global_avg_pool"):
+            count += _lower_global_avg_pool(gm, n, backend, kernels)
+        elif is_op(n, *_PASSTHROUGH):
+            _lower_passthrough(gm, n)
     from .convert import _drop_unused
 
     gm.graph.eliminate_dead_code()

@@ -52,8 +52,9 @@ The recipe (``json.loads`` of it) has these keys:
     The model's ``gm.meta["quantplug"]`` (backend, lowered, ...), made JSON.
 ``qparams``
     Every quantize / dequantize / lowered-kernel node's scales and zero
-    points, for people and tools reading the file (the graph holds the same
-    numbers and is what loading uses).
+    points (per-channel ones longer than 16 as ``{"tensor": name}``), for
+    people and tools reading the file (the graph holds the same numbers and
+    is what loading uses).
 ``tensors``
     For each stored tensor: ``kind`` (``parameter`` / ``buffer`` /
     ``constant``, ``state``, ``inline``), ``dtype``, ``shape``, ``encoding``
@@ -501,9 +502,9 @@ def _qparams_summary(gm: GraphModule) -> list[dict]:
         for arg, value in zip(schema.arguments, n.args):
             if any(word in arg.name for word in ("scale", "zero_point", "quant_min", "quant_max", "dtype", "axis")):
                 if isinstance(value, Node):
-                    if value.op == "get_attr":
+                    if value.op == "get_attr":  # small ones inline; larger ones name their stored tensor
                         t = _get_attr(gm, str(value.target))
-                        entry[arg.name] = t.tolist() if t.numel() <= 4096 else f"tensor {value.target}"
+                        entry[arg.name] = t.tolist() if t.numel() <= 16 else {"tensor": str(value.target)}
                     else:
                         entry[arg.name] = f"node {value.name}"
                 else:
@@ -953,6 +954,7 @@ def _build_graph_module(recipe: dict, tensors: dict[str, torch.Tensor]) -> Graph
 def _restore_eager(skeleton: nn.Module, recipe: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
     """Re-apply the saved config to a copy of ``skeleton``, then load the saved state strictly."""
     import copy
+    import warnings
 
     from . import eager
     from .configs import BaseConfig
@@ -973,8 +975,10 @@ def _restore_eager(skeleton: nn.Module, recipe: dict, tensors: dict[str, torch.T
     else:
         eager.quantize_(model, config, backend=backend, filter_fn=only_saved)
     if stage == "converted" and getattr(model, _EAGER_INFO_ATTR).stage != "converted":
-        _prime_observers(model)
-        eager.convert(model, check_calibration=False)
+        with warnings.catch_warnings():  # "observer saw no data": the saved state replaces its qparams
+            warnings.simplefilter("ignore")
+            _prime_observers(model)
+            eager.convert(model, check_calibration=False)
     got = dict(getattr(model, _EAGER_INFO_ATTR).swapped)
     if got != desc["swapped"]:
         diff = sorted(set(got.items()) ^ set(desc["swapped"].items()))

@@ -151,6 +151,8 @@ const char *qp_isa_name(int isa) {
 
 const char *qp_build_version(void) { return QP_BUILD_VERSION; }
 
+int qp_runtime_api_version(void) { return QP_RUNTIME_API_VERSION; }
+
 /* ---------------------------------------------------------- thread pool -- */
 
 #define QP_MAX_THREADS 64

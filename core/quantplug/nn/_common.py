@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,12 +108,24 @@ _MODE_OPTIONS = {
 }
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_numerics(backend_name: str, mode: str, per_channel: bool) -> BackendNumerics:
-    from ..registry import get_backend
+# (id(backend), mode, per_channel) -> (backend, numerics). Keyed by the Backend object, not its
+# name: a registry reset (tests, register_plugin) may bring a different backend under the same name.
+_NUMERICS_CACHE: dict[tuple[int, str, bool], tuple[Any, BackendNumerics]] = {}
+
+
+def _cached_numerics(backend: Any, mode: str, per_channel: bool) -> BackendNumerics:
+    key = (id(backend), mode, per_channel)
+    hit = _NUMERICS_CACHE.get(key)
+    if hit is not None and hit[0] is backend:
+        return hit[1]
+    numerics = _compute_numerics(backend, mode, per_channel)
+    _NUMERICS_CACHE[key] = (backend, numerics)
+    return numerics
+
+
+def _compute_numerics(backend: Any, mode: str, per_channel: bool) -> BackendNumerics:
     from ..configs import BackendCapabilityError
 
-    backend = get_backend(backend_name)
     options = dict(_MODE_OPTIONS[mode])
     if not per_channel:
         options["is_per_channel"] = False
@@ -155,10 +166,13 @@ def backend_numerics(backend: Any, mode: str, *, per_channel: bool = True) -> Ba
     Read from the backend's quantizer (``get_quantizer(is_dynamic=...)``), so
     a third-party backend gets the eager flow without extra code.
     """
-    name = backend if isinstance(backend, str) else backend.name
+    if isinstance(backend, str):
+        from ..registry import get_backend
+
+        backend = get_backend(backend)
     if mode not in _MODE_OPTIONS:
         raise ValueError(f"mode must be one of {sorted(_MODE_OPTIONS)}, got {mode!r}")
-    return _cached_numerics(name, mode, bool(per_channel))
+    return _cached_numerics(backend, mode, bool(per_channel))
 
 
 def observer_from_spec(spec: Any) -> nn.Module:

@@ -119,7 +119,8 @@ class DynamicFakeQuantize(nn.Module):
         if self.fake_quant_enabled[0] == 0 or x.numel() == 0:
             return x
         flat = x.reshape(-1, x.shape[-1]) if self.per_row else x.reshape(1, -1)
-        lo, hi = torch.aminmax(flat.detach().to(torch.float32), dim=1)
+        f = flat.detach().to(torch.float32)
+        lo, hi = f.amin(1), f.amax(1)  # faster than aminmax(dim=1) on CPU
         scale, zp = choose_qparams(lo, hi, quant_min=self.quant_min, quant_max=self.quant_max,
                                    symmetric=self.symmetric, scale_min=self.scale_min, dtype=self.dtype)
         out = torch.fake_quantize_per_channel_affine(flat, scale, zp, 0, self.quant_min, self.quant_max)
@@ -320,7 +321,8 @@ class QATEmbedding(nn.Embedding):
         w = self.weight
         if self.fake_quant_enabled[0] == 0:
             return w
-        lo, hi = torch.aminmax(w.detach().to(torch.float32), dim=1)
+        wd = w.detach().to(torch.float32)
+        lo, hi = wd.amin(1), wd.amax(1)
         scale, zp = choose_qparams(lo, hi, quant_min=-128, quant_max=127, symmetric=False, dtype=torch.int8)
         return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -128, 127)
 

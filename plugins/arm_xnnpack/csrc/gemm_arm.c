@@ -64,17 +64,20 @@ static void xnn_qs8_qc8w_gemm_ukernel_2x16c4__neon_mlal(size_t mr, size_t k, con
   if (mr > 1) xnn_neon_store16(raw + 16, c1);
 }
 
-static inline int8x16_t xnn_neon_requant16(int32x4_t v[4], const float32x4_t m[4], float32x4_t lo,
-                                           float32x4_t hi, int32x4_t zp) {
+/* 16 floats already on the output grid (before the zero point): clamp, round half to even, add zp, int8. */
+static inline int8x16_t xnn_neon_round_pack16(const float32x4_t f[4], float32x4_t lo, float32x4_t hi, int32x4_t zp) {
   int32x4_t q[4];
-  for (int i = 0; i < 4; i++) {
-    float32x4_t f = vmulq_f32(vcvtq_f32_s32(v[i]), m[i]);
-    f = vminq_f32(vmaxq_f32(f, lo), hi);
-    q[i] = vaddq_s32(vcvtnq_s32_f32(f), zp);
-  }
+  for (int i = 0; i < 4; i++) q[i] = vaddq_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(f[i], lo), hi)), zp);
   const int16x8_t h0 = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
   const int16x8_t h1 = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
   return vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1));
+}
+
+static inline int8x16_t xnn_neon_requant16(int32x4_t v[4], const float32x4_t m[4], float32x4_t lo,
+                                           float32x4_t hi, int32x4_t zp) {
+  float32x4_t f[4];
+  for (int i = 0; i < 4; i++) f[i] = vmulq_f32(vcvtq_f32_s32(v[i]), m[i]);
+  return xnn_neon_round_pack16(f, lo, hi, zp);
 }
 
 static void xnn_qs8_requant__neon(size_t mr, size_t nc, const int32_t *raw, const xnn_requant_params *p,
@@ -112,8 +115,34 @@ static void xnn_qd8_f32_dequant__neon(size_t mr, size_t nc, const int32_t *raw, 
   }
 }
 
+static inline float32x4_t xnn_neon_vadd4(int16x4_t a, int16x4_t b, const xnn_vadd_params *p) {
+  float32x4_t av = vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_s16(a), vdupq_n_s32(p->a_zp))), vdupq_n_f32(p->a_scale));
+  float32x4_t bv = vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_s16(b), vdupq_n_s32(p->b_zp))), vdupq_n_f32(p->b_scale));
+  XNN_FP_BARRIER(av);
+  XNN_FP_BARRIER(bv);
+  return vmulq_f32(vaddq_f32(av, bv), vdupq_n_f32(p->inv_out_scale));
+}
+
+static void xnn_qs8_vadd_minmax_ukernel__neon(size_t n, const int8_t *a, const int8_t *b, const xnn_vadd_params *p,
+                                              int8_t *out) {
+  const float32x4_t lo = vdupq_n_f32((float)(p->qmin - p->out_zp)), hi = vdupq_n_f32((float)(p->qmax - p->out_zp));
+  const int32x4_t zp = vdupq_n_s32(p->out_zp);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const int8x16_t va = vld1q_s8(a + i), vb = vld1q_s8(b + i);
+    const int16x8_t a0 = vmovl_s8(vget_low_s8(va)), a1 = vmovl_s8(vget_high_s8(va));
+    const int16x8_t b0 = vmovl_s8(vget_low_s8(vb)), b1 = vmovl_s8(vget_high_s8(vb));
+    const float32x4_t f[4] = {xnn_neon_vadd4(vget_low_s16(a0), vget_low_s16(b0), p),
+                              xnn_neon_vadd4(vget_high_s16(a0), vget_high_s16(b0), p),
+                              xnn_neon_vadd4(vget_low_s16(a1), vget_low_s16(b1), p),
+                              xnn_neon_vadd4(vget_high_s16(a1), vget_high_s16(b1), p)};
+    vst1q_s8(out + i, xnn_neon_round_pack16(f, lo, hi, zp));
+  }
+  if (i < n) xnn_qs8_vadd_minmax_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
 const xnn_gemm_config xnn_config_neon = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__neon_mlal, xnn_qs8_requant__neon,
-                                         xnn_qd8_f32_dequant__neon};
+                                         xnn_qd8_f32_dequant__neon, xnn_qs8_vadd_minmax_ukernel__neon};
 
 /* -------------------------------------------------------------- NEON dot -- */
 
@@ -146,7 +175,8 @@ QP_TARGET_NEONDOT static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__neondot(size_t m
 }
 
 const xnn_gemm_config xnn_config_neondot = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__neondot,
-                                            xnn_qs8_requant__neon, xnn_qd8_f32_dequant__neon};
+                                            xnn_qs8_requant__neon, xnn_qd8_f32_dequant__neon,
+                                            xnn_qs8_vadd_minmax_ukernel__neon};
 
 #else
 typedef int xnn_gemm_arm_unused; /* ISO C forbids an empty translation unit */

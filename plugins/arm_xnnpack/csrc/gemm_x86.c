@@ -68,14 +68,20 @@ QP_TARGET_AVX2 static void xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2(size_t mr, siz
   }
 }
 
-QP_TARGET_AVX2 static inline __m128i xnn_avx2_requant16(__m256i v0, __m256i v1, __m256 m0, __m256 m1,
-                                                        __m256 lo, __m256 hi, __m256i zp) {
-  __m256 f0 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), m0), lo), hi);
-  __m256 f1 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), m1), lo), hi);
+/* 16 floats already on the output grid (before the zero point): clamp, round half to even, add zp, int8. */
+QP_TARGET_AVX2 static inline __m128i xnn_avx2_round_pack16(__m256 f0, __m256 f1, __m256 lo, __m256 hi, __m256i zp) {
+  f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
+  f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
   const __m256i i0 = _mm256_add_epi32(_mm256_cvtps_epi32(f0), zp);
   const __m256i i1 = _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp);
   const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), _MM_SHUFFLE(3, 1, 2, 0));
   return _mm_packs_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+}
+
+QP_TARGET_AVX2 static inline __m128i xnn_avx2_requant16(__m256i v0, __m256i v1, __m256 m0, __m256 m1,
+                                                        __m256 lo, __m256 hi, __m256i zp) {
+  return xnn_avx2_round_pack16(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), m0), _mm256_mul_ps(_mm256_cvtepi32_ps(v1), m1),
+                               lo, hi, zp);
 }
 
 QP_TARGET_AVX2 static void xnn_qs8_requant__avx2(size_t mr, size_t nc, const int32_t *raw,
@@ -122,8 +128,32 @@ QP_TARGET_AVX2 static void xnn_qd8_f32_dequant__avx2(size_t mr, size_t nc, const
   }
 }
 
+/* 16 lanes of the add, as two halves of 8 (the scalar kernel does the tail). */
+QP_TARGET_AVX2 static inline __m256 xnn_avx2_vadd8(__m128i a8, __m128i b8, const xnn_vadd_params *p) {
+  __m256 av = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(a8), _mm256_set1_epi32(p->a_zp))),
+                            _mm256_set1_ps(p->a_scale));
+  __m256 bv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(b8), _mm256_set1_epi32(p->b_zp))),
+                            _mm256_set1_ps(p->b_scale));
+  XNN_FP_BARRIER(av);
+  XNN_FP_BARRIER(bv);
+  return _mm256_mul_ps(_mm256_add_ps(av, bv), _mm256_set1_ps(p->inv_out_scale));
+}
+
+QP_TARGET_AVX2 static void xnn_qs8_vadd_minmax_ukernel__avx2(size_t n, const int8_t *a, const int8_t *b,
+                                                             const xnn_vadd_params *p, int8_t *out) {
+  const __m256 lo = _mm256_set1_ps((float)(p->qmin - p->out_zp)), hi = _mm256_set1_ps((float)(p->qmax - p->out_zp));
+  const __m256i zp = _mm256_set1_epi32(p->out_zp);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i va = _mm_loadu_si128((const __m128i *)(a + i)), vb = _mm_loadu_si128((const __m128i *)(b + i));
+    const __m256 f0 = xnn_avx2_vadd8(va, vb, p), f1 = xnn_avx2_vadd8(_mm_srli_si128(va, 8), _mm_srli_si128(vb, 8), p);
+    _mm_storeu_si128((__m128i *)(out + i), xnn_avx2_round_pack16(f0, f1, lo, hi, zp));
+  }
+  if (i < n) xnn_qs8_vadd_minmax_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
 const xnn_gemm_config xnn_config_avx2 = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2, xnn_qs8_requant__avx2,
-                                         xnn_qd8_f32_dequant__avx2};
+                                         xnn_qd8_f32_dequant__avx2, xnn_qs8_vadd_minmax_ukernel__avx2};
 
 /* --------------------------------------------------------------- AVX-512 -- */
 
@@ -193,8 +223,29 @@ QP_TARGET_AVX512 static void xnn_qd8_f32_dequant__avx512(size_t mr, size_t nc, c
   }
 }
 
+QP_TARGET_AVX512 static void xnn_qs8_vadd_minmax_ukernel__avx512(size_t n, const int8_t *a, const int8_t *b,
+                                                                 const xnn_vadd_params *p, int8_t *out) {
+  const __m512 lo = _mm512_set1_ps((float)(p->qmin - p->out_zp)), hi = _mm512_set1_ps((float)(p->qmax - p->out_zp));
+  const __m512i zp = _mm512_set1_epi32(p->out_zp), a_zp = _mm512_set1_epi32(p->a_zp), b_zp = _mm512_set1_epi32(p->b_zp);
+  const __m512 a_scale = _mm512_set1_ps(p->a_scale), b_scale = _mm512_set1_ps(p->b_scale);
+  const __m512 inv = _mm512_set1_ps(p->inv_out_scale);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i va = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a + i)));
+    const __m512i vb = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + i)));
+    __m512 av = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(va, a_zp)), a_scale);
+    __m512 bv = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vb, b_zp)), b_scale);
+    XNN_FP_BARRIER_ZMM(av);
+    XNN_FP_BARRIER_ZMM(bv);
+    const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_add_ps(av, bv), inv), lo), hi);
+    _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zp)));
+  }
+  if (i < n) xnn_qs8_vadd_minmax_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
 const xnn_gemm_config xnn_config_avx512 = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx,
-                                           xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512};
+                                           xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
+                                           xnn_qs8_vadd_minmax_ukernel__avx512};
 
 /* ---------------------------------------------------------- AVX-512 VNNI -- */
 
@@ -228,7 +279,8 @@ QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
 }
 
 const xnn_gemm_config xnn_config_avx512vnni = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni,
-                                               xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512};
+                                               xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
+                                               xnn_qs8_vadd_minmax_ukernel__avx512};
 
 #else
 typedef int xnn_gemm_x86_unused; /* ISO C forbids an empty translation unit */

@@ -86,11 +86,20 @@ typedef struct {
 typedef void (*xnn_dequant_fn)(size_t mr, size_t nc, const int32_t *raw,
                                const xnn_dequant_params *p, float *out, size_t out_stride);
 
+/* Elementwise add of n int8 values (see xnnpack_qs8_vadd); a, b, out may be any length. */
+typedef struct {
+  int32_t a_zp, b_zp, out_zp, qmin, qmax;
+  float a_scale, b_scale, inv_out_scale;
+} xnn_vadd_params;
+typedef void (*xnn_vadd_fn)(size_t n, const int8_t *a, const int8_t *b, const xnn_vadd_params *p,
+                            int8_t *out);
+
 typedef struct {
   size_t mr;
   xnn_gemm_ukernel_fn gemm;
   xnn_requant_fn requant;
   xnn_dequant_fn dequant;
+  xnn_vadd_fn vadd;
 } xnn_gemm_config;
 
 /* The kernel table for `isa` (never the scalar path, which has its own
@@ -108,6 +117,8 @@ extern const xnn_gemm_config xnn_config_neon, xnn_config_neondot;
 /* Scalar epilogues, shared by the SIMD paths for partial tiles. */
 void xnn_qs8_requant__scalar(size_t mr, size_t nc, const int32_t *raw, const xnn_requant_params *p,
                              int8_t *out, size_t out_stride);
+void xnn_qs8_vadd_minmax_ukernel__scalar(size_t n, const int8_t *a, const int8_t *b,
+                                         const xnn_vadd_params *p, int8_t *out);
 void xnn_qd8_f32_dequant__scalar(size_t mr, size_t nc, const int32_t *raw,
                                  const xnn_dequant_params *p, float *out, size_t out_stride);
 

@@ -67,6 +67,29 @@ int xnnpack_qd8_f32_qc8w_linear(const float *x, size_t m, size_t k, int per_row,
                                 const int8_t *packed, const int32_t *row_sums, size_t n,
                                 const float *w_scales, size_t n_w_scales, const float *bias,
                                 float *out);
+/* Convolution (qs8-qc8w igemm, NHWC). Weights OIHW [cout, cin/groups, kh, kw] are packed per
+ * group in the gemm layout with k ordered (ky, kx, c), the order of an NHWC patch. */
+size_t xnnpack_qc8w_conv2d_packed_size(size_t groups, size_t cout, size_t cin_per_group, size_t kh,
+                                       size_t kw);
+size_t xnnpack_qc8w_conv2d_row_sums_size(size_t groups, size_t cout);
+int xnnpack_pack_qc8w_conv2d(const int8_t *w, size_t cout, size_t cin_per_group, size_t kh, size_t kw,
+                             size_t groups, int8_t *packed, size_t packed_size, int32_t *row_sums,
+                             size_t row_sums_size);
+/* x NHWC [batch, h, w, cin] -> out NHWC [batch, oh, ow, cout]; padding contributes x_zp (0 after
+ * the zero point is subtracted); requantization as xnnpack_qs8_qc8w_linear. */
+int xnnpack_qs8_qc8w_conv2d_nhwc(const int8_t *x, size_t batch, size_t h, size_t w, size_t cin,
+                                 int32_t x_zp, const int8_t *packed, const int32_t *row_sums,
+                                 size_t groups, size_t cout, size_t kh, size_t kw, size_t stride_h,
+                                 size_t stride_w, size_t pad_h, size_t pad_w, size_t dilation_h,
+                                 size_t dilation_w, size_t oh, size_t ow, const int32_t *bias,
+                                 const float *multipliers, size_t n_multipliers, int32_t out_zp,
+                                 int32_t qmin, int32_t qmax, int8_t *out);
+/* Quantized add (qs8-vadd): out = clamp(round_half_even(((float)(a - a_zp) * a_scale +
+ * (float)(b - b_zp) * b_scale) * (1 / out_scale)) + out_zp, qmin, qmax), each product and
+ * the sum rounded to fp32 separately (never an FMA), as quantplug's reference add. */
+int xnnpack_qs8_vadd(const int8_t *a, const int8_t *b, size_t n, int32_t a_zp, float a_scale,
+                     int32_t b_zp, float b_scale, float out_scale, int32_t out_zp, int32_t qmin,
+                     int32_t qmax, int8_t *out);
 /* int4 weight-only (f32-qb4w): weights [n, k] int8 storage in [-8, 7] packed
  * two per byte (low nibble = even k); scales fp32 [n, k / group_size]. */
 size_t xnnpack_qb4w_packed_size(size_t n, size_t k);

@@ -240,6 +240,9 @@ BAD_LINEAR = [
     ("zero point float", lambda p, x: dict(x_zero_point=0.5), "x_zero_point must be an integer"),
     ("bias dtype", lambda p, x: dict(bias=torch.zeros(5, dtype=torch.float64)), "bias has dtype torch.float64"),
     ("bias shape", lambda p, x: dict(bias=torch.zeros(4)), "bias has shape"),
+    ("bias list", lambda p, x: dict(bias=[0.0] * 5), "bias must be a torch.Tensor"),
+    ("packed fields", lambda p, x: dict(packed=PackedLinearWeight([0], p.scales, p.zero_points, p.row_sums, p.n, p.k)),
+     "packed.packed must be a torch.Tensor"),
     ("packed type", lambda p, x: dict(packed=object()), "packed must be a PackedLinearWeight"),
     ("packed buffer", lambda p, x: dict(packed=PackedLinearWeight(p.packed[:-1], p.scales, p.zero_points, p.row_sums,
                                                                   p.n, p.k)), "packed.packed has shape"),
@@ -302,3 +305,20 @@ def test_dynamic_and_int4_bad_inputs(kernels):
         kernels.linear_int4_weight_only(torch.zeros(1, 64), packed, None)
     with pytest.raises(KernelInputError, match="x has dtype torch.float16"):
         kernels.linear_int4_weight_only(torch.zeros(1, 64, dtype=torch.float16), p4, None)
+
+
+def test_static_qparam_cache_follows_in_place_changes(kernels, ref):
+    """Multipliers and int32 bias are cached per (tensors, versions): in-place edits are seen."""
+    g = _gen(8)
+    w, s, z = _weights(24, 40, g)
+    x = _acts((5, 40), g)
+    packed, rpacked = kernels.pack_linear_weight(w, s, z), ref.pack_linear_weight(w, s, z)
+    bias = torch.zeros(24)
+    first = kernels.linear(x, 0.1, 2, packed, bias, 0.4, 0)
+    bias += 3.0
+    packed.scales.mul_(1.5)
+    rpacked.scales.mul_(1.5)
+    second = kernels.linear(x, 0.1, 2, packed, bias, 0.4, 0)
+    assert not torch.equal(first, second)
+    assert torch.equal(second, ref.linear(x, 0.1, 2, rpacked, bias, 0.4, 0))
+    assert torch.equal(kernels.linear(x, 0.1, 2, packed, bias.clone(), 0.4, 0), second)

@@ -78,6 +78,42 @@ int fbgemm_requant_params(float x_scale, const float *w_scales, size_t n, float 
 int fbgemm_choose_qparams(float min_val, float max_val, int32_t qmin, int32_t qmax,
                           float *scale, int32_t *zero_point);
 
+/* ---- conv2d (NHWC uint8 in and out) --------------------------------------- */
+/* Packed size of an OIHW int8 weight [cout, cin_g, kh, kw] with `groups` groups. */
+size_t fbgemm_packed_conv2d_size(size_t cout, size_t cin_g, size_t kh, size_t kw, size_t groups);
+int fbgemm_pack_conv2d_weight(const int8_t *w, size_t cout, size_t cin_g, size_t kh, size_t kw,
+                              size_t groups, int8_t *packed, int32_t *row_sums);
+int fbgemm_conv2d_out_size(size_t h, size_t w, size_t kh, size_t kw, size_t sh, size_t sw,
+                           size_t ph, size_t pw, size_t dh, size_t dw, size_t *oh, size_t *ow);
+/* Same numerics as fbgemm_linear_u8s8, per output pixel; padding is the zero point. */
+int fbgemm_conv2d_u8s8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t cin,
+                       float x_scale, int32_t x_zp, const int8_t *packed,
+                       const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                       size_t cout, size_t kh, size_t kw, size_t sh, size_t sw, size_t ph,
+                       size_t pw, size_t dh, size_t dw, size_t groups, const float *bias,
+                       float out_scale, int32_t out_zp, int32_t qmin, int32_t qmax,
+                       uint8_t *out);
+
+/* ---- elementwise (same shapes, dense) -------------------------------------- */
+/* add: clamp(nearbyint(((a - za) * sa + (b - zb) * sb) * (1 / so)) + zo)      (float32)
+ * mul: clamp(nearbyint((float)((a - za) * (b - zb)) * (sa * sb / so)) + zo)    (int32 product) */
+int fbgemm_add_u8(const uint8_t *a, float a_scale, int32_t a_zp, const uint8_t *b, float b_scale,
+                  int32_t b_zp, size_t n, float out_scale, int32_t out_zp, int32_t qmin,
+                  int32_t qmax, uint8_t *out);
+int fbgemm_mul_u8(const uint8_t *a, float a_scale, int32_t a_zp, const uint8_t *b, float b_scale,
+                  int32_t b_zp, size_t n, float out_scale, int32_t out_zp, int32_t qmin,
+                  int32_t qmax, uint8_t *out);
+
+/* ---- average pools (NHWC, output keeps the input's qparams; max pool: core) - */
+/* out = zp + nearbyint(sum(x - zp over valid taps) / divisor), divisor as torch's avg_pool2d */
+int fbgemm_avg_pool2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c, size_t kh,
+                         size_t kw, size_t sh, size_t sw, size_t ph, size_t pw, size_t oh,
+                         size_t ow, int count_include_pad, int32_t divisor_override, int32_t zp,
+                         int32_t qmin, int32_t qmax, uint8_t *out);
+int fbgemm_adaptive_avg_pool2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                                  size_t oh, size_t ow, int32_t zp, int32_t qmin, int32_t qmax,
+                                  uint8_t *out);
+
 /* ---- diagnostics ----------------------------------------------------------- */
 /* Name of the GEMM microkernel the current ISA dispatches to. */
 const char *fbgemm_gemm_ukernel_name(void);

@@ -163,8 +163,32 @@ QP_TARGET_AVX2 static void qnnpack_f32_minmax_avx2(const float *x, size_t n, flo
   *hi = h;
 }
 
+/* 16 channels per step: (x - zp) and w widened to int32, vpmulld. */
+QP_TARGET_AVX2 static void qnnpack_qu8_dwconv_ukernel_up16__avx2(
+    size_t channels, size_t taps, const uint8_t *const *x, const int16_t *w, size_t cstride,
+    int32_t x_zp, const int32_t *bias, int32_t *acc) {
+  const __m256i vzp = _mm256_set1_epi32(x_zp);
+  size_t c = 0;
+  for (; c + 16 <= channels; c += 16) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)(bias + c));
+    __m256i hi = _mm256_loadu_si256((const __m256i *)(bias + c + 8));
+    for (size_t t = 0; t < taps; t++) {
+      const __m128i xb = _mm_loadu_si128((const __m128i *)(x[t] + c));
+      const __m256i x0 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(xb), vzp);
+      const __m256i x1 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(xb, xb)), vzp);
+      const int16_t *wt = w + t * cstride + c;
+      lo = _mm256_add_epi32(lo, _mm256_mullo_epi32(x0, _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)wt))));
+      hi = _mm256_add_epi32(hi, _mm256_mullo_epi32(x1, _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(wt + 8)))));
+    }
+    _mm256_storeu_si256((__m256i *)(acc + c), lo);
+    _mm256_storeu_si256((__m256i *)(acc + c + 8), hi);
+  }
+  qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_avx2 = {
     .mr = 4,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up16__avx2,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__avx2,
     .requant = qnnpack_qu8_requant_avx2,

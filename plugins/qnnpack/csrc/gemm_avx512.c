@@ -181,8 +181,40 @@ QP_TARGET_AVX512 static void qnnpack_f32_minmax_avx512(const float *x, size_t n,
   *hi = h;
 }
 
+/* 32 channels per step (two zmm of int32), masked loads for the channel tail. */
+QP_TARGET_AVX512 static void qnnpack_qu8_dwconv_ukernel_up32__avx512skx(
+    size_t channels, size_t taps, const uint8_t *const *x, const int16_t *w, size_t cstride,
+    int32_t x_zp, const int32_t *bias, int32_t *acc) {
+  const __m512i vzp = _mm512_set1_epi32(x_zp);
+  size_t c = 0;
+  for (; c + 32 <= channels; c += 32) {
+    __m512i lo = _mm512_loadu_si512(bias + c), hi = _mm512_loadu_si512(bias + c + 16);
+    for (size_t t = 0; t < taps; t++) {
+      const __m512i x0 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x[t] + c))), vzp);
+      const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x[t] + c + 16))), vzp);
+      const int16_t *wt = w + t * cstride + c;
+      lo = _mm512_add_epi32(lo, _mm512_mullo_epi32(x0, _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)wt))));
+      hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(x1, _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(wt + 16)))));
+    }
+    _mm512_storeu_si512(acc + c, lo);
+    _mm512_storeu_si512(acc + c + 16, hi);
+  }
+  for (; c < channels; c += 16) {
+    const size_t len = channels - c < 16 ? channels - c : 16;
+    const __mmask16 mask = (__mmask16)((1u << len) - 1u);
+    __m512i s = _mm512_maskz_loadu_epi32(mask, bias + c);
+    for (size_t t = 0; t < taps; t++) {
+      const __m512i xv = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x[t] + c)), vzp);
+      const __m512i wv = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(mask, w + t * cstride + c));
+      s = _mm512_add_epi32(s, _mm512_mullo_epi32(xv, wv));
+    }
+    _mm512_mask_storeu_epi32(acc + c, mask, s);
+  }
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
     .mr = QNNPACK_AVX512_MR,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512skx,
     .requant = qnnpack_qu8_requant_avx512,
@@ -193,6 +225,7 @@ const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
 
 const qnnpack_isa_kernels qnnpack_kernels_avx512vnni = {
     .mr = QNNPACK_AVX512_MR,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
     .xprep = QNNPACK_XPREP_FLIP,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni,
     .requant = qnnpack_qu8_requant_avx512,

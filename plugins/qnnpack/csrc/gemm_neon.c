@@ -166,8 +166,38 @@ static void qnnpack_f32_minmax_neon(const float *x, size_t n, float *lo, float *
   *hi = h;
 }
 
+/* QNNPACK's NEON dwconv: (x - zp) as int16 (vsubl), vmlal_s16 into int32. */
+static void qnnpack_qu8_dwconv_ukernel_up16__neon(size_t channels, size_t taps,
+                                                  const uint8_t *const *x, const int16_t *w,
+                                                  size_t cstride, int32_t x_zp, const int32_t *bias,
+                                                  int32_t *acc) {
+  const uint8x8_t vzp = vdup_n_u8((uint8_t)x_zp);
+  size_t c = 0;
+  for (; c + 16 <= channels; c += 16) {
+    int32x4_t a0 = vld1q_s32(bias + c), a1 = vld1q_s32(bias + c + 4);
+    int32x4_t a2 = vld1q_s32(bias + c + 8), a3 = vld1q_s32(bias + c + 12);
+    for (size_t t = 0; t < taps; t++) {
+      const uint8x16_t xb = vld1q_u8(x[t] + c);
+      const int16x8_t x0 = vreinterpretq_s16_u16(vsubl_u8(vget_low_u8(xb), vzp));
+      const int16x8_t x1 = vreinterpretq_s16_u16(vsubl_u8(vget_high_u8(xb), vzp));
+      const int16_t *wt = w + t * cstride + c;
+      const int16x8_t w0 = vld1q_s16(wt), w1 = vld1q_s16(wt + 8);
+      a0 = vmlal_s16(a0, vget_low_s16(x0), vget_low_s16(w0));
+      a1 = vmlal_high_s16(a1, x0, w0);
+      a2 = vmlal_s16(a2, vget_low_s16(x1), vget_low_s16(w1));
+      a3 = vmlal_high_s16(a3, x1, w1);
+    }
+    vst1q_s32(acc + c, a0);
+    vst1q_s32(acc + c + 4, a1);
+    vst1q_s32(acc + c + 8, a2);
+    vst1q_s32(acc + c + 12, a3);
+  }
+  qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_neon = {
     .mr = 4,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up16__neon,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neon,
     .requant = qnnpack_qu8_requant_neon,
     .dequant = qnnpack_qu8_dequant_neon,
@@ -177,6 +207,7 @@ const qnnpack_isa_kernels qnnpack_kernels_neon = {
 
 const qnnpack_isa_kernels qnnpack_kernels_neondot = {
     .mr = 4,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up16__neon,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neondot,
     .requant = qnnpack_qu8_requant_neon,
     .dequant = qnnpack_qu8_dequant_neon,

@@ -64,8 +64,26 @@ void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi) {
   *hi = mx;
 }
 
+void qnnpack_qu8_dwconv_scalar_from(size_t c0, size_t channels, size_t taps,
+                                    const uint8_t *const *x, const int16_t *w, size_t cstride,
+                                    int32_t x_zp, const int32_t *bias, int32_t *acc) {
+  for (size_t c = c0; c < channels; c++) {
+    uint32_t s = (uint32_t)bias[c];
+    for (size_t t = 0; t < taps; t++)
+      s += (uint32_t)(((int32_t)x[t][c] - x_zp) * (int32_t)w[t * cstride + c]);
+    acc[c] = (int32_t)s;
+  }
+}
+
+void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const uint8_t *const *x,
+                                             const int16_t *w, size_t cstride, int32_t x_zp,
+                                             const int32_t *bias, int32_t *acc) {
+  qnnpack_qu8_dwconv_scalar_from(0, channels, taps, x, w, cstride, x_zp, bias, acc);
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_scalar = {
     .mr = 4,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up16__scalar,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
     .requant = qnnpack_qu8_requant_scalar,
     .dequant = qnnpack_qu8_dequant_scalar,

@@ -156,8 +156,35 @@ static void qnnpack_f32_minmax_sse2(const float *x, size_t n, float *lo, float *
   *hi = h;
 }
 
+/* QNNPACK's SSE2 dwconv: (x - zp) and w as int16, 32-bit products assembled
+ * from pmullw / pmulhw halves. 8 channels per step. */
+static void qnnpack_qu8_dwconv_ukernel_up8__sse2(size_t channels, size_t taps,
+                                                 const uint8_t *const *x, const int16_t *w,
+                                                 size_t cstride, int32_t x_zp, const int32_t *bias,
+                                                 int32_t *acc) {
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i vzp = _mm_set1_epi16((int16_t)x_zp);
+  size_t c = 0;
+  for (; c + 8 <= channels; c += 8) {
+    __m128i lo = _mm_loadu_si128((const __m128i *)(bias + c));
+    __m128i hi = _mm_loadu_si128((const __m128i *)(bias + c + 4));
+    for (size_t t = 0; t < taps; t++) {
+      const __m128i xv =
+          _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(x[t] + c)), zero), vzp);
+      const __m128i wv = _mm_loadu_si128((const __m128i *)(w + t * cstride + c));
+      const __m128i plo = _mm_mullo_epi16(xv, wv), phi = _mm_mulhi_epi16(xv, wv);
+      lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(plo, phi));
+      hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(plo, phi));
+    }
+    _mm_storeu_si128((__m128i *)(acc + c), lo);
+    _mm_storeu_si128((__m128i *)(acc + c + 4), hi);
+  }
+  qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_sse2 = {
     .mr = 4,
+    .dwconv = qnnpack_qu8_dwconv_ukernel_up8__sse2,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__sse2,
     .requant = qnnpack_qu8_requant_sse2,
     .dequant = qnnpack_qu8_dequant_sse2,

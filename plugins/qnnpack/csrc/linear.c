@@ -51,6 +51,7 @@ typedef struct {
   const float *mult; /* [npad] */
   int32_t out_zp, qmin, qmax;
   uint8_t *out;
+  size_t out_stride; /* elements between output rows (static and dynamic) */
   /* dynamic output */
   const float *dscale; /* [npad] x_scale * w_scale */
   const float *dbias;  /* [npad] */
@@ -79,10 +80,10 @@ static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
                   c->wsums + n0, acc);
     if (c->out)
       c->kern->requant(mr, nc, acc, c->mult + n0, c->out_zp, c->qmin, c->qmax,
-                       c->out + m0 * c->n + n0, c->n);
+                       c->out + m0 * c->out_stride + n0, c->out_stride);
     else
-      c->kern->dequant(mr, nc, acc, c->dscale + n0, c->dbias + n0, c->fout + m0 * c->n + n0,
-                       c->n);
+      c->kern->dequant(mr, nc, acc, c->dscale + n0, c->dbias + n0,
+                       c->fout + m0 * c->out_stride + n0, c->out_stride);
   }
 }
 
@@ -182,20 +183,32 @@ int qnnpack_linear_u8(const uint8_t *x, size_t m, size_t k, int32_t x_zp, const 
   if (!x || !out || m > ((size_t)1 << 40) / k) return QP_ERR_INVALID_ARGUMENT;
 
   const size_t npad = qnnpack_packed_sums_size(n);
-  void *scratch = malloc(npad * (2 * sizeof(int32_t) + sizeof(float)) + m * sizeof(uint32_t));
+  float *mult = (float *)malloc(npad * sizeof(float));
+  if (!mult) return QP_ERR_OUT_OF_MEMORY;
+  for (size_t j = 0; j < npad; j++)
+    mult[j] = j < n ? multipliers[n_multipliers == 1 ? 0 : j] : 1.0f;
+  const int status = qnnpack_gemm_u8(qnnpack_active_kernels(), x, m, k, x_zp, packed, wsums, w_zps,
+                                     n, bias, mult, out_zp, qmin, qmax, out, n);
+  free(mult);
+  return status;
+}
+
+int qnnpack_gemm_u8(const qnnpack_isa_kernels *kern, const uint8_t *x, size_t m, size_t k,
+                    int32_t x_zp, const uint8_t *packed, const int32_t *wsums,
+                    const int32_t *w_zps, size_t n, const int32_t *bias, const float *mult,
+                    int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out, size_t out_stride) {
+  if (m == 0) return QP_OK;
+  const size_t npad = qnnpack_packed_sums_size(n);
+  void *scratch = malloc(npad * 2 * sizeof(int32_t) + m * sizeof(uint32_t));
   if (!scratch) return QP_ERR_OUT_OF_MEMORY;
   int32_t *cbias = (int32_t *)scratch;
   int32_t *wzp = cbias + npad;
-  float *mult = (float *)(wzp + npad);
-  uint32_t *xsum = (uint32_t *)(mult + npad);
-  for (size_t j = 0; j < npad; j++)
-    mult[j] = j < n ? multipliers[n_multipliers == 1 ? 0 : j] : 1.0f;
+  uint32_t *xsum = (uint32_t *)(wzp + npad);
   qnnpack_row_sums(x, m, k, xsum);
-
   qnnpack_gemm_ctx c = {
-      .kern = qnnpack_active_kernels(), .m = m, .k = k, .n = n, .x = x, .packed = packed,
-      .wsums = wsums, .xsum = xsum, .mult = mult, .out_zp = out_zp, .qmin = qmin,
-      .qmax = qmax, .out = out,
+      .kern = kern, .m = m, .k = k, .n = n, .x = x, .packed = packed, .wsums = wsums,
+      .xsum = xsum, .mult = mult, .out_zp = out_zp, .qmin = qmin, .qmax = qmax, .out = out,
+      .out_stride = out_stride,
   };
   const int status = qnnpack_run(&c, x_zp, w_zps, bias, cbias, wzp);
   free(scratch);
@@ -273,7 +286,7 @@ int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t
 
   qnnpack_gemm_ctx c = {
       .kern = kern, .m = m, .k = k, .n = n, .x = xq, .packed = packed, .wsums = wsums,
-      .xsum = xsum, .dscale = dscale, .dbias = dbias, .fout = out,
+      .xsum = xsum, .dscale = dscale, .dbias = dbias, .fout = out, .out_stride = n,
   };
   const int status = qnnpack_run(&c, x_zp, w_zps, NULL, cbias, wzp);
   free(scratch);

@@ -68,9 +68,21 @@ typedef void (*qnnpack_minmax_fn)(const float *x, size_t n, float *lo, float *hi
  */
 enum qnnpack_xprep { QNNPACK_XPREP_NONE = 0, QNNPACK_XPREP_FLIP = 1, QNNPACK_XPREP_WIDEN16 = 2 };
 
+/*
+ * Depthwise convolution, one output pixel (QNNPACK's q8dwconv "up" kernels):
+ *   acc[c] = bias[c] + sum_t (x[t][c] - x_zp) * w[t * cstride + c]   for c < channels
+ * x holds `taps` pointers to input pixels (channels bytes each; padding taps
+ * point at a row of x_zp), w the packed int16 weights (w - w_zp) with
+ * cstride = channels rounded up to 16. Exact in int32.
+ */
+typedef void (*qnnpack_dwconv_fn)(size_t channels, size_t taps, const uint8_t *const *x,
+                                  const int16_t *w, size_t cstride, int32_t x_zp,
+                                  const int32_t *bias, int32_t *acc);
+
 typedef struct {
   size_t mr;
   int xprep; /* enum qnnpack_xprep */
+  qnnpack_dwconv_fn dwconv;
   qnnpack_gemm_ukernel_fn gemm;
   qnnpack_requant_fn requant;
   qnnpack_dequant_fn dequant;
@@ -94,6 +106,17 @@ extern const qnnpack_isa_kernels qnnpack_kernels_neondot;
 /* The table of the active ISA (qp_active_isa()). */
 const qnnpack_isa_kernels *qnnpack_active_kernels(void);
 
+/*
+ * Static uint8 GEMM with QNNPACK numerics on the given path (arguments
+ * already validated): out[i * out_stride + j] for i < m, j < n from rows
+ * x[i * k ..], packed weights of n channels, per-channel multipliers padded
+ * to qnnpack_packed_sums_size(n) entries. Used by linear and conv2d.
+ */
+int qnnpack_gemm_u8(const qnnpack_isa_kernels *kern, const uint8_t *x, size_t m, size_t k,
+                    int32_t x_zp, const uint8_t *packed, const int32_t *wsums,
+                    const int32_t *w_zps, size_t n, const int32_t *bias, const float *mult,
+                    int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out, size_t out_stride);
+
 /* Scalar pieces reused by SIMD tables for what they do not vectorize. */
 void qnnpack_qu8_requant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *mult,
                                 int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
@@ -103,6 +126,13 @@ void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const 
 void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
                               uint8_t *out);
 void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi);
+/* Scalar depthwise tail: channels [c0, channels). */
+void qnnpack_qu8_dwconv_scalar_from(size_t c0, size_t channels, size_t taps,
+                                    const uint8_t *const *x, const int16_t *w, size_t cstride,
+                                    int32_t x_zp, const int32_t *bias, int32_t *acc);
+void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const uint8_t *const *x,
+                                             const int16_t *w, size_t cstride, int32_t x_zp,
+                                             const int32_t *bias, int32_t *acc);
 
 /*
  * The dynamic linear's epilogue is a float32 multiply followed by a float32

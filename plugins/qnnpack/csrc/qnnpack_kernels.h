@@ -79,6 +79,38 @@ int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t
                                size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
                                const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
                                float *out, float *x_scale_out, int32_t *x_zp_out);
+/*
+ * 2-D convolution, NHWC activations (QNNPACK's layout). Weights come in
+ * OIHW order [cout][cin / groups][kh][kw] (int8 + 128, or uint8) with
+ * per-channel zero points w_zps (uint8 representation, 0..255).
+ *
+ *  - depthwise (cin / groups == 1 and cout == groups): int16 weights
+ *    (w - w_zp) laid out [kh * kw][cout rounded up to 16], run by the
+ *    qnnpack_qu8_dwconv microkernels (QNNPACK's q8dwconv);
+ *  - otherwise, per group, a GEMM over im2col rows (K ordered ky, kx, ci;
+ *    padding taps hold x_zp) with the linear layout; a 1x1 / stride 1 /
+ *    no padding / one group conv reads the NHWC input directly.
+ * Output uint8 NHWC [batch][out_h][out_w][cout], qp_requantize semantics.
+ */
+size_t qnnpack_conv2d_packed_size(size_t cout, size_t cin_per_group, size_t kh, size_t kw,
+                                  size_t groups);
+size_t qnnpack_conv2d_sums_size(size_t cout, size_t cin_per_group, size_t groups);
+int qnnpack_pack_conv2d_weight_s8(const int8_t *w, const int32_t *w_zps, size_t cout,
+                                  size_t cin_per_group, size_t kh, size_t kw, size_t groups,
+                                  uint8_t *packed, size_t packed_size, int32_t *wsums,
+                                  size_t wsums_size);
+int qnnpack_pack_conv2d_weight_u8(const uint8_t *w, const int32_t *w_zps, size_t cout,
+                                  size_t cin_per_group, size_t kh, size_t kw, size_t groups,
+                                  uint8_t *packed, size_t packed_size, int32_t *wsums,
+                                  size_t wsums_size);
+int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, size_t cin,
+                      int32_t x_zp, const uint8_t *packed, size_t packed_size,
+                      const int32_t *wsums, size_t wsums_size, const int32_t *w_zps, size_t cout,
+                      size_t kh, size_t kw, size_t stride_h, size_t stride_w, size_t pad_h,
+                      size_t pad_w, size_t dilation_h, size_t dilation_w, size_t groups,
+                      const int32_t *bias, const float *multipliers, size_t n_multipliers,
+                      int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out, size_t out_h,
+                      size_t out_w);
 /* QP_CDEF_END */
 
 #ifdef __cplusplus

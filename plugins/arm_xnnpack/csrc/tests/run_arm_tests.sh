@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the standalone kernel test driver (test_kernels.c) and runs it:
-#   1. natively with gcc (x86-64: scalar, AVX2, AVX-512, AVX-512 VNNI paths);
+#   1. natively with gcc (x86-64: scalar, AVX2, AVX-512, AVX-512 VNNI paths), and
+#      again under ASan + UBSan when the compiler supports them;
 #   2. cross-compiled for AArch64 and run under qemu user-mode emulation
 #      (scalar, NEON, NEON dot product paths), twice: with
 #      -march=armv8.2-a+dotprod, and with the extension's own baseline
@@ -50,6 +51,13 @@ case "$(uname -m)" in
   *) native_require=() ;;
 esac
 "$out/test_native" --trials "$trials" "${native_require[@]}"
+# the same driver under AddressSanitizer + UndefinedBehaviorSanitizer (out-of-bounds, overflow), when available
+if echo 'int main(void){return 0;}' | "$native_cc" -fsanitize=address,undefined -x c - -o "$out/asan_probe" 2>/dev/null; then
+  build "$native_cc" "$out/test_sanitized" -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  "$out/test_sanitized" --trials $((trials / 4 + 1))
+else
+  echo "run_arm_tests: $native_cc cannot build with -fsanitize=address,undefined here; sanitized run skipped"
+fi
 
 # 2. AArch64 under qemu
 if [ "$(uname -m)" = aarch64 ]; then

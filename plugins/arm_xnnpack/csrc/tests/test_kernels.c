@@ -10,6 +10,9 @@
  *   - that no path writes outside its output (sentinel guard bytes);
  *   - the qd8 dynamic quantizer against an independent implementation;
  *   - the int4 group-wise kernel against naive fp32 loops;
+ *   - the quantized add on every path against naive fp32 loops (exact);
+ *   - the NHWC convolution (groups, depthwise, stride, padding, dilation) on
+ *     every path against naive loops over the unpacked OIHW weights (exact);
  *   - argument validation (QP_ERR_INVALID_ARGUMENT, never a crash).
  * Exits 1 on the first mismatch (printing it), 0 when everything matched.
  *
@@ -226,6 +229,119 @@ static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
   return 0;
 }
 
+/* ------------------------------------------------------------------- conv -- */
+
+static int test_conv(int threads) {
+  const size_t groups = rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
+  const int depthwise = groups > 1 && rnd() % 2;
+  const size_t cin_g = depthwise ? 1 : (size_t)rnd_range(1, 12), cout_g = (size_t)rnd_range(1, depthwise ? 3 : 24);
+  const size_t cin = cin_g * groups, cout = cout_g * groups;
+  const size_t batch = (size_t)rnd_range(1, 2), kh = (size_t)rnd_range(1, 3), kw = (size_t)rnd_range(1, 3);
+  const size_t sh = (size_t)rnd_range(1, 2), sw = (size_t)rnd_range(1, 2), dh = (size_t)rnd_range(1, 2), dw = (size_t)rnd_range(1, 2);
+  const size_t ph = (size_t)rnd_range(0, 2), pw = (size_t)rnd_range(0, 2);
+  const size_t h = (size_t)rnd_range(1, 9), w = (size_t)rnd_range(1, 9);
+  const size_t span_h = dh * (kh - 1) + 1, span_w = dw * (kw - 1) + 1;
+  if (h + 2 * ph < span_h || w + 2 * pw < span_w) return 0; /* no output: skip this geometry */
+  const size_t oh = (h + 2 * ph - span_h) / sh + 1, ow = (w + 2 * pw - span_w) / sw + 1, pixels = batch * oh * ow;
+  const size_t nx = batch * h * w * cin, nw = cout * cin_g * kh * kw, nout = pixels * cout;
+  int8_t *x = malloc(nx), *wt = malloc(nw), *ref = malloc(nout);
+  int32_t *bias = malloc(cout * sizeof(int32_t));
+  float *mult = malloc(cout * sizeof(float));
+  for (size_t i = 0; i < nx; i++) x[i] = (int8_t)rnd_range(-128, 127);
+  for (size_t i = 0; i < nw; i++) wt[i] = (int8_t)rnd_range(-127, 127);
+  const int32_t x_zp = (int32_t)rnd_range(-128, 127), out_zp = (int32_t)rnd_range(-128, 127);
+  const int per_channel = rnd() % 2, relu = rnd() % 3 == 0;
+  const int32_t qmin = relu ? out_zp : -128;
+  for (size_t j = 0; j < cout; j++) {
+    bias[j] = (int32_t)rnd_range(-50000, 50000);
+    mult[j] = rnd_float(0.1f, 4.0f) / (127.0f * 64.0f * sqrtf((float)(kh * kw * cin_g)));
+  }
+  /* naive reference on the OIHW weights */
+  for (size_t pix = 0; pix < pixels; pix++) {
+    const size_t b = pix / (oh * ow), oy = pix / ow % oh, ox = pix % ow;
+    for (size_t co = 0; co < cout; co++) {
+      const size_t g = co / cout_g;
+      int64_t acc = bias[co];
+      for (size_t c = 0; c < cin_g; c++)
+        for (size_t ky = 0; ky < kh; ky++)
+          for (size_t kx = 0; kx < kw; kx++) {
+            const long iy = (long)(oy * sh + ky * dh) - (long)ph, ix = (long)(ox * sw + kx * dw) - (long)pw;
+            if (iy < 0 || iy >= (long)h || ix < 0 || ix >= (long)w) continue;
+            acc += ((int64_t)x[((b * h + (size_t)iy) * w + (size_t)ix) * cin + g * cin_g + c] - x_zp) *
+                   wt[((co * cin_g + c) * kh + ky) * kw + kx];
+          }
+      ref[pix * cout + co] = (int8_t)qp_requantize((int32_t)acc, mult[per_channel ? co : 0], out_zp, qmin, 127);
+    }
+  }
+  const size_t psize = xnnpack_qc8w_conv2d_packed_size(groups, cout, cin_g, kh, kw);
+  const size_t rsize = xnnpack_qc8w_conv2d_row_sums_size(groups, cout);
+  int8_t *packed = malloc(psize);
+  int32_t *rs = malloc(rsize * sizeof(int32_t));
+  if (xnnpack_pack_qc8w_conv2d(wt, cout, cin_g, kh, kw, groups, packed, psize, rs, rsize) != QP_OK)
+    FAIL("conv pack failed");
+  int8_t *out = guarded_alloc(nout);
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    qp_set_num_threads(isa == QP_ISA_SCALAR ? 1 : threads);
+    memset(out, SENTINEL, nout + GUARD);
+    int st = xnnpack_qs8_qc8w_conv2d_nhwc(x, batch, h, w, cin, x_zp, packed, rs, groups, cout, kh, kw, sh, sw, ph, pw,
+                                          dh, dw, oh, ow, bias, mult, per_channel ? cout : 1, out_zp, qmin, 127, out);
+    if (st != QP_OK) FAIL("%s conv returned %d", qp_isa_name(isa), st);
+    if (!guard_intact(out, nout)) FAIL("%s conv wrote past its output", qp_isa_name(isa));
+    for (size_t i = 0; i < nout; i++)
+      if (out[i] != ref[i])
+        FAIL("%s conv vs naive: b%zu %zux%zux%zu -> %zu g%zu k%zux%zu s%zu,%zu p%zu,%zu d%zu,%zu at %zu: %d != %d",
+             qp_isa_name(isa), batch, h, w, cin, cout, groups, kh, kw, sh, sw, ph, pw, dh, dw, i, out[i], ref[i]);
+    checks++;
+  }
+  qp_set_isa(-1);
+  if (xnnpack_qs8_qc8w_conv2d_nhwc(x, batch, h, w, cin, x_zp, packed, rs, groups, cout, kh, kw, sh, sw, ph, pw, dh,
+                                   dw, oh + 1, ow, bias, mult, 1, out_zp, qmin, 127, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("conv accepted a wrong output height");
+  free(x), free(wt), free(ref), free(bias), free(mult), free(packed), free(rs), free(out);
+  return 0;
+}
+
+/* -------------------------------------------------------------------- add -- */
+
+static int test_vadd(size_t n, int threads) {
+  int8_t *a = malloc(n + 1), *b = malloc(n + 1), *ref = malloc(n + 1);
+  for (size_t i = 0; i < n; i++) a[i] = (int8_t)rnd_range(-128, 127), b[i] = (int8_t)rnd_range(-128, 127);
+  const int32_t a_zp = (int32_t)rnd_range(-128, 127), b_zp = (int32_t)rnd_range(-128, 127);
+  const int32_t out_zp = (int32_t)rnd_range(-128, 127), relu = rnd() % 3 == 0;
+  const int32_t qmin = relu ? out_zp : -128, qmax = 127;
+  const float a_scale = rnd_float(1e-3f, 1.0f), b_scale = rnd_float(1e-3f, 1.0f);
+  const float out_scale = (a_scale + b_scale) * rnd_float(0.3f, 3.0f);
+  const float inv = 1.0f / out_scale;
+  for (size_t i = 0; i < n; i++) {
+    volatile float av = (float)(a[i] - a_zp) * a_scale, bv = (float)(b[i] - b_zp) * b_scale; /* never an FMA */
+    float v = (av + bv) * inv;
+    const float lo = (float)(qmin - out_zp), hi = (float)(qmax - out_zp);
+    v = v < lo ? lo : v > hi ? hi : v;
+    ref[i] = (int8_t)(lrintf(v) + out_zp);
+  }
+  int8_t *out = guarded_alloc(n);
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    qp_set_num_threads(isa == QP_ISA_SCALAR ? 1 : threads);
+    memset(out, SENTINEL, n + GUARD);
+    if (xnnpack_qs8_vadd(a, b, n, a_zp, a_scale, b_zp, b_scale, out_scale, out_zp, qmin, qmax, out) != QP_OK)
+      FAIL("%s vadd failed", qp_isa_name(isa));
+    if (!guard_intact(out, n)) FAIL("%s vadd wrote past its output (n=%zu)", qp_isa_name(isa), n);
+    for (size_t i = 0; i < n; i++)
+      if (out[i] != ref[i])
+        FAIL("%s vadd vs naive n=%zu at %zu: %d != %d (a=%d b=%d)", qp_isa_name(isa), n, i, out[i], ref[i], a[i], b[i]);
+    checks++;
+  }
+  qp_set_isa(-1);
+  if (xnnpack_qs8_vadd(a, b, n, a_zp, 0.0f, b_zp, b_scale, out_scale, out_zp, qmin, qmax, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("vadd accepted a zero scale");
+  free(a), free(b), free(ref), free(out);
+  return 0;
+}
+
 /* --------------------------------------------------------------- int4 qb4w -- */
 
 static int test_qb4w(size_t m, size_t n, size_t group, size_t groups) {
@@ -359,6 +475,8 @@ int main(int argc, char **argv) {
     const int threads = (int)rnd_range(1, 4);
     if (test_static(m, k, n, t % 10 == 9, threads)) return 1;
     if (test_dynamic(m, k, n, threads)) return 1;
+    if (t % 2 == 0 && test_conv(threads)) return 1;
+    if (test_vadd(t % 5 == 0 ? (size_t)rnd_range(0, 70000) : (size_t)rnd_range(0, 300), threads)) return 1;
     if (t % 8 == 0) {
       static const size_t groups[] = {32, 64, 128};
       if (test_qb4w(pick(MN_CHOICES, 14, 9), pick(MN_CHOICES, 14, 20), groups[rnd() % 3], (size_t)rnd_range(1, 4)))

@@ -10,7 +10,7 @@ x86-64; NEON and NEON dot product on AArch64, chosen at run time.
 from ._version import __version__
 from .backend_config import get_arm_xnnpack_backend_config, get_xnnpack_backend_config
 from . import lowering as _lowering  # registers quantplug::xnnpack_linear_int4 (needed to load lowered models)
-from .kernels import PackedInt4LinearWeight, PackedLinearWeight, XNNPACKKernels, load_kernels
+from .kernels import PackedConv2dWeight, PackedInt4LinearWeight, PackedLinearWeight, XNNPACKKernels, load_kernels
 from .quantizer import (
     ArmXnnpackQuantizer,
     XNNPACKQuantizer,
@@ -32,6 +32,7 @@ __all__ = [
     "XNNPACKKernels",
     "ArmXnnpackKernels",
     "PackedLinearWeight",
+    "PackedConv2dWeight",
     "PackedInt4LinearWeight",
     "load_kernels",
 ]

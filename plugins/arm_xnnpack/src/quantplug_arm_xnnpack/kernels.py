@@ -42,6 +42,7 @@ __all__ = [
     "GROUP_SIZES",
     "MAX_REQUANT_SCALE",
     "PackedLinearWeight",
+    "PackedConv2dWeight",
     "PackedInt4LinearWeight",
     "XNNPACKKernels",
     "load_kernels",
@@ -75,6 +76,34 @@ class PackedLinearWeight:
     row_sums: Tensor
     n: int
     k: int
+
+
+@dataclass
+class PackedConv2dWeight:
+    """Weights of a qs8 conv2d, packed per group for the NHWC igemm (ordinary tensors, picklable).
+
+    :param packed: int8, one packed gemm matrix per group (k ordered ky, kx, c).
+    :param scales: fp32 ``[Cout]``; ``zero_points``: int32 ``[Cout]`` (all 0).
+    :param row_sums: int32, per group ``ceil(Cout/groups / 16) * 16`` entries.
+    :param cout, cin_per_group, kernel_h, kernel_w: weight shape ``[Cout, Cin/groups, kh, kw]``.
+    :param stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups: geometry.
+    """
+
+    packed: Tensor
+    scales: Tensor
+    zero_points: Tensor
+    row_sums: Tensor
+    cout: int
+    cin_per_group: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
 
 
 @dataclass
@@ -138,7 +167,7 @@ class _IdentityCache:
 
     @staticmethod
     def key(tensors: tuple, extra: tuple) -> tuple:
-        return (*[(id(t), t._version if t is not None else 0) for t in tensors], *extra)
+        return (*[(id(t), getattr(t, "_version", 0)) for t in tensors], *extra)
 
     def get(self, key: tuple, tensors: tuple):
         hit = self._entries.get(key)
@@ -239,7 +268,9 @@ class XNNPACKKernels(CffiKernelLibrary):
         if not isinstance(packed, PackedLinearWeight):
             raise KernelInputError(f"{op}: packed must be a PackedLinearWeight from pack_linear_weight, "
                                    f"got {type(packed).__name__}")
-        tensors = (packed.packed, packed.row_sums, packed.scales, bias if isinstance(bias, Tensor) else None)
+        if bias is not None and not isinstance(bias, Tensor):
+            self._check_bias(bias, packed.n, op)  # raises, naming the op
+        tensors = (packed.packed, packed.row_sums, packed.scales, bias)
         key = _IdentityCache.key(tensors, ("static", packed.n, packed.k, x_scale, out_scale))
         hit = self._cache.get(key, tensors)
         if hit is not None:
@@ -347,6 +378,146 @@ class XNNPACKKernels(CffiKernelLibrary):
             raise KernelInputError(f"{op}: x contains inf or NaN; dynamic quantization needs finite inputs")
         self.check_status(status, op)
         return out
+
+    # ---------------------------------------------------------------- add --
+    def _same_layout_nhwc(self, t: Tensor, name: str, op: str) -> Tensor:
+        """A contiguous view of ``t``'s memory: ``t`` itself, or its NHWC view when it is channels_last."""
+        if isinstance(t, Tensor) and t.dim() == 4 and not t.is_contiguous() and \
+                t.is_contiguous(memory_format=torch.channels_last):
+            return t.permute(0, 2, 3, 1)
+        return check_tensor(t, name, dtype=_INT8, op=op)
+
+    def add(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
+            out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Quantized add (qs8-vadd) of two int8 tensors of the same shape and layout -> int8, same layout.
+
+        Each input is dequantized to fp32, the sum requantized with ``out_scale`` /
+        ``out_zero_point`` (round half to even); ``relu`` clamps at the output zero point.
+        Contiguous or channels_last inputs (as conv2d returns) are accepted; no broadcasting.
+        """
+        op = "xnnpack.add"
+        a_view = self._same_layout_nhwc(a_q, "a_q", op)
+        b_view = self._same_layout_nhwc(b_q, "b_q", op)
+        check_tensor(a_view, "a_q", dtype=_INT8, op=op)
+        if tuple(b_q.shape) != tuple(a_q.shape) or b_q.stride() != a_q.stride():
+            raise KernelInputError(f"{op}: b_q has shape {tuple(b_q.shape)} and strides {b_q.stride()}, expected the "
+                                   f"shape {tuple(a_q.shape)} and strides {a_q.stride()} of a_q (no broadcasting)")
+        check_tensor(b_view, "b_q", dtype=_INT8, op=op)
+        a_scale = _finite_positive(a_scale, "a_scale", op)
+        b_scale = _finite_positive(b_scale, "b_scale", op)
+        out_scale = _finite_positive(out_scale, "out_scale", op)
+        a_zp = _int8_zero_point(a_zero_point, "a_zero_point", op)
+        b_zp = _int8_zero_point(b_zero_point, "b_zero_point", op)
+        out_zp = _int8_zero_point(out_zero_point, "out_zero_point", op)
+        out = torch.empty_like(a_q)
+        self.sync_threads()
+        status = self.lib.xnnpack_qs8_vadd(self.ptr(a_view, "int8_t *"), self.ptr(b_view, "int8_t *"), a_q.numel(),
+                                           a_zp, a_scale, b_zp, b_scale, out_scale, out_zp,
+                                           max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
+        self.check_status(status, op)
+        return out
+
+    # ------------------------------------------------------------- conv2d --
+    def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor, stride=(1, 1),
+                           padding=(0, 0), dilation=(1, 1), groups: int = 1) -> PackedConv2dWeight:
+        """Pack int8 OIHW weights ``[Cout, Cin/groups, kh, kw]`` (qc8w: symmetric, [-127, 127]) with the geometry."""
+        op = "xnnpack.pack_conv2d_weight"
+        check_tensor(w_q, "w_q", dtype=_INT8, ndim=4, op=op)
+        cout, cin_g, kh, kw = (int(d) for d in w_q.shape)
+        geometry = {}
+        for name, value, least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+            pair = (value, value) if isinstance(value, int) else tuple(value)
+            if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in pair):
+                raise KernelInputError(f"{op}: {name}={value!r} must be an int or a pair of ints >= {least}")
+            geometry[name] = pair
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or cout % groups:
+            raise KernelInputError(f"{op}: groups={groups!r} must be a positive divisor of Cout={cout}")
+        if min(cout, cin_g, kh, kw) < 1:
+            raise KernelInputError(f"{op}: w_q has shape {tuple(w_q.shape)}; every dim must be >= 1")
+        if kh * kw * cin_g > self.max_k:
+            raise KernelInputError(f"{op}: kh * kw * Cin/groups = {kh * kw * cin_g} exceeds the kernels' maximum "
+                                   f"{self.max_k}")
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(cout,), op=op)
+        check_tensor(w_zero_points, "w_zero_points", dtype=torch.int32, shape=(cout,), op=op)
+        if not bool(torch.isfinite(w_scales).all()) or not bool((w_scales > 0).all()):
+            raise KernelInputError(f"{op}: every w_scales entry must be finite and > 0")
+        if bool((w_zero_points != 0).any()):
+            raise KernelInputError(f"{op}: w_zero_points must be all 0: XNNPACK qc8w weights are symmetric")
+        if bool((w_q == -128).any()):
+            raise KernelInputError(f"{op}: w_q contains -128; XNNPACK qc8w weights are narrow range [-127, 127]")
+        packed = torch.empty(int(self.lib.xnnpack_qc8w_conv2d_packed_size(groups, cout, cin_g, kh, kw)), dtype=_INT8)
+        row_sums = torch.empty(int(self.lib.xnnpack_qc8w_conv2d_row_sums_size(groups, cout)), dtype=torch.int32)
+        status = self.lib.xnnpack_pack_qc8w_conv2d(self.ptr(w_q, "int8_t *"), cout, cin_g, kh, kw, groups,
+                                                   self.ptr(packed, "int8_t *"), packed.numel(),
+                                                   self.ptr(row_sums, "int32_t *"), row_sums.numel())
+        self.check_status(status, op)
+        (sh, sw), (ph, pw), (dh, dw) = geometry["stride"], geometry["padding"], geometry["dilation"]
+        return PackedConv2dWeight(packed, w_scales.clone(), w_zero_points.clone(), row_sums, cout, cin_g, kh, kw,
+                                  sh, sw, ph, pw, dh, dw, groups)
+
+    def conv2d(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedConv2dWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """int8 conv2d (qs8-qc8w igemm): ``x_q`` int8 ``[N, Cin, H, W]`` -> int8 ``[N, Cout, OH, OW]``.
+
+        Computes in NHWC: a channels_last input is used in place (a contiguous
+        NCHW one is transposed first), and the output is returned in
+        channels_last memory (NCHW logical shape), ready for the next conv.
+        """
+        op = "xnnpack.conv2d"
+        if not isinstance(packed, PackedConv2dWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedConv2dWeight from pack_conv2d_weight, "
+                                   f"got {type(packed).__name__}")
+        p = packed
+        cout, groups = p.cout, p.groups
+        cin = p.cin_per_group * groups
+        check_tensor(p.packed, "packed.packed", dtype=_INT8, shape=(
+            int(self.lib.xnnpack_qc8w_conv2d_packed_size(groups, cout, p.cin_per_group, p.kernel_h, p.kernel_w)),), op=op)
+        check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32,
+                     shape=(int(self.lib.xnnpack_qc8w_conv2d_row_sums_size(groups, cout)),), op=op)
+        if not isinstance(x_q, Tensor) or x_q.dim() != 4:
+            check_tensor(x_q, "x_q", dtype=_INT8, ndim=4, op=op)
+        if x_q.shape[1] != cin:
+            raise KernelInputError(f"{op}: x_q has shape {tuple(x_q.shape)}; expected Cin={cin} channels (dim 1)")
+        nhwc = x_q.permute(0, 2, 3, 1)
+        if not nhwc.is_contiguous():
+            check_tensor(x_q, "x_q", dtype=_INT8, op=op)  # NCHW-contiguous (or raises): transpose once
+            nhwc = nhwc.contiguous()
+        check_tensor(nhwc, "x_q (NHWC view)", dtype=_INT8, op=op)
+        n, h, w = int(x_q.shape[0]), int(x_q.shape[2]), int(x_q.shape[3])
+        span_h, span_w = p.dilation_h * (p.kernel_h - 1) + 1, p.dilation_w * (p.kernel_w - 1) + 1
+        if h + 2 * p.pad_h < span_h or w + 2 * p.pad_w < span_w:
+            raise KernelInputError(f"{op}: input {h}x{w} with padding ({p.pad_h}, {p.pad_w}) is smaller than the "
+                                   f"dilated kernel {span_h}x{span_w}")
+        oh = (h + 2 * p.pad_h - span_h) // p.stride_h + 1
+        ow = (w + 2 * p.pad_w - span_w) // p.stride_w + 1
+        x_scale = _finite_positive(x_scale, "x_scale", op)
+        out_scale = _finite_positive(out_scale, "out_scale", op)
+        x_zp = _int8_zero_point(x_zero_point, "x_zero_point", op)
+        out_zp = _int8_zero_point(out_zero_point, "out_zero_point", op)
+        check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(cout,), op=op)
+        bias = self._check_bias(bias, cout, op)
+        tensors = (p.scales, bias)
+        key = _IdentityCache.key(tensors, ("conv", x_scale, out_scale))
+        cached = self._cache.get(key, tensors)
+        if cached is None:
+            mult, bias_q = requant_params(x_scale, p.scales, out_scale, bias)
+            if float(mult.max()) >= MAX_REQUANT_SCALE or not math.isfinite(float(mult.max())):
+                raise KernelInputError(f"{op}: requantization scale x_scale * w_scale / out_scale reaches "
+                                       f"{float(mult.max()):.6g}; XNNPACK supports < {MAX_REQUANT_SCALE:g}")
+            if float(mult.min()) <= 0.0:
+                raise KernelInputError(f"{op}: requantization scale underflows to 0")
+            cached = self._cache.put(key, tensors, (mult, bias_q))
+        mult, bias_q = cached
+        out = torch.empty((n, oh, ow, cout), dtype=_INT8)
+        self.sync_threads()
+        status = self.lib.xnnpack_qs8_qc8w_conv2d_nhwc(
+            self.ptr(nhwc, "int8_t *"), n, h, w, cin, x_zp, self.ptr(p.packed, "int8_t *"),
+            self.ptr(p.row_sums, "int32_t *"), groups, cout, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
+            p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, oh, ow,
+            self.ptr(bias_q, "int32_t *") if bias_q is not None else self.ffi.NULL, self.ptr(mult, "float *"),
+            mult.numel(), out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
+        self.check_status(status, op)
+        return out.permute(0, 3, 1, 2)
 
     # ------------------------------------------------ int4 weight-only -----
     def pack_linear_weight_int4(self, w_q: Tensor, scales: Tensor, group_size: int) -> PackedInt4LinearWeight:

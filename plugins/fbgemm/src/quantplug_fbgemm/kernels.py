@@ -25,7 +25,7 @@ from quantplug.kernels import CffiKernelLibrary, check_tensor
 
 from ._version import __version__
 
-__all__ = ["FbgemmKernels", "PackedLinearWeight", "ACT_DTYPE", "ACT_RANGE", "DISTRIBUTION", "load_kernels"]
+__all__ = ["FbgemmKernels", "PackedLinearWeight", "PackedConv2dWeight", "ACT_DTYPE", "ACT_RANGE", "DISTRIBUTION", "load_kernels"]
 
 DISTRIBUTION = "quantplug-fbgemm"
 #: Activations: uint8 with reduce_range (7 bits), see csrc/fbgemm_kernels.h for why.
@@ -50,6 +50,68 @@ class PackedLinearWeight:
     row_sums: Tensor  # int32 [n]
     n: int
     k: int
+
+
+@dataclass
+class PackedConv2dWeight:
+    """An int8 conv2d weight packed for the NHWC kernels, with its geometry (plain tensors and ints).
+
+    General convs: one GEMM-packed block per group (``[cout/groups, kh*kw*cin_g]``, k ordered
+    ``(ky, kx, c)``). Depthwise (``cin_g == 1``, ``groups > 1``): ``[kh*kw, cout]`` int8.
+    """
+
+    packed: Tensor  # int8
+    scales: Tensor  # float32 [out_channels]
+    zero_points: Tensor  # int32 [out_channels]
+    row_sums: Tensor  # int32 [out_channels]
+    out_channels: int
+    in_channels_per_group: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
+
+
+def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
+    vals = [v, v] if isinstance(v, int) else list(v) if isinstance(v, (list, tuple)) else None
+    if vals is not None and len(vals) == 1:
+        vals = vals * 2
+    if vals is None or len(vals) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in vals):
+        raise KernelInputError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    if min(vals) < minimum:
+        raise KernelInputError(f"{op}: {name} must be >= {minimum}, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def _nhwc(x: Tensor, name: str, op: str, channels: int | None = None) -> Tensor:
+    """Check a 4-D uint8 NCHW tensor and return it in channels_last memory (NHWC bytes)."""
+    if not isinstance(x, Tensor):
+        raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "cpu":
+        raise KernelInputError(f"{op}: {name} is on {x.device}; quantplug kernels run on CPU — call .cpu() first")
+    if x.dtype != torch.uint8:
+        raise KernelInputError(f"{op}: {name} has dtype {x.dtype}, expected torch.uint8")
+    if x.dim() != 4:
+        raise KernelInputError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise KernelInputError(f"{op}: {name} has {x.shape[1]} channels, the weight expects {channels}")
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)  # FBGEMM computes in NHWC
+    return x
+
+
+def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling output size (ceil_mode drops a last window that starts in the padding)."""
+    span = d * (k - 1) + 1
+    out = (size + 2 * p - span + ((s - 1) if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
 def _packed_size(n: int, k: int) -> int:
@@ -89,6 +151,7 @@ class FbgemmKernels(CffiKernelLibrary):
     act_dtype = ACT_DTYPE
     act_range = ACT_RANGE
     packed_linear_type = PackedLinearWeight
+    packed_conv2d_type = PackedConv2dWeight
 
     def __init__(self, module=None) -> None:
         if module is None:
@@ -227,6 +290,188 @@ class FbgemmKernels(CffiKernelLibrary):
         if status == 1:
             raise KernelInputError(f"{op}: x contains inf or NaN (cannot choose activation qparams)")
         self.check_status(status, op)
+        return out
+
+    def _out_range(self, op: str, out_zero_point: int, relu: bool, out_quant_min, out_quant_max,
+                   default: tuple[int, int] = ACT_RANGE) -> tuple[int, int]:
+        lo = default[0] if out_quant_min is None else _scalar_zp(out_quant_min, "out_quant_min", op)
+        hi = default[1] if out_quant_max is None else _scalar_zp(out_quant_max, "out_quant_max", op)
+        if lo > hi:
+            raise KernelInputError(f"{op}: out_quant_min {lo} > out_quant_max {hi}")
+        if relu:
+            lo = min(max(lo, out_zero_point), hi)
+        return lo, hi
+
+    # ----------------------------------------------------------- conv2d --
+    def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor, stride=(1, 1),
+                           padding=(0, 0), dilation=(1, 1), groups: int = 1) -> PackedConv2dWeight:
+        """Pack an int8 OIHW weight ``[Cout, Cin/groups, kh, kw]`` with its conv geometry."""
+        op = "fbgemm.pack_conv2d_weight"
+        check_tensor(w_q, "w_q", dtype=torch.int8, ndim=4, op=op)
+        cout, cin_g, kh, kw = (int(d) for d in w_q.shape)
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(cout,), op=op)
+        check_tensor(w_zero_points, "w_zero_points", dtype=torch.int32, shape=(cout,), op=op)
+        if not bool(torch.isfinite(w_scales).all()) or not bool((w_scales > 0).all()):
+            raise KernelInputError(f"{op}: every w_scales entry must be finite and > 0")
+        if bool((w_zero_points < -128).any()) or bool((w_zero_points > 127).any()):
+            raise KernelInputError(f"{op}: w_zero_points must lie in [-128, 127] (int8 weights)")
+        sh, sw = _pair(stride, "stride", op, 1)
+        ph, pw = _pair(padding, "padding", op, 0)
+        dh, dw = _pair(dilation, "dilation", op, 1)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or cout % groups:
+            raise KernelInputError(f"{op}: groups={groups!r} must be a positive int dividing out_channels={cout}")
+        size = self.lib.fbgemm_packed_conv2d_size(cout, cin_g, kh, kw, groups)
+        if size == 0:
+            raise KernelInputError(f"{op}: unsupported weight shape {tuple(w_q.shape)} with groups={groups}")
+        packed = torch.empty(size, dtype=torch.int8)
+        row_sums = torch.empty(cout, dtype=torch.int32)
+        self.check_status(self.lib.fbgemm_pack_conv2d_weight(
+            self.ptr(w_q, "int8_t *"), cout, cin_g, kh, kw, groups, self.ptr(packed, "int8_t *"),
+            self.ptr(row_sums, "int32_t *")), op)
+        return PackedConv2dWeight(packed, w_scales.clone(), w_zero_points.clone(), row_sums, cout, cin_g, kh, kw,
+                                  sh, sw, ph, pw, dh, dw, int(groups))
+
+    def _check_packed_conv(self, packed: object, op: str) -> PackedConv2dWeight:
+        if not isinstance(packed, PackedConv2dWeight):
+            raise KernelInputError(f"{op}: packed must be a quantplug_fbgemm PackedConv2dWeight "
+                                   f"(from pack_conv2d_weight), got {type(packed).__name__}")
+        ints = [getattr(packed, f) for f in ("out_channels", "in_channels_per_group", "kernel_h", "kernel_w",
+                                             "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h",
+                                             "dilation_w", "groups")]
+        if not all(isinstance(i, int) and i >= 0 for i in ints):
+            raise KernelInputError(f"{op}: packed has invalid geometry {ints}")
+        size = self.lib.fbgemm_packed_conv2d_size(packed.out_channels, packed.in_channels_per_group,
+                                                  packed.kernel_h, packed.kernel_w, packed.groups)
+        if size == 0:
+            raise KernelInputError(f"{op}: packed has invalid geometry {ints}")
+        n = packed.out_channels
+        check_tensor(packed.packed, "packed.packed", dtype=torch.int8, shape=(size,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
+        check_tensor(packed.zero_points, "packed.zero_points", dtype=torch.int32, shape=(n,), op=op)
+        check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(n,), op=op)
+        return packed
+
+    def conv2d(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedConv2dWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False, *,
+               out_quant_min: int | None = None, out_quant_max: int | None = None) -> Tensor:
+        """Static int8 conv2d: uint8 ``x_q [N, C, H, W]`` -> uint8 ``[N, Cout, OH, OW]``.
+
+        Computes in NHWC: the input is used as is when it is channels_last, converted otherwise;
+        the output is returned in channels_last memory (logical NCHW shape). Numerics as
+        :meth:`linear`; padding is the activation zero point (i.e. real 0.0).
+        """
+        op = "fbgemm.conv2d"
+        self._check_packed_conv(packed, op)
+        x = _nhwc(x_q, "x_q", op, packed.in_channels_per_group * packed.groups)
+        xs, os_ = _scalar_scale(x_scale, "x_scale", op), _scalar_scale(out_scale, "out_scale", op)
+        xz = _scalar_zp(x_zero_point, "x_zero_point", op)
+        oz = _scalar_zp(out_zero_point, "out_zero_point", op)
+        lo, hi = self._out_range(op, oz, relu, out_quant_min, out_quant_max)
+        bias_p = self._check_bias(bias, packed.out_channels, op)
+        nb, c, h, w = (int(d) for d in x.shape)
+        oh, ow = self.ffi.new("size_t *"), self.ffi.new("size_t *")
+        if self.lib.fbgemm_conv2d_out_size(h, w, packed.kernel_h, packed.kernel_w, packed.stride_h, packed.stride_w,
+                                           packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w,
+                                           oh, ow) != 0:
+            raise KernelInputError(f"{op}: input {h}x{w} is smaller than the (dilated) kernel "
+                                   f"{packed.kernel_h}x{packed.kernel_w} with padding {packed.pad_h},{packed.pad_w}")
+        out = torch.empty((nb, packed.out_channels, oh[0], ow[0]), dtype=torch.uint8, memory_format=torch.channels_last)
+        self.sync_threads()
+        status = self.lib.fbgemm_conv2d_u8s8(
+            self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, self.ptr(packed.packed, "int8_t *"),
+            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.scales, "float *"),
+            self.ptr(packed.zero_points, "int32_t *"), packed.out_channels, packed.kernel_h, packed.kernel_w,
+            packed.stride_h, packed.stride_w, packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w,
+            packed.groups, bias_p, os_, oz, lo, hi, self.ptr(out, "uint8_t *"))
+        if status == 1 and bias is not None and not bool(torch.isfinite(bias).all()):
+            raise KernelInputError(f"{op}: bias contains inf or NaN")
+        self.check_status(status, op)
+        return out
+
+    # ------------------------------------------------------ elementwise --
+    def _binary(self, fn, op, a_q, a_scale, a_zero_point, b_q, b_scale, b_zero_point, out_scale, out_zero_point,
+                relu, out_quant_min, out_quant_max) -> Tensor:
+        for name, t in (("a_q", a_q), ("b_q", b_q)):
+            if not isinstance(t, Tensor):
+                raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
+            if t.dtype != torch.uint8:
+                raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected torch.uint8")
+        if a_q.shape != b_q.shape:
+            raise KernelInputError(f"{op}: a_q {tuple(a_q.shape)} and b_q {tuple(b_q.shape)} must have the same "
+                                   f"shape (no broadcasting)")
+        same_layout = a_q.stride() == b_q.stride() and (
+            a_q.is_contiguous() or (a_q.dim() == 4 and a_q.is_contiguous(memory_format=torch.channels_last)))
+        if not same_layout:
+            a_q, b_q = a_q.contiguous(), b_q.contiguous()
+        sa, sb = _scalar_scale(a_scale, "a_scale", op), _scalar_scale(b_scale, "b_scale", op)
+        so = _scalar_scale(out_scale, "out_scale", op)
+        za, zb = _scalar_zp(a_zero_point, "a_zero_point", op), _scalar_zp(b_zero_point, "b_zero_point", op)
+        zo = _scalar_zp(out_zero_point, "out_zero_point", op)
+        lo, hi = self._out_range(op, zo, relu, out_quant_min, out_quant_max)
+        out = torch.empty_like(a_q)
+        self.sync_threads()
+        status = fn(self.ptr(a_q, "uint8_t *"), sa, za, self.ptr(b_q, "uint8_t *"), sb, zb, a_q.numel(), so, zo,
+                    lo, hi, self.ptr(out, "uint8_t *"))
+        self.check_status(status, op)
+        return out
+
+    def add(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
+            out_scale: float, out_zero_point: int, relu: bool = False, *, out_quant_min: int | None = None,
+            out_quant_max: int | None = None) -> Tensor:
+        """Quantized add (+relu): dequantize both in float32, add, requantize (ties to even)."""
+        return self._binary(self.lib.fbgemm_add_u8, "fbgemm.add", a_q, a_scale, a_zero_point, b_q, b_scale,
+                            b_zero_point, out_scale, out_zero_point, relu, out_quant_min, out_quant_max)
+
+    def mul(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
+            out_scale: float, out_zero_point: int, relu: bool = False, *, out_quant_min: int | None = None,
+            out_quant_max: int | None = None) -> Tensor:
+        """Quantized mul (+relu): exact int32 product ``(a - za) * (b - zb)`` requantized with
+        ``a_scale * b_scale / out_scale`` (float32, ties to even)."""
+        return self._binary(self.lib.fbgemm_mul_u8, "fbgemm.mul", a_q, a_scale, a_zero_point, b_q, b_scale,
+                            b_zero_point, out_scale, out_zero_point, relu, out_quant_min, out_quant_max)
+
+    # ------------------------------------------------------------ pools --
+    def avg_pool2d(self, x_q: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                   count_include_pad: bool = True, divisor_override: int | None = None, *,
+                   zero_point: int) -> Tensor:
+        """uint8 average pool: ``zp + round(sum(x - zp) / divisor)`` with torch's divisor rules."""
+        op = "fbgemm.avg_pool2d"
+        x = _nhwc(x_q, "x_q", op)
+        kh, kw = _pair(kernel_size, "kernel_size", op, 1)
+        sh, sw = _pair(stride if stride not in (None, [], ()) else (kh, kw), "stride", op, 1)
+        ph, pw = _pair(padding, "padding", op, 0)
+        zp = _scalar_zp(zero_point, "zero_point", op)
+        if 2 * ph > kh or 2 * pw > kw:
+            raise KernelInputError(f"{op}: padding {ph, pw} must be at most half the kernel size {kh, kw}")
+        if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
+                                             or divisor_override <= 0):
+            raise KernelInputError(f"{op}: divisor_override must be a positive int, got {divisor_override!r}")
+        nb, c, h, w = (int(d) for d in x.shape)
+        oh, ow = _pool_out(h, kh, sh, ph, 1, ceil_mode), _pool_out(w, kw, sw, pw, 1, ceil_mode)
+        if oh < 1 or ow < 1:
+            raise KernelInputError(f"{op}: input {h}x{w} is smaller than the kernel {kh}x{kw}")
+        out = torch.empty((nb, c, oh, ow), dtype=torch.uint8, memory_format=torch.channels_last)
+        self.sync_threads()
+        self.check_status(self.lib.fbgemm_avg_pool2d_u8(
+            self.ptr(x, "uint8_t *"), nb, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, int(bool(count_include_pad)),
+            int(divisor_override or 0), zp, 0, 255, self.ptr(out, "uint8_t *")), op)
+        return out
+
+    def adaptive_avg_pool2d(self, x_q: Tensor, output_size, *, zero_point: int) -> Tensor:
+        """uint8 adaptive average pool with torch's window boundaries (floor / ceil)."""
+        op = "fbgemm.adaptive_avg_pool2d"
+        x = _nhwc(x_q, "x_q", op)
+        nb, c, h, w = (int(d) for d in x.shape)
+        if isinstance(output_size, (list, tuple)):
+            output_size = [h if o is None else o for o in output_size][:2] if len(output_size) == 2 else output_size
+        oh, ow = _pair(output_size, "output_size", op, 1)
+        zp = _scalar_zp(zero_point, "zero_point", op)
+        out = torch.empty((nb, c, oh, ow), dtype=torch.uint8, memory_format=torch.channels_last)
+        self.sync_threads()
+        self.check_status(self.lib.fbgemm_adaptive_avg_pool2d_u8(
+            self.ptr(x, "uint8_t *"), nb, h, w, c, oh, ow, zp, 0, 255, self.ptr(out, "uint8_t *")), op)
         return out
 
     # ------------------------------------------------------- inspection --

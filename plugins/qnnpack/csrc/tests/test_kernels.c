@@ -199,6 +199,91 @@ static int test_dynamic_case(size_t m, size_t k, size_t n, int extreme) {
   return 0;
 }
 
+/* Random conv geometry: regular, pointwise, grouped, depthwise, strided, dilated, padded. */
+static int test_conv_case(int kind) {
+  size_t groups = 1, cin_g, cout;
+  size_t kh = 1 + rnd_below(5), kw = 1 + rnd_below(5);
+  size_t sh = 1 + rnd_below(3), sw = 1 + rnd_below(3), dh = 1 + rnd_below(2), dw = 1 + rnd_below(2);
+  size_t ph = rnd_below(3), pw = rnd_below(3);
+  switch (kind) {
+    case 0: cin_g = 1 + rnd_below(20); cout = 1 + rnd_below(40); break;            /* regular */
+    case 1: cin_g = 1 + rnd_below(70); cout = 1 + rnd_below(70); kh = kw = 1;       /* pointwise */
+            sh = sw = 1; ph = pw = 0; break;
+    case 2: groups = 2 + rnd_below(3); cin_g = 1 + rnd_below(6);                   /* grouped */
+            cout = groups * (1 + rnd_below(6)); break;
+    default: groups = 1 + rnd_below(40); cin_g = 1; cout = groups; break;          /* depthwise */
+  }
+  const size_t cin = cin_g * groups, batch = 1 + rnd_below(2);
+  size_t in_h = dh * (kh - 1) + 1 + rnd_below(7), in_w = dw * (kw - 1) + 1 + rnd_below(7);
+  if (in_h + 2 * ph < dh * (kh - 1) + 1) in_h = dh * (kh - 1) + 1;
+  const size_t out_h = (in_h + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
+  const size_t out_w = (in_w + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
+  const size_t xs = batch * in_h * in_w * cin, ws = cout * cin_g * kh * kw, os = batch * out_h * out_w * cout;
+  uint8_t *x = malloc(xs), *wu = malloc(ws), *ref = malloc(os), *got = malloc(os), *scalar = malloc(os);
+  int8_t *w = malloc(ws);
+  int32_t *wzp = malloc(cout * 4), *wzp_u8 = malloc(cout * 4), *bias = malloc(cout * 4);
+  float *mult = malloc(cout * 4);
+  fill_bytes(x, xs, rnd_below(8) == 0 ? (int)rnd_below(4) : 0);
+  for (size_t i = 0; i < ws; i++) w[i] = (int8_t)rnd();
+  int per_channel = (int)rnd_below(2);
+  int32_t common = (int32_t)rnd_below(256) - 128;
+  for (size_t c = 0; c < cout; c++) {
+    wzp[c] = per_channel ? (int32_t)rnd_below(256) - 128 : common;
+    wzp_u8[c] = wzp[c] + 128;
+    bias[c] = (int32_t)(rnd() % 20001) - 10000;
+    mult[c] = per_channel || c == 0 ? ldexpf(0.5f + rnd_unit(), -(int)rnd_below(8) - 8) : mult[0];
+  }
+  int32_t x_zp = (int32_t)rnd_below(256), out_zp = (int32_t)rnd_below(256);
+  int relu = (int)rnd_below(2), use_bias = (int)rnd_below(2);
+  size_t psize = qnnpack_conv2d_packed_size(cout, cin_g, kh, kw, groups);
+  size_t ssize = qnnpack_conv2d_sums_size(cout, cin_g, groups);
+  uint8_t *packed = malloc(psize);
+  int32_t *wsums = malloc(ssize * 4);
+  CHECK(psize > 0 && qnnpack_pack_conv2d_weight_s8(w, wzp_u8, cout, cin_g, kh, kw, groups, packed, psize,
+                                                   wsums, ssize) == QP_OK, "conv pack");
+  const size_t ng = cout / groups;
+  for (size_t b = 0; b < batch; b++)
+    for (size_t oy = 0; oy < out_h; oy++)
+      for (size_t ox = 0; ox < out_w; ox++)
+        for (size_t oc = 0; oc < cout; oc++) {
+          const size_t g = oc / ng;
+          int64_t acc = use_bias ? bias[oc] : 0;
+          for (size_t ci = 0; ci < cin_g; ci++)
+            for (size_t ky = 0; ky < kh; ky++)
+              for (size_t kx = 0; kx < kw; kx++) {
+                long iy = (long)(oy * sh + ky * dh) - (long)ph, ix = (long)(ox * sw + kx * dw) - (long)pw;
+                if (iy < 0 || ix < 0 || iy >= (long)in_h || ix >= (long)in_w) continue;
+                int32_t xv = x[((b * in_h + (size_t)iy) * in_w + (size_t)ix) * cin + g * cin_g + ci];
+                int32_t wv = w[((oc * cin_g + ci) * kh + ky) * kw + kx];
+                acc += (int64_t)(xv - x_zp) * (wv - wzp[oc]);
+              }
+          ref[((b * out_h + oy) * out_w + ox) * cout + oc] =
+              (uint8_t)qp_requantize((int32_t)acc, mult[oc], out_zp, relu ? out_zp : 0, 255);
+        }
+  for (int u = 0; u < n_usable; u++) {
+    int isa = usable_isas[u];
+    CHECK(qp_set_isa(isa) == QP_OK, "set isa");
+    qp_set_num_threads(1 + (int)rnd_below(3));
+    memset(got, 0xCD, os);
+    int st = qnnpack_conv2d_u8(x, batch, in_h, in_w, cin, x_zp, packed, psize, wsums, ssize, wzp_u8, cout,
+                               kh, kw, sh, sw, ph, pw, dh, dw, groups, use_bias ? bias : NULL, mult,
+                               per_channel ? cout : 1, out_zp, relu ? out_zp : 0, 255, got, out_h, out_w);
+    CHECK(st == QP_OK, "conv status %d (kind %d)", st, kind);
+    const uint8_t *want = isa == QP_ISA_SCALAR ? ref : scalar;
+    for (size_t e = 0; e < os; e++)
+      CHECK(got[e] == want[e],
+            "conv2d %s vs %s (kind %d): N=%zu C=%zu H=%zu W=%zu Cout=%zu k=%zux%zu s=%zux%zu p=%zux%zu "
+            "d=%zux%zu g=%zu at %zu: got %u want %u",
+            qp_isa_name(isa), isa == QP_ISA_SCALAR ? "naive reference" : "scalar", kind, batch, cin,
+            in_h, in_w, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, e, got[e], want[e]);
+    if (isa == QP_ISA_SCALAR) memcpy(scalar, got, os);
+  }
+  (void)wu;
+  free(x); free(wu); free(ref); free(got); free(scalar); free(w); free(wzp); free(wzp_u8); free(bias);
+  free(mult); free(packed); free(wsums);
+  return 0;
+}
+
 static int test_invalid_arguments(void) {
   uint8_t x[16] = {0}, w[16] = {0}, out[16];
   size_t psize = qnnpack_packed_weight_size(2, 4), ssize = qnnpack_packed_sums_size(2);
@@ -245,6 +330,7 @@ int main(int argc, char **argv) {
     if (rnd_below(20) == 0) k = 1000 + rnd_below(3000);
     if (test_static_case(m, k, n, (int)rnd_below(2), rnd_below(4) == 0)) return 1;
     if (test_dynamic_case(m, k, n, rnd_below(4) == 0)) return 1;
+    if (test_conv_case(it % 4)) return 1;
   }
   /* Large K: 255 * 255 * K must not overflow anywhere on the way. */
   if (test_static_case(3, 16384, 17, 1, 1)) return 1;

@@ -26,6 +26,7 @@ naming the op and the tensor.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from quantplug.kernels import CffiKernelLibrary, check_tensor, requant_params
 
 from ._version import __version__
 
-__all__ = ["PackedLinearWeight", "QNNPACKKernels", "ACT_SCALE_MIN", "load_kernels"]
+__all__ = ["PackedLinearWeight", "PackedConv2dWeight", "QNNPACKKernels", "ACT_SCALE_MIN", "load_kernels"]
 
 #: Smallest activation scale QNNPACK accepts (inputs and outputs of static ops).
 ACT_SCALE_MIN = 2.0**-12
@@ -68,6 +69,51 @@ class PackedLinearWeight:
     zero_points: Tensor
     n: int
     k: int
+
+
+@dataclass
+class PackedConv2dWeight:
+    """A conv2d weight packed for the qnnpack kernels, with its geometry (picklable: plain tensors and ints).
+
+    Depthwise convs (``cin_per_group == 1`` and ``cout == groups``) hold int16
+    ``w - w_zp`` as bytes, ``[kh * kw][cout rounded up to 16]``; the others one
+    linear-layout GEMM weight per group, reduction ordered (ky, kx, ci) to
+    match NHWC im2col rows.
+    """
+
+    packed: Tensor  # uint8 bytes
+    row_sums: Tensor  # int32 per group, padded to 16 (zeros for depthwise)
+    scales: Tensor  # float32 [cout]
+    zero_points: Tensor  # int32 [cout], uint8 representation
+    cout: int
+    cin_per_group: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
+
+    @property
+    def depthwise(self) -> bool:
+        """True when the depthwise microkernels run this conv."""
+        return self.cin_per_group == 1 and self.cout == self.groups
+
+
+def _pair(value: Any, name: str, op: str, minimum: int) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise KernelInputError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise KernelInputError(f"{op}: {name}={value!r} must be >= {minimum}")
+    return pair
 
 
 def _packed_size(n: int, k: int) -> int:
@@ -120,6 +166,14 @@ class QNNPACKKernels(CffiKernelLibrary):
         # (x_scale, out_scale, id(scales), id(bias)) -> (scales, bias, multipliers, bias_q);
         # the tensors are kept alive by the entry, so their ids cannot be reused.
         self._requant_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        # id(packed.packed) -> (weakref to it, row_sums, scales, zero_points, (n, k, shape)) it was
+        # validated with; the entry goes away with the tensor (weakref callback).
+        self._validated: dict[int, tuple] = {}
+        self._ctypes = {c: self.ffi.typeof(c) for c in ("uint8_t *", "int8_t *", "int32_t *", "float *")}
+
+    def ptr(self, t: Tensor, ctype: str):
+        """A C pointer of type ``ctype`` to ``t``'s data (``t`` must stay alive)."""
+        return self.ffi.cast(self._ctypes.get(ctype) or ctype, t.data_ptr())
 
     # ------------------------------------------------------------ packing --
     def pack_linear_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor) -> PackedLinearWeight:
@@ -169,6 +223,13 @@ class QNNPACKKernels(CffiKernelLibrary):
             raise KernelInputError(
                 f"{op}: packed must be a quantplug_qnnpack PackedLinearWeight (from pack_linear_weight), "
                 f"got {type(packed).__name__}")
+        # Fast path: these very tensors (and n, k) passed the checks before. Lowered models
+        # rebuild the dataclass per call around the same buffers, so key on the tensors.
+        seen = self._validated.get(id(packed.packed))
+        if seen is not None and seen[0]() is packed.packed and seen[1] is packed.row_sums \
+                and seen[2] is packed.scales and seen[3] is packed.zero_points \
+                and seen[4] == (packed.n, packed.k, packed.packed.shape):
+            return
         n, k = packed.n, packed.k
         if not (isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0):
             raise KernelInputError(f"{op}: packed has invalid n={n!r}, k={k!r}")
@@ -176,6 +237,112 @@ class QNNPACKKernels(CffiKernelLibrary):
         check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(-(-n // NR) * NR,), op=op)
         check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
         check_tensor(packed.zero_points, "packed.zero_points", dtype=torch.int32, shape=(n,), op=op)
+        if int(packed.zero_points.min()) < 0 or int(packed.zero_points.max()) > 255:
+            raise KernelInputError(f"{op}: packed.zero_points must lie in [0, 255] (QNNPACK's uint8 weights)")
+        key, cache = id(packed.packed), self._validated
+
+        def forget(_ref, key=key, cache=cache):
+            entry = cache.get(key)
+            if entry is not None and entry[0] is _ref:
+                del cache[key]
+
+        cache[key] = (weakref.ref(packed.packed, forget), packed.row_sums, packed.scales, packed.zero_points,
+                      (n, k, packed.packed.shape))
+
+    # ------------------------------------------------------------- conv2d --
+    def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor, stride=(1, 1),
+                           padding=(0, 0), dilation=(1, 1), groups: int = 1) -> PackedConv2dWeight:
+        """Pack a quantized conv2d weight ``[Cout, Cin / groups, kh, kw]`` (int8 + 128, or uint8) with its geometry."""
+        op = "qnnpack.pack_conv2d_weight"
+        check_tensor(w_q, "w_q", dtype=(torch.int8, torch.uint8), ndim=4, op=op)
+        cout, cin_g, kh, kw = (int(d) for d in w_q.shape)
+        if min(cout, cin_g, kh, kw) == 0:
+            raise KernelInputError(f"{op}: w_q has an empty dimension: shape {tuple(w_q.shape)}")
+        check_tensor(w_scales, "w_scales", dtype=torch.float32, shape=(cout,), op=op)
+        check_tensor(w_zero_points, "w_zero_points", dtype=torch.int32, shape=(cout,), op=op)
+        if not bool(torch.isfinite(w_scales).all()) or not bool((w_scales > 0).all()):
+            raise KernelInputError(f"{op}: every entry of w_scales must be finite and > 0")
+        sh, sw = _pair(stride, "stride", op, 1)
+        ph, pw = _pair(padding, "padding", op, 0)
+        dh, dw = _pair(dilation, "dilation", op, 1)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or cout % groups:
+            raise KernelInputError(f"{op}: groups={groups!r} must be a positive int dividing Cout={cout}")
+        signed = w_q.dtype == torch.int8
+        lo, hi = (-128, 127) if signed else (0, 255)
+        if int(w_zero_points.min()) < lo or int(w_zero_points.max()) > hi:
+            raise KernelInputError(f"{op}: w_zero_points must lie in [{lo}, {hi}] for {w_q.dtype} weights")
+        zps = ((w_zero_points + 128) if signed else w_zero_points.clone()).to(torch.int32).contiguous()
+        size = self.lib.qnnpack_conv2d_packed_size(cout, cin_g, kh, kw, groups)
+        nsums = self.lib.qnnpack_conv2d_sums_size(cout, cin_g, groups)
+        if size == 0:
+            raise KernelInputError(f"{op}: unsupported weight shape {tuple(w_q.shape)} with groups={groups}")
+        packed = torch.empty(size, dtype=torch.uint8)
+        row_sums = torch.empty(nsums, dtype=torch.int32)
+        fn = self.lib.qnnpack_pack_conv2d_weight_s8 if signed else self.lib.qnnpack_pack_conv2d_weight_u8
+        status = fn(self.ptr(w_q, "int8_t *" if signed else "uint8_t *"), self.ptr(zps, "int32_t *"), cout, cin_g,
+                    kh, kw, groups, self.ptr(packed, "uint8_t *"), size, self.ptr(row_sums, "int32_t *"), nsums)
+        self.check_status(status, op)
+        return PackedConv2dWeight(packed, row_sums, w_scales.clone(), zps, cout, cin_g, kh, kw, sh, sw, ph, pw,
+                                  dh, dw, int(groups))
+
+    def conv2d(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedConv2dWeight,
+               bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Static quantized conv2d: uint8 ``[N, C, H, W]`` in, uint8 ``[N, Cout, Ho, Wo]`` out.
+
+        Runs on NHWC data: a ``channels_last`` input is used in place (an NCHW
+        one is converted first) and the result is ``channels_last`` (its
+        logical shape is NCHW, like the input's). Numerics as :meth:`linear`.
+        """
+        op = "qnnpack.conv2d"
+        if not isinstance(packed, PackedConv2dWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedConv2dWeight (from pack_conv2d_weight), "
+                                   f"got {type(packed).__name__}")
+        p = packed
+        if not isinstance(x_q, Tensor):
+            raise KernelInputError(f"{op}: x_q must be a torch.Tensor, got {type(x_q).__name__}")
+        if x_q.dim() != 4:
+            raise KernelInputError(f"{op}: x_q must be 4-D [N, C, H, W], got shape {tuple(x_q.shape)}")
+        cin = p.cin_per_group * p.groups
+        if x_q.shape[1] != cin:
+            raise KernelInputError(f"{op}: x_q has {x_q.shape[1]} channels, the weight expects {cin}")
+        if x_q.is_contiguous(memory_format=torch.channels_last):
+            nhwc = x_q.permute(0, 2, 3, 1)
+        else:
+            check_tensor(x_q, "x_q", dtype=torch.uint8, op=op)  # device / dtype / layout errors
+            nhwc = x_q.permute(0, 2, 3, 1).contiguous()
+        check_tensor(nhwc, "x_q (as NHWC)", dtype=torch.uint8, op=op)
+        size = self.lib.qnnpack_conv2d_packed_size(p.cout, p.cin_per_group, p.kh, p.kw, p.groups)
+        nsums = self.lib.qnnpack_conv2d_sums_size(p.cout, p.cin_per_group, p.groups)
+        check_tensor(p.packed, "packed.packed", dtype=torch.uint8, shape=(size,), op=op)
+        check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32, shape=(nsums,), op=op)
+        check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(p.cout,), op=op)
+        check_tensor(p.zero_points, "packed.zero_points", dtype=torch.int32, shape=(p.cout,), op=op)
+        x_scale = _check_scale(x_scale, "x_scale", op, ACT_SCALE_MIN)
+        out_scale = _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN)
+        x_zp = _check_zero_point(x_zero_point, "x_zero_point", op)
+        out_zp = _check_zero_point(out_zero_point, "out_zero_point", op)
+        if bias is not None:
+            check_tensor(bias, "bias", dtype=torch.float32, shape=(p.cout,), op=op)
+        n, _, h, w = (int(d) for d in x_q.shape)
+        eff_h, eff_w = p.dilation_h * (p.kh - 1) + 1, p.dilation_w * (p.kw - 1) + 1
+        if h + 2 * p.pad_h < eff_h or w + 2 * p.pad_w < eff_w:
+            raise KernelInputError(f"{op}: input {h}x{w} (padding {p.pad_h}x{p.pad_w}) is smaller than the "
+                                   f"dilated kernel {eff_h}x{eff_w}")
+        oh = (h + 2 * p.pad_h - eff_h) // p.stride_h + 1
+        ow = (w + 2 * p.pad_w - eff_w) // p.stride_w + 1
+        mult, bias_q = self._requant(x_scale, p.scales, out_scale, bias)
+        out = torch.empty((n, p.cout, oh, ow), dtype=torch.uint8, memory_format=torch.channels_last)
+        if out.numel() == 0:
+            return out
+        self.sync_threads()
+        status = self.lib.qnnpack_conv2d_u8(
+            self.ptr(nhwc, "uint8_t *"), n, h, w, cin, x_zp, self.ptr(p.packed, "uint8_t *"), size,
+            self.ptr(p.row_sums, "int32_t *"), nsums, self.ptr(p.zero_points, "int32_t *"), p.cout, p.kh, p.kw,
+            p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups,
+            self.ffi.NULL if bias_q is None else self.ptr(bias_q, "int32_t *"), self.ptr(mult, "float *"),
+            mult.numel(), out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"), oh, ow)
+        self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
+        return out
 
     # ------------------------------------------------------------- linear --
     def _requant(self, x_scale: float, scales: Tensor, out_scale: float, bias: Tensor | None):
@@ -186,7 +353,7 @@ class QNNPACKKernels(CffiKernelLibrary):
             return hit[2], hit[3]
         mult, bias_q = requant_params(x_scale, scales, out_scale, bias)
         self._requant_cache[key] = (scales, bias, mult, bias_q)
-        if len(self._requant_cache) > 256:
+        if len(self._requant_cache) > 64:
             self._requant_cache.popitem(last=False)
         return mult, bias_q
 

@@ -143,6 +143,7 @@ class X86OneDNNKernels(CffiKernelLibrary):
     #: packed-weight classes (read by the core's lowering to rebuild them from buffers)
     packed_linear_type = PackedLinearWeight
     packed_conv2d_type = PackedConv2dWeight
+    packed_conv2d_add_type = PackedConv2dWeight  # the plugin's fused quantplug_x86_onednn::conv2d_add
 
     def __init__(self, module=None) -> None:
         if module is None:

@@ -13,6 +13,7 @@ import quantplug
 from ._version import __version__
 from .backend_config import BACKEND_NAME, get_x86_onednn_backend_config
 from .kernels import DISTRIBUTION, load_kernels
+from .lowering import lower_x86_onednn  # also defines the quantplug_x86_onednn:: ops (needed by load)
 from .quantizer import X86OneDNNQuantizer
 
 __all__ = ["quantplug_register_backends", "ALIASES"]
@@ -36,5 +37,6 @@ def quantplug_register_backends(register):
         backend_config=get_x86_onednn_backend_config(),
         modes=("static", "dynamic", "qat"),
         kernels=_KERNELS,
+        lowering=lower_x86_onednn,
         extras={"torch_engines": ("x86", "onednn"), "act_dtype": "uint8", "act_range": (0, 255)},
     ))

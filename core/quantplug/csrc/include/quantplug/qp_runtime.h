@@ -18,6 +18,11 @@
 extern "C" {
 #endif
 
+/* Version of this shared C API. Bump it whenever a shared function is added
+ * or changes: a plugin compiled against another version refuses to load
+ * (quantplug.kernels checks it) instead of failing later on a missing symbol. */
+#define QP_RUNTIME_API_VERSION 2
+
 /* QP_CDEF_BEGIN */
 /* Status codes returned by every kernel entry point. */
 enum qp_status {
@@ -71,6 +76,8 @@ int qp_set_isa(int isa);
 const char *qp_isa_name(int isa);
 /* The plugin version the extension was built for (checked at import). */
 const char *qp_build_version(void);
+/* QP_RUNTIME_API_VERSION of the core headers the plugin was built with. */
+int qp_runtime_api_version(void);
 /* Threads the pool may use at most (torch.get_num_threads() by default,
  * set from Python). */
 void qp_set_num_threads(int n);

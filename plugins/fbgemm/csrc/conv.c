@@ -1,0 +1,295 @@
+/*
+ * Quantized conv2d on NHWC uint8 activations (FBGEMM's layout).
+ *
+ * General convolutions are lowered to the linear GEMM: for a tile of FB_MC output pixels
+ * the patches are gathered (im2col, padding filled with the activation zero point so that
+ * it contributes 0) into a per-thread scratch buffer, and multiplied by the packed weight of
+ * each group with the same 4x16c4 microkernels and epilogues as fbgemm_linear_u8s8. A 1x1,
+ * stride 1, unpadded, ungrouped conv reads the input rows directly (no copy).
+ *
+ * Depthwise convolutions (groups == in_channels, one input channel per group) use a direct
+ * kernel: per 16-channel block, sum over the valid taps in int32 and requantize with the
+ * shared epilogue. FBGEMM has dedicated depthwise kernels for the same reason: im2col would
+ * build a K = kh*kw GEMM of tiny K.
+ *
+ * Weight layout: GEMM-packed per group ([cout_g, kh*kw*cin_g] with k ordered (ky, kx, c),
+ * groups concatenated), or for depthwise [kh*kw][cout] int8 (channels innermost).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "fbgemm_kernels.h"
+#include "quantplug/qp_requant.h"
+#include "quantplug/qp_runtime.h"
+
+static int fb_is_depthwise(size_t cin_g, size_t groups) { return groups > 1 && cin_g == 1; }
+
+size_t fbgemm_packed_conv2d_size(size_t cout, size_t cin_g, size_t kh, size_t kw, size_t groups) {
+  if (cout == 0 || cin_g == 0 || kh == 0 || kw == 0 || groups == 0 || cout % groups != 0 ||
+      kh > 4096 || kw > 4096)
+    return 0;
+  if (fb_is_depthwise(cin_g, groups)) return kh * kw * cout;
+  const size_t per_group = fbgemm_packed_linear_size(cout / groups, kh * kw * cin_g);
+  return per_group == 0 ? 0 : per_group * groups;
+}
+
+int fbgemm_pack_conv2d_weight(const int8_t *w, size_t cout, size_t cin_g, size_t kh, size_t kw,
+                              size_t groups, int8_t *packed, int32_t *row_sums) {
+  const size_t size = fbgemm_packed_conv2d_size(cout, cin_g, kh, kw, groups);
+  if (size == 0 || w == NULL || packed == NULL || row_sums == NULL) return QP_ERR_INVALID_ARGUMENT;
+  const size_t taps = kh * kw;
+  if (fb_is_depthwise(cin_g, groups)) {
+    for (size_t oc = 0; oc < cout; oc++) {
+      int32_t sum = 0;
+      for (size_t t = 0; t < taps; t++) {
+        packed[t * cout + oc] = w[oc * taps + t];
+        sum += w[oc * taps + t];
+      }
+      row_sums[oc] = sum;
+    }
+    return QP_OK;
+  }
+  const size_t cout_g = cout / groups, k = taps * cin_g;
+  const size_t per_group = fbgemm_packed_linear_size(cout_g, k);
+  int8_t *tmp = (int8_t *)fb_scratch(cout_g * k);
+  if (tmp == NULL) return QP_ERR_OUT_OF_MEMORY;
+  for (size_t g = 0; g < groups; g++) {
+    /* OIHW -> [oc][ky][kx][c] for this group */
+    for (size_t o = 0; o < cout_g; o++)
+      for (size_t c = 0; c < cin_g; c++)
+        for (size_t t = 0; t < taps; t++)
+          tmp[o * k + t * cin_g + c] = w[((g * cout_g + o) * cin_g + c) * taps + t];
+    int status = fbgemm_pack_linear_weight(tmp, cout_g, k, packed + g * per_group,
+                                           row_sums + g * cout_g);
+    if (status != QP_OK) return status;
+  }
+  return QP_OK;
+}
+
+typedef struct {
+  size_t batch, h, w, cin, cout, cin_g, cout_g, groups;
+  size_t kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
+} fb_conv_shape;
+
+static int fb_conv_out_dim(size_t in, size_t k, size_t s, size_t p, size_t d, size_t *out) {
+  const size_t span = d * (k - 1) + 1;
+  if (s == 0 || d == 0 || in + 2 * p < span) return QP_ERR_INVALID_ARGUMENT;
+  *out = (in + 2 * p - span) / s + 1;
+  return QP_OK;
+}
+
+/* Gather the patch of output pixel `pix` for group g into row (K = kh*kw*cin_g bytes). */
+static void fb_im2col_row(const fb_conv_shape *s, const uint8_t *x, uint8_t x_zp, size_t pix,
+                          size_t g, uint8_t *row) {
+  const size_t ox = pix % s->ow, oy = (pix / s->ow) % s->oh, b = pix / (s->ow * s->oh);
+  const size_t cg = s->cin_g;
+  for (size_t ky = 0; ky < s->kh; ky++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
+    for (size_t kx = 0; kx < s->kw; kx++, row += cg) {
+      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
+      if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)s->h || ix >= (ptrdiff_t)s->w) {
+        memset(row, x_zp, cg);
+      } else {
+        memcpy(row, x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin + g * cg, cg);
+      }
+    }
+  }
+}
+
+typedef struct {
+  fb_conv_shape s;
+  fb_gemm_params p; /* group 0; w / rs / wz / ws / bias are offset per group */
+  const uint8_t *x;
+  uint8_t *out;
+  size_t m, packed_group_size;
+  int direct; /* 1x1 / stride 1 / no padding / one group: rows are the input itself */
+  int status;
+} fb_conv_ctx;
+
+static void fb_conv_task(void *vctx, size_t begin, size_t end) {
+  fb_conv_ctx *c = (fb_conv_ctx *)vctx;
+  const fb_conv_shape *s = &c->s;
+  const size_t k = c->p.k;
+  uint8_t *scratch = NULL;
+  if (!c->direct) {
+    scratch = fb_scratch(FB_MC * k);
+    if (scratch == NULL) {
+      c->status = QP_ERR_OUT_OF_MEMORY; /* benign race: every writer stores the same value */
+      return;
+    }
+  }
+  const size_t nb = (s->cout_g + FB_NR - 1) / FB_NR;
+  for (size_t t = begin; t < end; t++) {
+    const size_t m0 = t * FB_MC, mc = c->m - m0 < FB_MC ? c->m - m0 : FB_MC;
+    for (size_t g = 0; g < s->groups; g++) {
+      fb_gemm_params p = c->p;
+      p.w += g * c->packed_group_size;
+      p.rs += g * s->cout_g;
+      p.wz += g * s->cout_g;
+      p.ws += g * s->cout_g;
+      if (p.bias != NULL) p.bias += g * s->cout_g;
+      const uint8_t *a;
+      size_t a_stride;
+      if (c->direct) {
+        a = c->x + m0 * s->cin;
+        a_stride = s->cin;
+      } else {
+        for (size_t i = 0; i < mc; i++)
+          fb_im2col_row(s, c->x, (uint8_t)c->p.x_zp, m0 + i, g, scratch + i * k);
+        a = scratch;
+        a_stride = k;
+      }
+      fb_gemm_rows(&p, a, a_stride, mc, 0, nb, c->out + m0 * s->cout + g * s->cout_g, s->cout);
+    }
+  }
+}
+
+/* ------------------------------------------------------------ depthwise -- */
+
+typedef struct {
+  fb_conv_shape s;
+  const uint8_t *x;
+  const int8_t *w;
+  const int32_t *wz;
+  const float *ws, *bias;
+  float x_scale, out_scale;
+  int32_t x_zp, out_zp, qmin, qmax;
+  fb_epilogue_u8_fn epi;
+  uint8_t *out;
+  size_t pix_chunk, npix;
+} fb_dw_ctx;
+
+/* int32 sums of one output pixel over its valid taps, for channels [c0, c0 + nc). */
+static void fb_dw_pixel(const fb_dw_ctx *c, size_t pix, size_t c0, size_t nc, int32_t *acc) {
+  const fb_conv_shape *s = &c->s;
+  const size_t ox = pix % s->ow, oy = (pix / s->ow) % s->oh, b = pix / (s->ow * s->oh);
+  const size_t mult = s->cout / s->cin;
+  uint32_t sums[FB_NR] = {0};
+  int32_t wz[FB_NR] = {0};
+  for (size_t j = 0; j < nc; j++) wz[j] = c->wz[c0 + j];
+  for (size_t ky = 0; ky < s->kh; ky++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
+    if (iy < 0 || iy >= (ptrdiff_t)s->h) continue;
+    for (size_t kx = 0; kx < s->kw; kx++) {
+      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
+      if (ix < 0 || ix >= (ptrdiff_t)s->w) continue;
+      const uint8_t *xp = c->x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin;
+      const int8_t *wp = c->w + (ky * s->kw + kx) * s->cout + c0;
+      if (mult == 1) {
+        xp += c0;
+        for (size_t j = 0; j < FB_NR; j++) {  /* fixed trip count: vectorizes */
+          const int32_t xv = j < nc ? (int32_t)xp[j] - c->x_zp : 0;
+          const int32_t wv = j < nc ? (int32_t)wp[j] - wz[j] : 0;
+          sums[j] += (uint32_t)(xv * wv);
+        }
+      } else {
+        for (size_t j = 0; j < nc; j++)
+          sums[j] += (uint32_t)(((int32_t)xp[(c0 + j) / mult] - c->x_zp) * ((int32_t)wp[j] - wz[j]));
+      }
+    }
+  }
+  for (size_t j = 0; j < FB_NR; j++) acc[j] = (int32_t)sums[j];
+}
+
+static void fb_dw_task(void *vctx, size_t begin, size_t end) {
+  const fb_dw_ctx *c = (const fb_dw_ctx *)vctx;
+  const size_t nb = (c->s.cout + FB_NR - 1) / FB_NR;
+  const size_t chunks = (c->npix + c->pix_chunk - 1) / c->pix_chunk;
+  int32_t acc[FB_NR];
+  fb_block_params p;
+  for (size_t t = begin; t < end; t++) {
+    const size_t blk = t / chunks, chunk = t % chunks;
+    const size_t c0 = blk * FB_NR, nc = c->s.cout - c0 < FB_NR ? c->s.cout - c0 : FB_NR;
+    memset(&p, 0, sizeof(p));
+    for (size_t j = 0; j < nc; j++) {
+      const float acc_scale = c->x_scale * c->ws[c0 + j];
+      p.mult[j] = acc_scale / c->out_scale;
+      p.col[j] = c->bias != NULL ? fb_f32_to_i32_sat(nearbyintf(c->bias[c0 + j] / acc_scale)) : 0;
+    }
+    const size_t p0 = chunk * c->pix_chunk;
+    const size_t p1 = p0 + c->pix_chunk < c->npix ? p0 + c->pix_chunk : c->npix;
+    for (size_t pix = p0; pix < p1; pix++) {
+      fb_dw_pixel(c, pix, c0, nc, acc);
+      c->epi(1, nc, acc, NULL, &p, c->out_zp, c->qmin, c->qmax, c->out + pix * c->s.cout + c0, 0);
+    }
+  }
+  (void)nb;
+}
+
+/* ---------------------------------------------------------------- entry -- */
+
+int fbgemm_conv2d_out_size(size_t h, size_t w, size_t kh, size_t kw, size_t sh, size_t sw,
+                           size_t ph, size_t pw, size_t dh, size_t dw, size_t *oh, size_t *ow) {
+  if (oh == NULL || ow == NULL || kh == 0 || kw == 0) return QP_ERR_INVALID_ARGUMENT;
+  if (fb_conv_out_dim(h, kh, sh, ph, dh, oh) != QP_OK) return QP_ERR_INVALID_ARGUMENT;
+  return fb_conv_out_dim(w, kw, sw, pw, dw, ow);
+}
+
+int fbgemm_conv2d_u8s8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t cin,
+                       float x_scale, int32_t x_zp, const int8_t *packed,
+                       const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                       size_t cout, size_t kh, size_t kw, size_t sh, size_t sw, size_t ph,
+                       size_t pw, size_t dh, size_t dw, size_t groups, const float *bias,
+                       float out_scale, int32_t out_zp, int32_t qmin, int32_t qmax,
+                       uint8_t *out) {
+  fb_conv_shape s = {batch, h, w, cin, cout, 0, 0, groups, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0};
+  if (groups == 0 || cin % groups != 0 || cout % groups != 0 || cin == 0) return QP_ERR_INVALID_ARGUMENT;
+  s.cin_g = cin / groups;
+  s.cout_g = cout / groups;
+  int has_wz;
+  if (fbgemm_packed_conv2d_size(cout, s.cin_g, kh, kw, groups) == 0 ||
+      fbgemm_conv2d_out_size(h, w, kh, kw, sh, sw, ph, pw, dh, dw, &s.oh, &s.ow) != QP_OK ||
+      fb_check_weights(packed, row_sums, w_scales, w_zps, cout, 1, &has_wz) != QP_OK ||
+      fb_check_requant(x_scale, x_zp, out_scale, out_zp, qmin, qmax) != QP_OK ||
+      fb_check_bias(bias, cout) != QP_OK || (batch > 0 && (x == NULL || out == NULL)))
+    return QP_ERR_INVALID_ARGUMENT;
+  const size_t m = batch * s.oh * s.ow;
+  if (m == 0) return QP_OK;
+  const size_t taps = kh * kw;
+  const fb_gemm_impl impl = fb_select();
+
+  if (fb_is_depthwise(s.cin_g, groups)) {
+    fb_dw_ctx c = {s, x, packed, w_zps, w_scales, bias, x_scale, out_scale, x_zp, out_zp,
+                   qmin, qmax, impl.epi_u8, out, 64, m};
+    const size_t nb = (cout + FB_NR - 1) / FB_NR;
+    const size_t ntasks = nb * ((m + c.pix_chunk - 1) / c.pix_chunk);
+    if (m * cout * taps < FB_PARALLEL_MIN_MACS)
+      fb_dw_task(&c, 0, ntasks);
+    else
+      qp_parallel_for(ntasks, 1, fb_dw_task, &c);
+    return QP_OK;
+  }
+
+  fb_conv_ctx c;
+  memset(&c, 0, sizeof(c));
+  c.s = s;
+  c.p.impl = impl;
+  c.p.k = taps * s.cin_g;
+  c.p.n = s.cout_g;
+  c.p.w = packed;
+  c.p.rs = row_sums;
+  c.p.wz = w_zps;
+  c.p.ws = w_scales;
+  c.p.bias = bias;
+  c.p.x_scale = x_scale;
+  c.p.out_scale = out_scale;
+  c.p.x_zp = x_zp;
+  c.p.out_zp = out_zp;
+  c.p.qmin = qmin;
+  c.p.qmax = qmax;
+  c.p.has_wz = has_wz;
+  /* padding bytes hold x_zp: above 127 they need the split form too */
+  c.p.split = impl.uses_maddubs &&
+              (fb_any_above_127(x, batch * h * w * cin) || (x_zp > 127 && (ph > 0 || pw > 0)));
+  c.x = x;
+  c.out = out;
+  c.m = m;
+  c.packed_group_size = fbgemm_packed_linear_size(s.cout_g, c.p.k);
+  c.direct = taps == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && groups == 1;
+  const size_t ntasks = (m + FB_MC - 1) / FB_MC;
+  if (m * cout * c.p.k < FB_PARALLEL_MIN_MACS)
+    fb_conv_task(&c, 0, ntasks);
+  else
+    qp_parallel_for(ntasks, 1, fb_conv_task, &c);
+  return c.status;
+}

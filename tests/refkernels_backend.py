@@ -1,0 +1,58 @@
+"""A backend whose kernels are the pure-PyTorch contract, for core tests of lowered models.
+
+The core has no C kernels of its own; this backend lets the serialization and debugger tests
+exercise lowered graphs (``quantplug::linear``, ``linear_dynamic``, ``conv2d``, ``add``) without
+any plugin installed. Its kernels add the input checks a plugin's wrapper must make.
+"""
+
+import torch
+
+import quantplug
+from quantplug.builtin_plugin import ReferenceQuantizer, reference_backend_config
+from quantplug.errors import KernelInputError
+from quantplug.kernels import check_tensor
+from quantplug.reference_kernels import ReferenceKernels
+
+NAME = "refk"
+DISTRIBUTION = "quantplug-refk-test"
+
+
+class StrictReferenceKernels(ReferenceKernels):
+    """ReferenceKernels plus feature-count checks (a KernelInputError, never a reshape error)."""
+
+    def linear(self, x_q, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point, relu=False):
+        check_tensor(x_q, "x_q", dtype=self.act_dtype, op="refk.linear")
+        if x_q.shape[-1] != packed.k:
+            raise KernelInputError(f"refk.linear: x_q has {x_q.shape[-1]} features, the weight {packed.k}")
+        return super().linear(x_q, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point, relu)
+
+    def linear_dynamic(self, x, packed, bias, per_row=False):
+        check_tensor(x, "x", dtype=torch.float32, op="refk.linear_dynamic")
+        if x.shape[-1] != packed.k:
+            raise KernelInputError(f"refk.linear_dynamic: x has {x.shape[-1]} features, the weight {packed.k}")
+        return super().linear_dynamic(x, packed, bias, per_row)
+
+
+class RefkQuantizer(ReferenceQuantizer):
+    """The reference quantizer, naming the ``refk`` backend so lowering finds its kernels."""
+
+    backend_name = NAME
+
+
+def make_plugin(version: str = "1.2.3", name: str = NAME):
+    """A plugin object registering the backend (``quantplug.register_plugin(make_plugin())``)."""
+
+    class RefkPlugin:
+        @quantplug.hookimpl
+        def quantplug_register_backends(self, register):
+            register(quantplug.Backend(
+                name=name, distribution=DISTRIBUTION, version=version, description="test kernels",
+                quantizer_factory=RefkQuantizer, backend_config=reference_backend_config(),
+                modes=("static", "dynamic", "qat"), kernels=StrictReferenceKernels()))
+
+    return RefkPlugin()
+
+
+def register(version: str = "1.2.3") -> None:
+    """Register the backend in this process (undo with ``quantplug.registry.reset()``)."""
+    quantplug.register_plugin(make_plugin(version), name=f"{NAME}-{version}", distribution=DISTRIBUTION)
