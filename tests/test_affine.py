@@ -12,11 +12,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+import torch.ao.quantization.fx._decomposed  # registers torch.ops.quantized_decomposed (PT2E ops)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.ao.quantization.observer import MinMaxObserver as TorchMinMax
-from torch.ao.quantization.observer import PerChannelMinMaxObserver as TorchPerChannel
 
 from quantplug.affine import (
     choose_qparams,
@@ -30,6 +28,8 @@ from quantplug.affine import (
     sqnr,
     unpack_int4,
 )
+from torch.ao.quantization.observer import MinMaxObserver as TorchMinMax
+from torch.ao.quantization.observer import PerChannelMinMaxObserver as TorchPerChannel
 
 QD = torch.ops.quantized_decomposed  # the PT2E reference quantize/dequantize ops
 INT8 = dict(quant_min=-128, quant_max=127, dtype=torch.int8)

@@ -152,31 +152,39 @@ def _lsq_pair(x, scale, zp, axis, qmin, qmax, grad_factor, grad_out):
     return out
 
 
-def _assert_lsq_close(mine, ref):
+def _assert_lsq_close(mine, ref, grad_out=None, grad_factor=1.0):
     (y, dx, ds, dz), (wy, wdx, wds, wdz) = mine, ref
     assert torch.equal(y, wy) and torch.equal(dx, wdx)
-    # scale / zero-point gradients are sums over many elements: only the summation order differs
-    torch.testing.assert_close(ds, wds, rtol=1e-5, atol=1e-5 * float(wds.abs().max()) + 1e-6)
+    # Scale / zero-point gradients are sums over many elements. Besides the summation order,
+    # torch computes x / s where we compute x * (1 / s) in the backward: an element that lies
+    # exactly on a rounding tie can round the other way there, which moves that element's
+    # (round(x/s) - x/s) term by 1, i.e. the sum by at most |g| * grad_factor. Allow two such
+    # elements (the forward and dx above are still required to be bit-identical).
+    tie = 0.0 if grad_out is None else 2.0 * float(grad_out.abs().max()) * grad_factor
+    torch.testing.assert_close(ds, wds, rtol=1e-5, atol=1e-5 * float(wds.abs().max()) + 1e-6 + tie)
     torch.testing.assert_close(dz, wdz, rtol=1e-5, atol=1e-5 * float(wdz.abs().max()) + 1e-6)
 
 
 @pytest.mark.parametrize("zp", [0.0, 3.0, 2.4, 3.7, 100.0])
 @pytest.mark.parametrize("grad_factor", [1.0, 0.3])
 def test_lsq_per_tensor_matches_torch(zp, grad_factor):
+    torch.manual_seed(0)
     x = torch.randn(2000) * 3
     g = torch.randn(2000)
-    _assert_lsq_close(*_lsq_pair(x, torch.tensor([0.02]), torch.tensor([zp]), None, -128, 127, grad_factor, g))
+    _assert_lsq_close(*_lsq_pair(x, torch.tensor([0.02]), torch.tensor([zp]), None, -128, 127, grad_factor, g),
+                      grad_out=g, grad_factor=grad_factor)
 
 
 @pytest.mark.parametrize("zp", [-3.0, -3.2, 2.5, -127.6])
 def test_lsq_negative_or_tie_zero_points_match_torch_per_channel_op(zp):
     # torch's per-tensor backward rounds the zero point as trunc(z + 0.5) (so -3 becomes -2),
     # unlike its forward; its per-channel op rounds consistently. Ours equals the latter.
+    torch.manual_seed(1)
     x = torch.randn(1, 2000) * 3
     g = torch.randn(1, 2000)
     mine = _lsq_pair(x, torch.tensor([0.02]), torch.tensor([zp]), None, -128, 127, 0.5, g)[0]
     ref = _lsq_pair(x, torch.tensor([0.02]), torch.tensor([zp]), 0, -128, 127, 0.5, g)[1]
-    _assert_lsq_close(mine, ref)
+    _assert_lsq_close(mine, ref, grad_out=g, grad_factor=0.5)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -201,7 +209,7 @@ def test_learnable_module_initialises_from_the_observer_then_learns():
     x = batches[2]
     obs_before = mod.activation_post_process.min_val.clone()
     g = torch.randn_like(x)
-    y, gx = _grad(mod, x, g)
+    _, gx = _grad(mod, x, g)
     assert torch.equal(mod.activation_post_process.min_val, obs_before)  # observer no longer fed
     # LSQ gradient scaling 1/sqrt(numel * qmax), checked against torch's op (its one-channel
     # per-channel form: the per-tensor backward mis-rounds negative zero points, see above)

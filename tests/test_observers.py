@@ -10,7 +10,7 @@ import torch
 import torch.ao.quantization.observer as tao
 
 from quantplug import observers as ob
-from quantplug.affine import choose_qparams, quant_range
+from quantplug.affine import choose_qparams
 
 # (ours, torch.ao's, per_channel)
 MINMAX_FAMILY = [
@@ -333,12 +333,13 @@ def _sync_worker(rank, world, port, out):
             obs = make(sync=True)
             obs(part)
             first = obs.calculate_qparams()
-            results[name] = (first, obs.calculate_qparams())  # the second call must not add counts again
+            second = obs.calculate_qparams()  # must not add the other rank's counts again
+            results[name] = (first, second, float(obs.histogram.sum()) if hasattr(obs, "histogram") else None)
         # a rank that saw nothing still takes part and ends up with the other rank's statistics
         empty = ob.PerChannelMinMaxObserver(dtype=torch.int8, ch_axis=1, sync=True)
         if rank == 0:
             empty(part)
-        results["one_rank_empty"] = (empty.calculate_qparams(),) * 2
+        results["one_rank_empty"] = (empty.calculate_qparams(), None, None)
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -358,10 +359,12 @@ def test_sync_across_two_gloo_ranks(tmp_path):
     a, b = _sync_data()
     whole = torch.cat([a, b])
     for name, make in _sync_cases().items():
-        (s0, z0), again0 = ranks[0][name]
-        (s1, z1), again1 = ranks[1][name]
+        (s0, z0), again0, count0 = ranks[0][name]
+        (s1, z1), again1, count1 = ranks[1][name]
         assert torch.equal(s0, s1) and torch.equal(z0, z1), name  # every rank agrees
         assert torch.equal(s0, again0[0]) and torch.equal(s1, again1[0]), name  # idempotent
+        if count0 is not None:
+            assert count0 == count1 == whole.numel(), name  # every value counted exactly once
         if name in ("minmax", "per_channel"):
             single = make()
             single(whole)  # one observer seeing all the data
@@ -386,4 +389,5 @@ def test_sync_across_two_gloo_ranks(tmp_path):
     only(a)
     for r in range(2):
         s, z = ranks[r]["one_rank_empty"][0]
-        assert torch.equal(s, only.calculate_qparams()[0]), r
+        ws, wz = only.calculate_qparams()
+        assert torch.equal(s, ws) and torch.equal(z, wz), r

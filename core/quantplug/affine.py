@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ EPS = torch.finfo(torch.float32).eps
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
-QDType = Union[torch.dtype, str]
+QDType = torch.dtype | str
 
 # Canonical names: plain torch integer dtypes, or the strings "int4"/"uint4".
 _RANGES: dict[Any, tuple[int, int]] = {

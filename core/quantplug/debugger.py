@@ -344,7 +344,12 @@ def _layer_ops(gm: GraphModule) -> list[Node]:
     for n in gm.graph.nodes:
         if n.op != "call_function":
             continue
-        if _is_kernel(n) or _op_name(n) in _LAYER_OPS:
+        if _is_kernel(n):
+            # requantizing kernels (linear, conv, add, fused plugin ops); pools and
+            # layout ops keep their input's qparams and are not layers
+            if _kernel_kind(n) in _LAYER_OPS or "out_scale" in _schema_args(n):
+                out.append(n)
+        elif _op_name(n) in _LAYER_OPS:
             out.append(n)
     return out
 

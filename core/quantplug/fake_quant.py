@@ -75,21 +75,21 @@ class _FakeQuantizeBase(nn.Module):
         """A zero-argument constructor with these keyword arguments (``functools.partial``)."""
         return functools.partial(cls, **kwargs)
 
-    def enable_fake_quant(self, enabled: bool = True) -> "_FakeQuantizeBase":
+    def enable_fake_quant(self, enabled: bool = True) -> _FakeQuantizeBase:
         """Quantize the forward output (``False``: pass the input through)."""
         self.fake_quant_enabled[0] = 1 if enabled else 0
         return self
 
-    def disable_fake_quant(self) -> "_FakeQuantizeBase":
+    def disable_fake_quant(self) -> _FakeQuantizeBase:
         """Pass the input through unchanged (statistics may still be collected)."""
         return self.enable_fake_quant(False)
 
-    def enable_observer(self, enabled: bool = True) -> "_FakeQuantizeBase":
+    def enable_observer(self, enabled: bool = True) -> _FakeQuantizeBase:
         """Update the statistics / qparams from each batch (``False``: freeze them)."""
         self.observer_enabled[0] = 1 if enabled else 0
         return self
 
-    def disable_observer(self) -> "_FakeQuantizeBase":
+    def disable_observer(self) -> _FakeQuantizeBase:
         """Freeze the qparams (usual for the last epochs of QAT)."""
         return self.enable_observer(False)
 
@@ -266,11 +266,11 @@ class _LSQFakeQuantize(torch.autograd.Function):
         below, above = q < quant_min, q > quant_max
         inside = ~(below | above)
         grad_x = (g * inside).to(x_dtype)
-        if axis is None:
-            reduce = lambda t: t.sum().reshape(scale_shape)  # noqa: E731
-        else:
-            dims = [d for d in range(xf.dim()) if d != axis]
-            reduce = lambda t: t.sum(dim=dims).reshape(scale_shape)  # noqa: E731
+        dims = [d for d in range(xf.dim()) if d != axis]  # all dims per tensor, all but the channel's otherwise
+
+        def reduce(t: Tensor) -> Tensor:
+            return (t.sum(dim=dims) if dims else t).reshape(scale_shape)
+
         grad_s = grad_z = None
         if ctx.needs_input_grad[1]:
             fq = (q.clamp(quant_min, quant_max) - z) * s
@@ -342,11 +342,11 @@ class LearnableFakeQuantize(_FakeQuantizeBase):
         self.register_buffer("batches_observed", torch.tensor([0], dtype=torch.int64))
         self.observer_enabled[0] = 1 if init_batches > 0 else 0
 
-    def enable_param_learning(self) -> "LearnableFakeQuantize":
+    def enable_param_learning(self) -> LearnableFakeQuantize:
         """Learn the qparams by backprop (observer off, fake quant on)."""
         return self.enable_observer(False).enable_fake_quant(True)
 
-    def enable_static_estimate(self) -> "LearnableFakeQuantize":
+    def enable_static_estimate(self) -> LearnableFakeQuantize:
         """Take the qparams from the observer on every batch (fake quant on)."""
         return self.enable_observer(True).enable_fake_quant(True)
 

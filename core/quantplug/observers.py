@@ -232,7 +232,7 @@ class ObserverBase(nn.Module):
         if not _distributed_ready() or self._synced:
             return
         self._sync_stats()
-        self._synced = False
+        self._synced = True
 
     def _qparams_from_minmax(self, min_val: Tensor, max_val: Tensor) -> tuple[Tensor, Tensor]:
         try:

@@ -186,8 +186,36 @@ QP_TARGET_AVX2 static void qnnpack_qu8_dwconv_ukernel_up16__avx2(
   qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+QP_TARGET_AVX2 static void qnnpack_qu8_vadd_ukernel__avx2(size_t n, const uint8_t *a,
+                                                          const uint8_t *b,
+                                                          const qnnpack_add_params *p, uint8_t *out) {
+  const __m256i azp = _mm256_set1_epi32(p->a_zp), bzp = _mm256_set1_epi32(p->b_zp);
+  const __m256 as = _mm256_set1_ps(p->a_scale), bs = _mm256_set1_ps(p->b_scale);
+  const __m256 inv = _mm256_set1_ps(p->inv_out);
+  const __m256 flo = _mm256_set1_ps((float)(p->qmin - p->out_zp));
+  const __m256 fhi = _mm256_set1_ps((float)(p->qmax - p->out_zp));
+  const __m256i ozp = _mm256_set1_epi32(p->out_zp);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256i q[2];
+    for (int h = 0; h < 2; h++) {
+      const __m256i a32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a + i + 8 * h))), azp);
+      const __m256i b32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + i + 8 * h))), bzp);
+      __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(a32), as);
+      __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(b32), bs);
+      QNNPACK_NO_CONTRACT(fa);
+      QNNPACK_NO_CONTRACT(fb);
+      const __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_add_ps(fa, fb), inv), flo), fhi);
+      q[h] = _mm256_add_epi32(_mm256_cvtps_epi32(v), ozp);
+    }
+    _mm_storeu_si128((__m128i *)(out + i), qnnpack_avx2_pack16(q[0], q[1]));
+  }
+  qnnpack_qu8_vadd_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_avx2 = {
     .mr = 4,
+    .add = qnnpack_qu8_vadd_ukernel__avx2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__avx2,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__avx2,

@@ -212,8 +212,32 @@ QP_TARGET_AVX512 static void qnnpack_qu8_dwconv_ukernel_up32__avx512skx(
   }
 }
 
+QP_TARGET_AVX512 static void qnnpack_qu8_vadd_ukernel__avx512skx(size_t n, const uint8_t *a,
+                                                                 const uint8_t *b,
+                                                                 const qnnpack_add_params *p,
+                                                                 uint8_t *out) {
+  const __m512i azp = _mm512_set1_epi32(p->a_zp), bzp = _mm512_set1_epi32(p->b_zp);
+  const __m512 as = _mm512_set1_ps(p->a_scale), bs = _mm512_set1_ps(p->b_scale);
+  const __m512 inv = _mm512_set1_ps(p->inv_out);
+  const __m512 flo = _mm512_set1_ps((float)(p->qmin - p->out_zp));
+  const __m512 fhi = _mm512_set1_ps((float)(p->qmax - p->out_zp));
+  const __m512i ozp = _mm512_set1_epi32(p->out_zp);
+  for (size_t i = 0; i < n; i += 16) {
+    const size_t len = n - i < 16 ? n - i : 16;
+    const __mmask16 mask = (__mmask16)((1u << len) - 1u);
+    const __m512i a32 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, a + i)), azp);
+    const __m512i b32 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, b + i)), bzp);
+    __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(a32), as), fb = _mm512_mul_ps(_mm512_cvtepi32_ps(b32), bs);
+    QNNPACK_NO_CONTRACT(fa);
+    QNNPACK_NO_CONTRACT(fb);
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_add_ps(fa, fb), inv), flo), fhi);
+    _mm_mask_storeu_epi8(out + i, mask, _mm512_cvtusepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), ozp)));
+  }
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
     .mr = QNNPACK_AVX512_MR,
+    .add = qnnpack_qu8_vadd_ukernel__avx512skx,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512skx,
@@ -225,6 +249,7 @@ const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
 
 const qnnpack_isa_kernels qnnpack_kernels_avx512vnni = {
     .mr = QNNPACK_AVX512_MR,
+    .add = qnnpack_qu8_vadd_ukernel__avx512skx,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
     .xprep = QNNPACK_XPREP_FLIP,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni,

@@ -81,8 +81,21 @@ void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const
   qnnpack_qu8_dwconv_scalar_from(0, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
+                                      const qnnpack_add_params *p, uint8_t *out) {
+  for (size_t i = 0; i < n; i++) {
+    float fa = (float)((int32_t)a[i] - p->a_zp) * p->a_scale;
+    float fb = (float)((int32_t)b[i] - p->b_zp) * p->b_scale;
+    QNNPACK_NO_CONTRACT(fa);
+    QNNPACK_NO_CONTRACT(fb);
+    const float v = (fa + fb) * p->inv_out;
+    out[i] = (uint8_t)(qp_round_clamp(v, p->qmin - p->out_zp, p->qmax - p->out_zp) + p->out_zp);
+  }
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_scalar = {
     .mr = 4,
+    .add = qnnpack_qu8_vadd_ukernel__scalar,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__scalar,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
     .requant = qnnpack_qu8_requant_scalar,

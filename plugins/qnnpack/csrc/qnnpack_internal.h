@@ -79,9 +79,18 @@ typedef void (*qnnpack_dwconv_fn)(size_t channels, size_t taps, const uint8_t *c
                                   const int16_t *w, size_t cstride, int32_t x_zp,
                                   const int32_t *bias, int32_t *acc);
 
+/* Elementwise add over n elements (see qnnpack_add_u8); params already checked. */
+typedef struct {
+  float a_scale, b_scale, inv_out;
+  int32_t a_zp, b_zp, out_zp, qmin, qmax;
+} qnnpack_add_params;
+typedef void (*qnnpack_add_fn)(size_t n, const uint8_t *a, const uint8_t *b,
+                               const qnnpack_add_params *p, uint8_t *out);
+
 typedef struct {
   size_t mr;
   int xprep; /* enum qnnpack_xprep */
+  qnnpack_add_fn add;
   qnnpack_dwconv_fn dwconv;
   qnnpack_gemm_ukernel_fn gemm;
   qnnpack_requant_fn requant;
@@ -126,6 +135,8 @@ void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const 
 void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
                               uint8_t *out);
 void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi);
+void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
+                                      const qnnpack_add_params *p, uint8_t *out);
 /* Scalar depthwise tail: channels [c0, channels). */
 void qnnpack_qu8_dwconv_scalar_from(size_t c0, size_t channels, size_t taps,
                                     const uint8_t *const *x, const int16_t *w, size_t cstride,

@@ -111,6 +111,17 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
                       const int32_t *bias, const float *multipliers, size_t n_multipliers,
                       int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out, size_t out_h,
                       size_t out_w);
+/*
+ * Elementwise quantized add (QNNPACK's q8add), n elements of a and b with
+ * the same layout:
+ *   v   = ((float)(a - a_zp) * a_scale + (float)(b - b_zp) * b_scale) * (1 / out_scale)
+ *   out = clamp(nearbyint(v) + out_zp, qmin, qmax)
+ * in float32 (two products, one add, never fused), quantplug's add contract;
+ * the original QNNPACK requantizes in fixed point instead (<= 1 LSB apart).
+ */
+int qnnpack_add_u8(const uint8_t *a, float a_scale, int32_t a_zp, const uint8_t *b, float b_scale,
+                   int32_t b_zp, size_t n, float out_scale, int32_t out_zp, int32_t qmin,
+                   int32_t qmax, uint8_t *out);
 /* QP_CDEF_END */
 
 #ifdef __cplusplus

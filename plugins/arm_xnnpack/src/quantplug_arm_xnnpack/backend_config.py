@@ -86,8 +86,11 @@ KERNELS = {
     "tanh": "xnnpack.x8_lut (tanh table)",
 }
 
-#: Kernel families implemented in C by this version (others run in reference form).
-IMPLEMENTED_KERNELS = ("xnnpack.qs8_qc8w_gemm_minmax", "xnnpack.qd8_f32_qc8w_gemm", "xnnpack.f32_qb4w_gemm")
+#: Kernel families implemented in C by this version (``XNNPACKKernels`` methods). Graph
+#: lowering reaches linear (core), dynamic linear (core) and int4 linear (this plugin);
+#: conv and add run in reference form until the core's lowering calls ``conv2d`` / ``add``.
+IMPLEMENTED_KERNELS = ("xnnpack.qs8_qc8w_gemm_minmax", "xnnpack.qd8_f32_qc8w_gemm", "xnnpack.f32_qb4w_gemm",
+                       "xnnpack.qs8_qc8w_igemm_minmax", "xnnpack.qs8_vadd_minmax")
 
 
 def _act(**extra) -> DTypeWithConstraints:

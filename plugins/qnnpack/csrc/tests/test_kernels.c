@@ -284,6 +284,39 @@ static int test_conv_case(int kind) {
   return 0;
 }
 
+static int test_add_case(void) {
+  const size_t n = 1 + rnd_below(rnd_below(4) == 0 ? 5000 : 100);
+  uint8_t *a = malloc(n), *b = malloc(n), *got = malloc(n), *scalar = malloc(n);
+  fill_bytes(a, n, rnd_below(6) == 0 ? (int)rnd_below(4) : 0);
+  fill_bytes(b, n, rnd_below(6) == 0 ? (int)rnd_below(4) : 0);
+  const float as = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10)), bs = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
+  const float os = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
+  const int32_t azp = (int32_t)rnd_below(256), bzp = (int32_t)rnd_below(256), ozp = (int32_t)rnd_below(256);
+  const int relu = (int)rnd_below(2);
+  for (int u = 0; u < n_usable; u++) {
+    int isa = usable_isas[u];
+    CHECK(qp_set_isa(isa) == QP_OK, "set isa");
+    qp_set_num_threads(1 + (int)rnd_below(3));
+    CHECK(qnnpack_add_u8(a, as, azp, b, bs, bzp, n, os, ozp, relu ? ozp : 0, 255, got) == QP_OK, "add");
+    if (isa == QP_ISA_SCALAR) {
+      const float inv = 1.0f / os;
+      for (size_t i = 0; i < n; i++) {
+        volatile float fa = (float)((int32_t)a[i] - azp) * as, fb = (float)((int32_t)b[i] - bzp) * bs;
+        const float v = (fa + fb) * inv;
+        const uint8_t want = (uint8_t)(qp_round_clamp(v, (relu ? ozp : 0) - ozp, 255 - ozp) + ozp);
+        CHECK(got[i] == want, "scalar add at %zu: %u vs %u", i, got[i], want);
+      }
+      memcpy(scalar, got, n);
+    } else {
+      for (size_t i = 0; i < n; i++)
+        CHECK(got[i] == scalar[i], "%s add vs scalar at %zu (n=%zu): %u vs %u", qp_isa_name(isa), i, n,
+              got[i], scalar[i]);
+    }
+  }
+  free(a); free(b); free(got); free(scalar);
+  return 0;
+}
+
 static int test_invalid_arguments(void) {
   uint8_t x[16] = {0}, w[16] = {0}, out[16];
   size_t psize = qnnpack_packed_weight_size(2, 4), ssize = qnnpack_packed_sums_size(2);
@@ -313,6 +346,9 @@ static int test_invalid_arguments(void) {
   CHECK(qnnpack_linear_dynamic_f32(fx, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL, fout,
                                    NULL, NULL) == QP_OK, "dynamic ok (scratch allocated inside)");
   CHECK(qp_set_isa(QP_ISA_COUNT) == QP_ERR_UNSUPPORTED_ISA, "bad isa");
+  CHECK(qnnpack_add_u8(x, 0.1f, 0, w, 0.1f, 0, 4, 0.0f, 0, 0, 255, out) == 1, "add zero out scale");
+  CHECK(qnnpack_add_u8(x, 0.1f, 300, w, 0.1f, 0, 4, 0.1f, 0, 0, 255, out) == 1, "add bad zp");
+  CHECK(qnnpack_conv2d_packed_size(4, 3, 3, 3, 3) == 0, "cout not divisible by groups");
   return 0;
 }
 
@@ -331,6 +367,7 @@ int main(int argc, char **argv) {
     if (test_static_case(m, k, n, (int)rnd_below(2), rnd_below(4) == 0)) return 1;
     if (test_dynamic_case(m, k, n, rnd_below(4) == 0)) return 1;
     if (test_conv_case(it % 4)) return 1;
+    if (test_add_case()) return 1;
   }
   /* Large K: 255 * 255 * K must not overflow anywhere on the way. */
   if (test_static_case(3, 16384, 17, 1, 1)) return 1;

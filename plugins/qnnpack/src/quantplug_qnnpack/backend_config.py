@@ -88,25 +88,27 @@ def get_qnnpack_backend_config() -> BackendConfig:
     for tail in ((), ("relu",), ("hardtanh",)):
         configs.append(BackendPatternConfig(("linear", *tail), dtype_configs=[static, dynamic],
                                             kernel="qnnpack.linear" if tail != ("hardtanh",) else None))
-    # Convolutions (batch norm folded before lowering).
+    # Convolutions (batch norm folded before lowering): conv2d runs QNNPACK-style NHWC
+    # kernels (depthwise microkernels, or im2col + the q8 GEMM); conv1d stays reference.
     for conv in ("conv1d", "conv2d"):
-        tails: list[tuple[str, ...]] = [(), ("relu",), ("hardtanh",)]
-        if conv == "conv2d":
-            tails += [("batch_norm",), ("batch_norm", "relu"), ("batch_norm", "hardtanh")]
-        else:
-            tails += [("batch_norm",), ("batch_norm", "relu")]
+        kernel = "qnnpack.conv2d" if conv == "conv2d" else None
+        tails: list[tuple[str, ...]] = [(), ("relu",), ("batch_norm",), ("batch_norm", "relu")]
         for tail in tails:
+            configs.append(BackendPatternConfig((conv, *tail), dtype_configs=[static], kernel=kernel))
+        for tail in ((("hardtanh",), ("batch_norm", "hardtanh")) if conv == "conv2d" else (("hardtanh",),)):
             configs.append(BackendPatternConfig((conv, *tail), dtype_configs=[static], kernel=None))
-    # Elementwise: QNNPACK's q8add (requantizes both inputs); mul stays reference.
+    # Elementwise: QNNPACK's q8add; mul stays reference (QNNPACK has no multiply).
     configs += [
-        BackendPatternConfig(("add",), dtype_configs=[act_only], kernel=None),
-        BackendPatternConfig(("add", "relu"), dtype_configs=[act_only], kernel=None),
+        BackendPatternConfig(("add",), dtype_configs=[act_only], kernel="qnnpack.add"),
+        BackendPatternConfig(("add", "relu"), dtype_configs=[act_only], kernel="qnnpack.add"),
         BackendPatternConfig(("mul",), dtype_configs=[act_only], kernel=None),
     ]
-    # Value-preserving ops: the output shares the input's qparams.
+    # Value-preserving ops: the output shares the input's qparams. Max pooling and global
+    # average pooling run quantplug's shared NHWC C kernels; the layout ops run on the integers.
+    pool_kernels = {"max_pool2d": "qnnpack.max_pool2d", "adaptive_avg_pool2d": "qnnpack.global_avg_pool"}
     for op in ("cat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "permute"):
         configs.append(BackendPatternConfig((op,), ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT,
-                                            [act_only], kernel=None))
+                                            [act_only], kernel=pool_kernels.get(op)))
     # Lookup-table operators with fixed output qparams.
     for op in FIXED_QPARAMS:
         configs.append(BackendPatternConfig(

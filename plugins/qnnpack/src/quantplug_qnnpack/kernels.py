@@ -344,6 +344,45 @@ class QNNPACKKernels(CffiKernelLibrary):
         self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
         return out
 
+    # ---------------------------------------------------------------- add --
+    def add(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
+            out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Elementwise quantized add of two uint8 tensors of the same shape (QNNPACK's q8add).
+
+        ``out = clamp(round((float(a - a_zp) * a_scale + float(b - b_zp) * b_scale) / out_scale) + out_zp)``
+        in float32, the contract of :meth:`quantplug.reference_kernels.ReferenceKernels.add`
+        (bit-exact with it). Dense inputs with the same layout (contiguous or
+        ``channels_last``) are used in place and the output has that layout;
+        broadcasting is not supported.
+        """
+        op = "qnnpack.add"
+        for name, t in (("a_q", a_q), ("b_q", b_q)):
+            if not isinstance(t, Tensor):
+                raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
+            if t.dtype != torch.uint8:
+                raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected torch.uint8")
+        if a_q.shape != b_q.shape:
+            raise KernelInputError(f"{op}: a_q {tuple(a_q.shape)} and b_q {tuple(b_q.shape)} differ in shape; "
+                                   f"broadcasting adds are not supported")
+        a_scale = _check_scale(a_scale, "a_scale", op, ACT_SCALE_MIN)
+        b_scale = _check_scale(b_scale, "b_scale", op, ACT_SCALE_MIN)
+        out_scale = _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN)
+        a_zp = _check_zero_point(a_zero_point, "a_zero_point", op)
+        b_zp = _check_zero_point(b_zero_point, "b_zero_point", op)
+        out_zp = _check_zero_point(out_zero_point, "out_zero_point", op)
+        dense = a_q.dim() == 4 and a_q.is_contiguous(memory_format=torch.channels_last)
+        if not ((a_q.is_contiguous() or dense) and a_q.stride() == b_q.stride()):
+            a_q, b_q = a_q.contiguous(), b_q.contiguous()
+        out = torch.empty_like(a_q)
+        self.sync_threads()
+        status = self.lib.qnnpack_add_u8(
+            self.ptr(a_q, "uint8_t *"), a_scale, a_zp, self.ptr(b_q, "uint8_t *"), b_scale, b_zp, a_q.numel(),
+            out_scale, out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"))
+        self.check_status(status, op)
+        return out
+
     # ------------------------------------------------------------- linear --
     def _requant(self, x_scale: float, scales: Tensor, out_scale: float, bias: Tensor | None):
         key = (x_scale, out_scale, id(scales), scales._version, id(bias), None if bias is None else bias._version)
