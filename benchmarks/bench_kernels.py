@@ -24,7 +24,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import markdown_table, time_call  # noqa: E402
+from common import markdown_table, sqnr, time_call  # noqa: E402
 
 import quantplug  # noqa: E402
 from quantplug.kernels import flatten_packed  # noqa: E402
@@ -105,7 +105,8 @@ def ratio(a, b):
     return f"{b / a:.2f}x" if a and b else "-"
 
 
-def bench_linear(backend, k, threads, quick):
+def bench_linear(backend, k, threads, quick, times):
+    """Rows for static and dynamic linear; our seconds per label go into ``times``."""
     dt, lo, hi = act_dtype_of(backend)
     rows, peak_rows = [], []
     ms = LINEAR_M[:3] if quick else LINEAR_M
@@ -126,18 +127,22 @@ def bench_linear(backend, k, threads, quick):
             row = [f"linear static {M}x{K}x{N}", f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} ({eng})" if tq else "-",
                    ratio(ours, fp32), ratio(ours, tq), f"{2 * M * K * N / ours / 1e9:.0f}"]
             rows.append(row)
+            times[row[0]] = ours
             if hasattr(k, "linear_dynamic"):
                 ours_d = time_call(lambda: k.linear_dynamic(x, packed, bias))
                 tqd, engd = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_linear(e, x, w, bias, True))
                 rows.append([f"linear dynamic {M}x{K}x{N}", f"{ours_d * 1e6:.1f}", f"{fp32 * 1e6:.1f}",
                              f"{tqd * 1e6:.1f} ({engd})" if tqd else "-", ratio(ours_d, fp32), ratio(ours_d, tqd),
                              f"{2 * M * K * N / ours_d / 1e9:.0f}"])
+                times[rows[-1][0]] = ours_d
             if M == 512 and K == 4096:
                 peak_rows.append(2 * M * K * N / ours / 1e9)
     return rows, peak_rows
 
 
-def bench_conv(backend, k, quick):
+def bench_conv(backend, k, quick, times):
+    """Rows for the conv shapes (channels-last input), plus SQNR of the depthwise layer on
+    full-range input against fp32 (the 16-bit saturation check of issue 4)."""
     if not hasattr(k, "conv2d"):
         return []
     dt, lo, hi = act_dtype_of(backend)
@@ -155,9 +160,45 @@ def bench_conv(backend, k, quick):
         ours = time_call(lambda: k.conv2d(x_q, 0.02, zp, packed, bias, 0.05, zp))
         fp32 = time_call(lambda: torch.nn.functional.conv2d(x, w, bias, stride, pad, 1, groups))
         tq, eng = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_conv(e, x, w, bias, stride, pad, groups))
+        gops = 2 * cout * (cin // groups) * ks * ks * ((hw + 2 * pad - ks) // stride + 1) ** 2 / ours / 1e9
         rows.append([name, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} ({eng})" if tq else "-",
-                     ratio(ours, fp32), ratio(ours, tq), "-"])
+                     ratio(ours, fp32), ratio(ours, tq), f"{gops:.0f}"])
+        times[name] = ours
     return rows
+
+
+def depthwise_full_range_sqnr(backend, k):
+    """SQNR (dB) vs fp32 of the 144-channel depthwise 3x3 on input that uses the backend's whole
+    activation range, for ours and torch's engines: 16-bit accumulation saturates here."""
+    if not hasattr(k, "conv2d"):
+        return None
+    dt, lo, hi = act_dtype_of(backend)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(144, 1, 3, 3, generator=g)
+    scales = (w.abs().amax((1, 2, 3)) / 127).float()
+    w_q = torch.round(w / scales[:, None, None, None]).clamp(-127, 127).to(torch.int8)
+    x_q = torch.randint(lo, hi + 1, (1, 144, 56, 56), dtype=dt, generator=g).contiguous(memory_format=torch.channels_last)
+    zp = (lo + hi + 1) // 2
+    x = (x_q.float() - zp) * 0.02
+    ref = torch.nn.functional.conv2d(x, w_q.float() * scales[:, None, None, None], None, 1, 1, 1, 144)
+    out_scale = float(ref.abs().max() / 127)
+    packed = k.pack_conv2d_weight(w_q, scales, torch.zeros(144, dtype=torch.int32), 1, 1, 1, 144)
+    out = k.conv2d(x_q, 0.02, zp, packed, None, out_scale, zp)
+    result = {"ours": sqnr(ref, (out.float() - zp) * out_scale)}
+    for eng in TORCH_ENGINES.get(backend.name, ()):
+        try:
+            torch.backends.quantized.engine = eng
+            xq = torch.quantize_per_tensor(x, 0.02, zp, torch.quint8) if dt == torch.uint8 else None
+            if xq is None:
+                continue
+            wq = torch.quantize_per_channel(w_q.float() * scales[:, None, None, None], scales.double(),
+                                            torch.zeros(144, dtype=torch.long), 0, torch.qint8)
+            packed_t = torch.ops.quantized.conv2d_prepack(wq, None, [1, 1], [1, 1], [1, 1], 144)
+            yq = torch.ops.quantized.conv2d(xq.contiguous(memory_format=torch.channels_last), packed_t, out_scale, zp)
+            result[f"torch {eng}"] = sqnr(ref, yq.dequantize())
+        except Exception:  # an engine may refuse per-channel depthwise
+            continue
+    return result
 
 
 def custom_op_overhead(backend, k):
@@ -188,15 +229,20 @@ def main() -> None:
     print(f"AVX-512 VNNI register-only peak, 1 thread: {peak} GOPS" if peak else "VNNI peak: not measurable here")
     wanted = [b for b in args.backends.split(",") if b]
     headers = ["op / shape", "ours (us)", "torch fp32 (us)", "torch int8 engine (us)", "vs fp32", "vs torch int8", "ours GOPS"]
-    for threads in [int(t) for t in args.threads.split(",")]:
+    thread_list = [int(t) for t in args.threads.split(",")]
+    ours_by_threads: dict[tuple[str, str], dict[int, float]] = {}
+    for threads in thread_list:
         torch.set_num_threads(threads)
         for b in quantplug.list_backends():
             if b.kernels is None or (wanted and b.name not in wanted):
                 continue
             k = b.kernels
             print(f"\n### {b.name} ({k.selected_isa()}), {threads} thread(s)\n", flush=True)
-            rows, big = bench_linear(b, k, threads, args.quick)
-            rows += bench_conv(b, k, args.quick)
+            times: dict[str, float] = {}
+            rows, big = bench_linear(b, k, threads, args.quick, times)
+            rows += bench_conv(b, k, args.quick, times)
+            for label, t in times.items():
+                ours_by_threads.setdefault((b.name, label), {})[threads] = t
             print(markdown_table(headers, rows))
             if big and peak:
                 print(f"\n512x4096x4096 static: {big[0]:.0f} GOPS = {100 * big[0] / (peak * threads):.0f}% of {threads}x the measured VNNI peak")
@@ -204,6 +250,19 @@ def main() -> None:
             if oh:
                 print(f"\n1x768x768 static linear: direct kernel {oh[0] * 1e6:.1f} us, lowered torch.library op {oh[1] * 1e6:.1f} us "
                       f"(op overhead {(oh[1] - oh[0]) * 1e6:.1f} us)")
+            dw = depthwise_full_range_sqnr(b, k) if threads == 1 else None
+            if dw:
+                print("\ndepthwise 3x3 144ch on full-range input, SQNR vs fp32: "
+                      + ", ".join(f"{name} {db:.1f} dB" for name, db in dw.items()))
+    if len(thread_list) > 1:
+        lo_t, hi_t = min(thread_list), max(thread_list)
+        print(f"\n### thread scaling: {hi_t} threads vs {lo_t} (ours, large shapes)\n")
+        rows = []
+        for (name, label), by in ours_by_threads.items():
+            big = ("4096x4096" in label and "x512" not in label and label.split()[2].startswith("512x")) or "3x3" in label
+            if big and lo_t in by and hi_t in by:
+                rows.append([name, label, f"{by[lo_t] * 1e6:.1f}", f"{by[hi_t] * 1e6:.1f}", f"{by[lo_t] / by[hi_t]:.2f}x"])
+        print(markdown_table(["backend", "op / shape", f"{lo_t} thread (us)", f"{hi_t} threads (us)", "speedup"], rows))
 
 
 if __name__ == "__main__":
