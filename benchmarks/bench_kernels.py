@@ -24,7 +24,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import markdown_table, sqnr, time_call  # noqa: E402
+from common import TIMING, markdown_table, sqnr, time_call  # noqa: E402
 
 import quantplug  # noqa: E402
 from quantplug.kernels import flatten_packed  # noqa: E402
@@ -43,6 +43,10 @@ CONVS = (
 )
 TORCH_ENGINES = {"fbgemm": ("fbgemm",), "x86_onednn": ("x86", "onednn"), "qnnpack": ("qnnpack",),
                  "xnnpack": ("x86", "qnnpack"), "reference": ("x86",)}
+
+
+#: command-line overrides of the shape lists (empty: the defaults above)
+SHAPES: dict[str, list | None] = {"m": [], "kn": [], "conv": None}
 
 
 def vnni_peak_gops() -> float | None:
@@ -109,8 +113,8 @@ def bench_linear(backend, k, threads, quick, times):
     """Rows for static and dynamic linear; our seconds per label go into ``times``."""
     dt, lo, hi = act_dtype_of(backend)
     rows, peak_rows = [], []
-    ms = LINEAR_M[:3] if quick else LINEAR_M
-    kns = LINEAR_KN[:2] if quick else LINEAR_KN
+    ms = SHAPES["m"] or (LINEAR_M[:3] if quick else LINEAR_M)
+    kns = SHAPES["kn"] or (LINEAR_KN[:2] if quick else LINEAR_KN)
     for K, N in kns:
         w = torch.randn(N, K)
         scales = (w.abs().amax(1) / 127).float()
@@ -147,7 +151,10 @@ def bench_conv(backend, k, quick, times):
         return []
     dt, lo, hi = act_dtype_of(backend)
     rows = []
-    for name, cin, cout, ks, stride, hw, groups in (CONVS[1:3] if quick else CONVS):
+    convs = CONVS[1:3] if quick else CONVS
+    if SHAPES["conv"] is not None:
+        convs = [c for c in CONVS if any(w in c[0] for w in SHAPES["conv"])]
+    for name, cin, cout, ks, stride, hw, groups in convs:
         pad = ks // 2
         w = torch.randn(cout, cin // groups, ks, ks)
         scales = (w.abs().amax((1, 2, 3)) / 127).float()
@@ -164,6 +171,42 @@ def bench_conv(backend, k, quick, times):
         rows.append([name, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} ({eng})" if tq else "-",
                      ratio(ours, fp32), ratio(ours, tq), f"{gops:.0f}"])
         times[name] = ours
+    return rows
+
+
+WEIGHT_ONLY_M = (1, 8, 32)
+
+
+def bench_weight_only(backend, k, quick, times):
+    """fp32 activations, int8 per-channel / int4 group-wise weights (decode-style linear) vs fp32."""
+    if not hasattr(k, "linear_weight_only") and not hasattr(k, "linear_int4_weight_only"):
+        return []
+    rows = []
+    K = N = 4096 if not quick else 768
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(N, K, generator=g)
+    bias = torch.randn(N, generator=g)
+    scales = (w.abs().amax(1) / 127).float()
+    w_q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    variants = []
+    if hasattr(k, "linear_weight_only"):
+        p8 = k.pack_linear_weight(w_q, scales, torch.zeros(N, dtype=torch.int32))
+        variants.append(("int8", lambda x: k.linear_weight_only(x, p8, bias)))
+    if hasattr(k, "linear_int4_weight_only"):
+        for gs in (32, 128):
+            gsc = (w.reshape(N, K // gs, gs).abs().amax(2) / 7).clamp_min(1e-8).float()
+            q4 = torch.round(w.reshape(N, K // gs, gs) / gsc[..., None]).clamp(-8, 7).to(torch.int8).reshape(N, K)
+            p4 = k.pack_linear_weight_int4(q4, gsc, gs)
+            variants.append((f"int4 g{gs}", lambda x, p4=p4: k.linear_int4_weight_only(x, p4, bias)))
+    for M in (WEIGHT_ONLY_M[:2] if quick else WEIGHT_ONLY_M):
+        x = torch.randn(M, K, generator=g)
+        fp32 = time_call(lambda: torch.nn.functional.linear(x, w, bias))
+        for name, fn in variants:
+            ours = time_call(lambda: fn(x))
+            label = f"weight-only {name} {M}x{K}x{N}"
+            rows.append([label, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", "-", ratio(ours, fp32), "-",
+                         f"{2 * M * K * N / ours / 1e9:.0f}"])
+            times[label] = ours
     return rows
 
 
@@ -221,7 +264,15 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="a few shapes only")
     ap.add_argument("--backends", default="")
+    ap.add_argument("--m", default="", help="linear M values, e.g. 512")
+    ap.add_argument("--kn", default="", help="linear KxN shapes, e.g. 4096x4096,768x768")
+    ap.add_argument("--conv", default=None, help="conv layers whose name contains one of these, e.g. '3x3'; '' for none")
+    ap.add_argument("--min-seconds", type=float, default=0.5, help="time each call at least this long (median)")
     args = ap.parse_args()
+    SHAPES["m"] = [int(m) for m in args.m.split(",") if m]
+    SHAPES["kn"] = [tuple(int(v) for v in kn.split("x")) for kn in args.kn.split(",") if kn]
+    SHAPES["conv"] = None if args.conv is None else [c for c in args.conv.split(",") if c]
+    TIMING["min_seconds"] = args.min_seconds
     warnings.simplefilter("ignore")
     import quantplug.lowering  # noqa: F401  (defines the lowered ops)
 
@@ -241,6 +292,8 @@ def main() -> None:
             times: dict[str, float] = {}
             rows, big = bench_linear(b, k, threads, args.quick, times)
             rows += bench_conv(b, k, args.quick, times)
+            if SHAPES["conv"] is None and not SHAPES["m"]:
+                rows += bench_weight_only(b, k, args.quick, times)
             for label, t in times.items():
                 ours_by_threads.setdefault((b.name, label), {})[threads] = t
             print(markdown_table(headers, rows))

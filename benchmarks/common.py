@@ -8,11 +8,17 @@ from typing import Callable
 
 import torch
 
-__all__ = ["time_call", "markdown_table", "sqnr"]
+__all__ = ["TIMING", "time_call", "markdown_table", "sqnr"]
+
+#: defaults of :func:`time_call`, set from a script's command line
+TIMING = {"min_seconds": 0.5}
 
 
-def time_call(fn: Callable[[], object], *, min_runs: int = 5, min_seconds: float = 0.5, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds (after ``warmup`` calls)."""
+def time_call(fn: Callable[[], object], *, min_runs: int = 5, min_seconds: float | None = None, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds (after ``warmup`` calls), over at least
+    ``min_runs`` calls and ``min_seconds`` (default ``TIMING["min_seconds"]``)."""
+    if min_seconds is None:
+        min_seconds = TIMING["min_seconds"]
     with torch.no_grad():
         for _ in range(warmup):
             fn()

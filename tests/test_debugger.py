@@ -95,6 +95,22 @@ def test_prepared_and_qat_models_against_float():
     assert all(r.kernel == "fake-quant" and 20 < r.sqnr < 80 for r in report.rows), str(report)
 
 
+def test_calibrated_prepared_model_predicts_the_converted_one_without_calibrating():
+    """Observers fake-quantize with their current qparams: the table before convert_pt2e
+    matches the converted model's, and comparing does not change the calibration."""
+    torch.manual_seed(6)
+    model, x = SmallCNN().eval(), torch.randn(2, 3, 12, 12)
+    prepared = quantplug.prepare_pt2e(copy.deepcopy(model), ReferenceQuantizer(), (x,))
+    calibrate(prepared, [torch.randn(2, 3, 12, 12) for _ in range(3)])
+    stats = {k: v.clone() for k, v in prepared.state_dict().items()}
+    before = quantplug.compare(model, prepared, [x, x * 3])  # x * 3 would widen un-frozen observers
+    assert all(torch.equal(stats[k], v) for k, v in prepared.state_dict().items()), "compare calibrated the model"
+    converted = quantplug.compare(model, quantplug.convert_pt2e(copy.deepcopy(prepared), lower=False), [x, x * 3])
+    assert before.flow == "prepared" and before.output_sqnr < 60
+    assert abs(before.output_sqnr - converted.output_sqnr) < 0.5, f"{before}\n{converted}"
+    assert [r.layer for r in before.rows] == [r.layer for r in converted.rows]
+
+
 def test_eager_model_rows_by_module_name():
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16)).eval()

@@ -45,6 +45,13 @@ class PerTensorKernels(ReferenceKernels):
         return super().linear_dynamic(x, packed, bias, per_row=False)
 
 
+class NoConvKernels(PerTensorKernels):
+    """A kernel library without the int8 conv ops (as xnnpack's today)."""
+
+    pack_conv2d_weight = None
+    conv2d = None
+
+
 class FakeU8Quantizer(PatternQuantizer):
     """uint8 reduce-range activations (0..127), int8 symmetric weights: fbgemm-like numbers."""
 
@@ -57,7 +64,7 @@ class FakeU8Quantizer(PatternQuantizer):
 
 
 class FakePlugin:
-    """Registers ``fakeu8`` (kernels without int4 / weight-only, no weight_only mode)."""
+    """Registers ``fakeu8`` (kernels without int4 / weight-only, no weight_only mode), ``fakewo``, ``fakenoconv``."""
 
     @quantplug.hookimpl
     def quantplug_register_backends(self, register):
@@ -70,6 +77,10 @@ class FakePlugin:
             name="fakewo", distribution="fake-u8", version="1.0", description="weight-only mode, no int4 kernel",
             quantizer_factory=FakeU8Quantizer, backend_config=reference_backend_config(),
             modes=("dynamic", "weight_only"), kernels=PerTensorKernels(act_dtype=torch.uint8, act_range=(0, 127))))
+        register(quantplug.Backend(
+            name="fakenoconv", distribution="fake-u8", version="1.0", description="no int8 conv kernel",
+            quantizer_factory=FakeU8Quantizer, backend_config=reference_backend_config(),
+            modes=("static", "dynamic", "qat"), kernels=NoConvKernels(act_dtype=torch.uint8, act_range=(0, 127))))
 
 
 @pytest.fixture
@@ -216,10 +227,34 @@ def test_capability_errors_come_before_any_change(fake_backend):
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(qc.BackendCapabilityError, match="does not offer the 'weight_only' mode"):
         quantplug.quantize_(model, quantplug.Int8WeightOnlyConfig(), backend="fakeu8")
-    with pytest.raises(qc.BackendCapabilityError, match="no int4 kernel"):
+    with pytest.raises(qc.BackendCapabilityError, match="no int4 weight-only linear kernel"):
         quantplug.quantize_(model, quantplug.Int4WeightOnlyConfig(group_size=32), backend="fakewo")
+    with pytest.raises(qc.BackendCapabilityError, match="lacks linear_weight_only"):
+        quantplug.quantize_(model, quantplug.Int8WeightOnlyConfig(), backend="fakewo")
     assert all(type(m) in (nn.Sequential, nn.Linear, nn.ReLU) for m in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_missing_layer_kernels_are_refused_before_any_change(fake_backend):
+    """A plugin backend never silently runs a layer as PyTorch reference code."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Conv2d(3, 4, 3), nn.EmbeddingBag(10, 8))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(qc.BackendCapabilityError, match=r"no kernel for int8 Conv2d.*filter_fn"):
+        quantplug.quantize_(model, quantplug.Int8StaticActivationInt8WeightConfig(), backend="fakenoconv")
+    with pytest.raises(qc.BackendCapabilityError, match=r"no kernel for int8 Conv2d"):
+        quantplug.prepare_qat(model, quantplug.QATConfig(), backend="fakenoconv")
+    with pytest.raises(qc.BackendCapabilityError, match=r"int8 EmbeddingBag\(10, 8\).*embeddings=None"):
+        quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=True), backend="fakeu8")
+    assert [type(m) for m in model] == [nn.Linear, nn.Conv2d, nn.EmbeddingBag]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the fix the messages suggest works: convs excluded, embeddings auto (float without a kernel)
+    quantplug.quantize_(model, quantplug.Int8StaticActivationInt8WeightConfig(), backend="fakenoconv",
+                        filter_fn=lambda m, name: not isinstance(m, nn.Conv2d))
+    assert [type(m).__name__ for m in model] == ["ObservedLinear", "Conv2d", "EmbeddingBag"]
+    model = nn.Sequential(nn.Linear(8, 8), nn.EmbeddingBag(10, 8))
+    info = quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=None),
+                               backend="fakeu8")
+    assert info.swapped == {"0": "DynamicLinear"}
 
 
 def test_module_level_error_leaves_model_untouched():
@@ -562,11 +597,13 @@ def test_loading_weights_packed_by_another_backend_is_a_clear_error(fake_backend
 
 def test_repr_shows_backend_dtypes_and_kernel_path(fake_backend):
     model = nn.Sequential(nn.Linear(8, 8), nn.EmbeddingBag(10, 8))
-    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=True), backend="fakeu8")
+    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(), backend="fakeu8")
     text = repr(model)
     assert "backend=fakeu8" in text and "act=uint8[0,127]" in text and "weight=int8[-128,127]" in text
     assert "kernel=fakeu8 dynamic int8 linear kernel (pytorch)" in text
-    assert "pytorch reference (fakeu8 kernels have no embedding_bag_int8)" in text
+    ref = nn.Sequential(nn.EmbeddingBag(10, 8))
+    quantplug.quantize_(ref, quantplug.Int8WeightOnlyConfig(), backend="reference")
+    assert "kernel=pytorch reference (reference is the reference backend, no C kernels)" in repr(ref)
 
 
 def test_static_modules_call_the_backend_kernels(fake_backend):
@@ -587,3 +624,4 @@ def test_static_modules_call_the_backend_kernels(fake_backend):
     finally:
         k.linear, k.conv2d = orig_linear, orig_conv
     assert calls == ["conv2d", "linear"]
+

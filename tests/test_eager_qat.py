@@ -96,11 +96,16 @@ def test_converted_static_model_computes_what_qat_eval_computed(backend, request
     assert diff <= out_scale * 1.01  # at most one output LSB (float vs integer accumulation order)
 
 
-def test_dynamic_target_matches_converted_dynamic_linear():
+@pytest.mark.parametrize("backend", ["reference", "fakeu8"])
+def test_dynamic_target_matches_converted_dynamic_linear(backend, request):
+    """fakeu8's kernel is per tensor only: the converted module equalizes rows, and so does the fake quant."""
+    if backend == "fakeu8":
+        request.getfixturevalue("fake_backend")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 8))
-    quantplug.prepare_qat(model, quantplug.QATConfig(target="dynamic"), backend="reference")
+    quantplug.prepare_qat(model, quantplug.QATConfig(target="dynamic"), backend=backend)
     assert isinstance(model[0].input_fake_quant, DynamicFakeQuantize) and model[0].output_fake_quant is None
+    assert model[0].input_fake_quant.row_equalize == (backend == "fakeu8")
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(3):
         loss = model(torch.randn(10, 24)).pow(2).mean()
@@ -110,10 +115,13 @@ def test_dynamic_target_matches_converted_dynamic_linear():
     model.eval()
     x = torch.randn(5, 24) * torch.logspace(-1, 1, 5).reshape(-1, 1)
     with torch.no_grad():
-        qat_out = model(x)
+        h = model[1](model[0](x))
+        qat_out = (model[0](x), model[2](h))
     quantplug.convert(model)
-    assert type(model[0]).__name__ == "DynamicLinear"
-    assert torch.allclose(model(x), qat_out, atol=1e-4, rtol=1e-4)
+    assert type(model[0]).__name__ == "DynamicLinear" and model[0].row_equalize == (backend == "fakeu8")
+    # layer by layer on the same inputs (chained, a 1e-7 float difference can cross a rounding boundary)
+    assert torch.allclose(model[0](x), qat_out[0], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(model[2](h), qat_out[1], atol=1e-4, rtol=1e-4)
 
 
 def test_lsq_scales_learn_and_convert_uses_them():

@@ -11,35 +11,24 @@ import torch
 from torch import nn
 
 import quantplug
-from quantplug.builtin_plugin import ReferenceQuantizer, reference_backend_config
-from quantplug.reference_kernels import ReferenceKernels
 from quantplug.registry import ENV_DISABLE_AUTOLOAD
+from tests import refkernels_backend as refk
 from tests.models import MLP, SmallCNN, calibrate
 
 torch.manual_seed(0)
 
 
-class _RefKernelPlugin:
-    @quantplug.hookimpl
-    def quantplug_register_backends(self, register):
-        register(quantplug.Backend(
-            name="refkernels", distribution="test-refkernels", version="0", description="reference kernels",
-            quantizer_factory=_Quantizer, backend_config=reference_backend_config(),
-            modes=("static", "dynamic"), kernels=ReferenceKernels()))
-
-
-class _Quantizer(ReferenceQuantizer):
-    backend_name = "refkernels"
+_Quantizer = refk.RefkQuantizer
 
 
 @pytest.fixture
 def refkernels(fresh_registry, monkeypatch):
     monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, "1")
-    quantplug.register_plugin(_RefKernelPlugin(), name="refk", distribution="test-refkernels")
+    refk.register()
     from quantplug import lowering
 
     lowering._kernels.cache_clear()
-    yield quantplug.get_backend("refkernels")
+    yield quantplug.get_backend(refk.NAME)
     lowering._kernels.cache_clear()
 
 
@@ -48,11 +37,11 @@ def _output_step(reference_model):
     return qs[-1].args[1]
 
 
-def _convert_both(model, x, quantizer):
+def _convert_both(model, x, quantizer, modes=(False, True)):
     model = model.eval()
     data = [torch.randn_like(x) for _ in range(3)] + [x]
     outs = []
-    for lower in (False, True):
+    for lower in modes:
         prepared = quantplug.prepare_pt2e(model, quantizer, (x,))
         calibrate(prepared, data)
         outs.append(quantplug.convert_pt2e(prepared, lower=lower))
@@ -102,3 +91,102 @@ def test_lowered_model_pickles(refkernels, tmp_path):
     torch.save(lowered, tmp_path / "m.pt")
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     torch.testing.assert_close(loaded(x), lowered(x), rtol=0, atol=0)
+
+
+def test_every_pattern_of_ops_cnn_lowered_within_one_step(refkernels):
+    # conv1d (as a 1xL conv2d), depthwise conv, conv-bn-relu6 (relu6 implied by the output
+    # qparams), add+relu, cat with shared qparams: all lowered; the reference kernels have no
+    # mul or pool kernels, so those stay in reference form with a reason.
+    from tests.models import OpsCNN
+
+    x = torch.randn(2, 3, 8, 8)
+    ref, lowered = _convert_both(OpsCNN(size=8), x, _Quantizer())
+    report = quantplug.explain(lowered)
+    details = " | ".join(r.detail for r in report.kernels)
+    for expected in ("conv2d+hardtanh", "depthwise conv2d", "conv1d (as 1xL conv2d)", "add+relu", "integer cat", "linear"):
+        assert expected in details, f"{expected!r} not lowered:\n{report}"
+    not_lowered = {r.op: r.detail for r in report.not_lowered}
+    assert not_lowered["mul"].startswith("op unsupported by backend") and "mul" in not_lowered["mul"]
+    assert not any(r.op in ("conv2d", "conv1d", "linear", "add", "cat") for r in report.not_lowered)
+    diff = (lowered(x) - ref(x)).abs()
+    assert diff.max() <= _output_step(ref) * 1.0001
+
+
+class _ClampNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.clamp(self.conv(x), min=0.5)  # cuts inside the quantized range: not a relu
+
+
+def test_clamp_not_implied_by_qparams_stays_reference_with_reason(refkernels):
+    x = torch.randn(2, 3, 8, 8)
+    ref, lowered = _convert_both(_ClampNet(), x, _Quantizer())
+    row = next(r for r in quantplug.explain(lowered).rows if r.op == "conv2d")
+    assert row.runs_as == "reference" and row.reason == "constraint violated" and "hardtanh" in row.detail
+    torch.testing.assert_close(lowered(x), ref(x))
+
+
+def test_explain_gives_a_reason_for_every_node_not_lowered(refkernels):
+    from tests.models import AttentionBlock
+
+    x = torch.randn(2, 5, 32)
+    q = _Quantizer().set_module_name("fc2", None)
+    (lowered,) = _convert_both(AttentionBlock(), x, q, modes=(True,))
+    report = quantplug.explain(lowered)
+    rows = {r.node: r for r in report.rows}
+    from quantplug.explain import REASONS
+
+    assert {r.reason for r in report.not_lowered} <= set(REASONS)
+    assert all(r.reason is not None and ":" in r.detail for r in report.not_lowered)
+    by_op = {}
+    for r in report.not_lowered:
+        by_op.setdefault(r.op, set()).add(r.reason)
+    assert by_op["softmax"] == {"no pattern"}
+    assert "op unsupported by backend" in by_op["matmul"]  # annotated, no int8 matmul kernel
+    assert "no pattern" in by_op["mul"]  # the tensor * scalar scaling
+    fc2 = [r for r in rows.values() if r.op == "linear" and r.reason == "excluded by config"]
+    assert len(fc2) == 1
+    assert sum(r.op == "linear" for r in report.kernels) == 5
+
+
+def test_lowered_model_runs_under_torch_compile(refkernels):
+    x = torch.randn(4, 32)
+    (lowered,) = _convert_both(MLP(), x, _Quantizer(), modes=(True,))
+    compiled = torch.compile(lowered, backend="aot_eager", fullgraph=True)
+    for b in (4, 9):
+        y = torch.randn(b, 32)
+        torch.testing.assert_close(compiled(y), lowered(y), rtol=0, atol=0)
+
+
+def test_packed_objects_are_reused_per_call_and_not_leaked(refkernels, monkeypatch):
+    import copy
+    import gc
+    import weakref
+
+    from quantplug import lowering
+
+    built = []
+    unflatten = lowering.unflatten_packed
+    monkeypatch.setattr(lowering, "unflatten_packed", lambda *a: built.append(1) or unflatten(*a))
+    x = torch.randn(4, 32)
+    (lowered,) = _convert_both(MLP(), x, _Quantizer(), modes=(True,))
+    y = lowered(x)
+    lowered(x)
+    assert built == []  # lowering's own packed objects are reused on every call
+    node = next(n for n in lowered.graph.nodes if n.target == torch.ops.quantplug.linear.default)
+    tensors = [getattr(lowered, a.target) for a in node.args[3]]
+    first = lowering._packed_object(refk.NAME, "linear", tensors)
+    other = [t.clone() for t in tensors[:1]] + tensors[1:]  # one different tensor: no hit
+    assert lowering._packed_object(refk.NAME, "linear", other) is not first
+    copied = copy.deepcopy(lowered)  # a copy rebuilds once per op, then reuses
+    built.clear()
+    for _ in range(3):
+        torch.testing.assert_close(copied(x), y, rtol=0, atol=0)
+    assert len(built) == 2
+    ref = weakref.ref(tensors[0])
+    del lowered, copied, node, tensors, first, other
+    gc.collect()
+    assert ref() is None, "a packed-object cache keeps a dropped model's weights alive"

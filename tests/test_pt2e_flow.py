@@ -1,18 +1,14 @@
 """The graph flow with the core's reference backend: prepare, calibrate, convert, explain."""
 
-import functools
-
 import pytest
 import torch
 from torch import nn
 
 import quantplug
-from quantplug import CalibrationError, QuantizationConfig, QuantizationSpec
+from quantplug import CalibrationError
 from quantplug.affine import sqnr
-from quantplug.annotators import PatternQuantizer, make_quantization_config
-from quantplug.builtin_plugin import ReferenceQuantizer, reference_backend_config
-from quantplug.observers import MinMaxObserver
-from quantplug.prepare import OBSERVER_PREFIX, observer_nodes
+from quantplug.builtin_plugin import ReferenceQuantizer
+from quantplug.prepare import OBSERVER_PREFIX
 from quantplug.quant_ops import ops as qops
 from quantplug.specs import ANNOTATION_KEY, DerivedQuantizationSpec, FixedQParamsQuantizationSpec, SharedQuantizationSpec
 from tests.models import MLP, CatModel, SmallCNN, calibrate
@@ -60,6 +56,15 @@ def test_uncalibrated_model_names_observers():
         quantplug.convert_pt2e(prepared)
     msg = str(info.value)
     assert OBSERVER_PREFIX in msg and "'x'" in msg and "Run representative inputs" in msg
+
+
+def test_calibration_that_records_nothing_is_an_error():
+    # an empty batch runs through the model but gives the observers no values
+    prepared = quantplug.prepare_pt2e(MLP().eval(), ReferenceQuantizer(), (torch.randn(2, 32),))
+    calibrate(prepared, [torch.empty(0, 32)])
+    with pytest.raises(CalibrationError, match=r"3 observer\(s\) saw no data") as info:
+        quantplug.convert_pt2e(prepared)
+    assert "'relu'" in str(info.value) and "'x'" in str(info.value)
 
 
 def test_convert_rejects_unprepared_and_double_convert():

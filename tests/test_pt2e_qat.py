@@ -1,25 +1,12 @@
 """QAT on exported graphs: train/eval switching, conv-bn simulated folding, convert matches fake quant."""
 
 import torch
-from torch import nn
 
 import quantplug
 from quantplug.builtin_plugin import ReferenceQuantizer
+from tests.models import ConvBNDrop, qat_train_and_convert
 
 torch.manual_seed(0)
-
-
-class ConvBNDrop(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8, eps=1e-3, momentum=0.2)
-        self.drop = nn.Dropout(p=0.25)
-        self.fc = nn.Linear(8 * 8 * 8, 4)
-
-    def forward(self, x):
-        y = torch.relu(self.bn(self.conv(x)))
-        return self.fc(self.drop(torch.flatten(y, 1)))
 
 
 def _dropout_and_bn_args(gm):
@@ -35,15 +22,22 @@ def _prepared():
 
 def test_train_eval_switch_keeps_each_modules_settings():
     gm = _prepared()
-    drops, bns = _dropout_and_bn_args(gm)
-    assert drops[0][1:] == (0.25, True) and bns[0] == (True, 0.2, 1e-3)
+    # each module keeps its own p / momentum / eps through every switch (the PT2E bug reset them)
+    def settings(training):
+        drops, bns = _dropout_and_bn_args(gm)
+        assert sorted(d[1:] for d in drops) == [(0.25, training), (0.6, training)]
+        assert sorted(bns) == sorted([(training, 0.2, 1e-3), (training, 0.05, 1e-5)])
+
+    settings(True)
     quantplug.move_exported_model_to_eval(gm)
-    drops, bns = _dropout_and_bn_args(gm)
-    assert drops[0][1:] == (0.25, False) and bns[0] == (False, 0.2, 1e-3)
+    settings(False)
+    quantplug.move_exported_model_to_train(gm)
+    settings(True)
     quantplug.allow_exported_model_train_eval(gm)
+    gm.eval()
+    settings(False)
     gm.train()
-    drops, bns = _dropout_and_bn_args(gm)
-    assert drops[0][1:] == (0.25, True) and bns[0] == (True, 0.2, 1e-3)
+    settings(True)
     gm.eval()
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(gm(x), gm(x))  # eval: dropout off, BN uses running stats
@@ -57,20 +51,7 @@ def test_conv_bn_is_trained_in_folded_form():
 
 
 def test_qat_training_then_convert_matches_fake_quant_model():
-    gm = _prepared()
-    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
-    for _ in range(8):
-        x = torch.randn(8, 3, 8, 8)
-        loss = gm(x).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    quantplug.move_exported_model_to_eval(gm)
-    x = torch.randn(6, 3, 8, 8)
-    with torch.no_grad():
-        fake = gm(x)
-        converted = quantplug.convert_pt2e(gm, lower=False)
-        real = converted(x)
+    fake, real, converted = qat_train_and_convert(_prepared(), steps=8, lower=False)
     assert not any(n.target == torch.ops.aten.batch_norm.default for n in converted.graph.nodes)
     # The converted model computes the same folded, quantized graph; differences come from
     # fake-quant's float rounding vs integer quantization of the folded weight: allow 2 output steps.

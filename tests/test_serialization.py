@@ -397,3 +397,34 @@ def test_eager_load_needs_a_matching_skeleton(tmp_path):
     fewer = nn.Sequential(nn.Linear(32, 48), nn.ReLU()).eval()
     with pytest.raises(ser.SerializationError):
         quantplug.load(path, model=fewer)
+
+
+@pytest.mark.parametrize("installed,error", [(None, ser.MissingBackendError), ("1.3.0", ser.IncompatibleBackendError)])
+def test_eager_model_on_a_plugin_names_what_to_install(fresh_registry, tmp_path, installed, error):
+    """Eager models record their backend too: missing or incompatible plugins fail before any swap."""
+    refk.register()
+    model = _seq()
+    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(), backend=refk.NAME)
+    path = ser.save(model, tmp_path / "e.safetensors")
+    assert ser.read_recipe(path)["backend"]["needs_kernels"] is True
+    registry.reset()
+    if installed is not None:
+        refk.register(installed)
+    skeleton = _seq()
+    with pytest.raises(error, match=r"quantplug-refk-test==1\.2\.\*"):
+        quantplug.load(path, model=skeleton)
+    assert isinstance(skeleton[0], nn.Linear)  # nothing swapped
+
+
+def test_eager_file_damage_rejected(tmp_path):
+    model = _seq()
+    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(), backend="reference")
+    data = bytearray(ser.save(model, tmp_path / "e.safetensors").read_bytes())
+    (tmp_path / "t.safetensors").write_bytes(bytes(data[: len(data) - 7]))
+    data[-2] ^= 0x10
+    (tmp_path / "f.safetensors").write_bytes(bytes(data))
+    for name in ("t.safetensors", "f.safetensors"):
+        skeleton = _seq()
+        with pytest.raises(ser.CorruptModelFileError):
+            quantplug.load(tmp_path / name, model=skeleton)
+        assert isinstance(skeleton[0], nn.Linear)

@@ -25,6 +25,7 @@ from .ops import is_op, op_name
 from .quantizer import Quantizer
 from .specs import (
     ANNOTATION_KEY,
+    EXPLAIN_KEY,
     FixedQParamsQuantizationSpec,
     QuantizationAnnotation,
     QuantizationConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "AnnotationRule",
     "make_quantization_config",
     "DEFAULT_RULES",
+    "annotate_matmul",
 ]
 
 #: ``rule(node, config, quantizer) -> bool``: annotate the pattern rooted at
@@ -143,6 +145,16 @@ def _mark(node: Node, input_map: dict, output_spec, pattern: tuple[str, ...]) ->
     )
 
 
+def _decline(node: Node, reason: str) -> bool:
+    """Record why a rule left ``node`` in float (shown by ``quantplug.explain``); returns False.
+
+    ``reason`` starts with its category: ``no pattern:``, ``op unsupported by backend:``,
+    ``constraint violated:`` or ``excluded by config:``.
+    """
+    node.meta[EXPLAIN_KEY] = reason
+    return False
+
+
 def _single_user(node: Node) -> Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
@@ -192,10 +204,12 @@ def _is_float_tensor(n: Any) -> bool:
 
 def annotate_weighted(node: Node, config: QuantizationConfig, quantizer: "PatternQuantizer") -> bool:
     """linear / conv1d / conv2d, fused with a following batch_norm and relu/hardtanh."""
-    if config.weight is None or len(node.args) < 2 or not isinstance(node.args[1], Node):
-        return False
+    if config.weight is None:
+        return _decline(node, "excluded by config: the config for this node has no weight spec")
+    if len(node.args) < 2 or not isinstance(node.args[1], Node):
+        return _decline(node, "no pattern: the weight is not a tensor of the graph")
     if op_name(node) != "linear" and config.is_dynamic:
-        return False  # dynamic kernels exist for linear only
+        return _decline(node, "op unsupported by backend: dynamic quantization has kernels for linear only")
     act, weight = node.args[0], node.args[1]
     input_map: dict = {weight: config.weight}
     if config.input_activation is not None:
@@ -214,10 +228,10 @@ def annotate_weighted(node: Node, config: QuantizationConfig, quantizer: "Patter
 def annotate_binary(node: Node, config: QuantizationConfig, quantizer: "PatternQuantizer") -> bool:
     """add / mul of two float tensors, fused with a following relu."""
     if config.input_activation is None or config.output_activation is None or config.is_dynamic:
-        return False
+        return _decline(node, _NO_STATIC_ACT)
     inputs = [a for a in node.args[:2] if _is_float_tensor(a)]
     if len(inputs) != 2:
-        return False  # tensor-scalar ops stay in float
+        return _decline(node, f"no pattern: {op_name(node)} with a scalar operand has no int8 kernel pattern")
     names = (op_name(node),)
     last = node
     nxt = _single_user(node)
@@ -232,10 +246,10 @@ def annotate_binary(node: Node, config: QuantizationConfig, quantizer: "PatternQ
 def annotate_cat(node: Node, config: QuantizationConfig, quantizer: "PatternQuantizer") -> bool:
     """cat: every input and the output share one set of qparams."""
     if config.input_activation is None or config.output_activation is None or config.is_dynamic:
-        return False
+        return _decline(node, _NO_STATIC_ACT)
     tensors = node.args[0]
     if not isinstance(tensors, (list, tuple)) or not all(_is_float_tensor(t) for t in tensors):
-        return False
+        return _decline(node, "no pattern: cat of non-float or non-tensor inputs")
     first = tensors[0]
     shared = SharedQuantizationSpec((first, node))
     input_map = {first: config.input_activation}
@@ -252,23 +266,40 @@ def annotate_sharing(node: Node, config: QuantizationConfig, quantizer: "Pattern
     does not grow quantize/dequantize pairs around a reshape.
     """
     if config.input_activation is None or config.is_dynamic or not node.args:
-        return False
+        return _decline(node, _NO_STATIC_ACT)
     src = node.args[0]
     if not _is_float_tensor(src) or not _output_quantized(src):
-        return False
+        return _decline(node, f"no pattern: the input of this {op_name(node)} is not quantized (it would only add "
+                              f"quantize/dequantize around a float value)")
     _mark(node, {src: config.input_activation}, SharedQuantizationSpec((src, node)), (op_name(node),))
+    return True
+
+
+def annotate_matmul(node: Node, config: QuantizationConfig, quantizer: "PatternQuantizer") -> bool:
+    """matmul / bmm of two activations (attention scores, attention x values): both inputs and the output."""
+    if config.input_activation is None or config.output_activation is None or config.is_dynamic:
+        return _decline(node, _NO_STATIC_ACT)
+    inputs = [a for a in node.args[:2] if _is_float_tensor(a)]
+    if len(inputs) != 2:
+        return _decline(node, "no pattern: matmul needs two float tensor inputs")
+    _mark(node, {a: config.input_activation for a in inputs}, config.output_activation, (op_name(node),))
     return True
 
 
 def annotate_fixed_qparams(node: Node, config: QuantizationConfig, quantizer: "PatternQuantizer") -> bool:
     """sigmoid / tanh / hardsigmoid with the backend's fixed output qparams."""
     spec = quantizer.fixed_qparams.get(op_name(node))
-    if spec is None or config.input_activation is None or config.is_dynamic:
-        return False
-    if config.is_qat:
-        from .fake_quant import FixedQParamsFakeQuantize  # noqa: F401  (prepare picks the QAT module)
+    if spec is None:
+        return _decline(node, f"op unsupported by backend: {quantizer.backend_name} defines no fixed output qparams "
+                              f"for {op_name(node)}")
+    if config.input_activation is None or config.is_dynamic:
+        return _decline(node, _NO_STATIC_ACT)
+    # In QAT, prepare builds a FixedQParamsFakeQuantize for this spec (see prepare._make_observer).
     _mark(node, {node.args[0]: config.input_activation}, spec, (op_name(node),))
     return True
+
+
+_NO_STATIC_ACT = "excluded by config: the config for this node quantizes no static activations (dynamic or weight-only)"
 
 
 def _output_quantized(node: Node) -> bool:
@@ -276,7 +307,8 @@ def _output_quantized(node: Node) -> bool:
     return ann is not None and ann.output_qspec is not None
 
 
-#: op short name -> rule; a plugin copies and extends this in its quantizer.
+#: op short name -> rule; a plugin copies and extends this in its quantizer. ``annotate_matmul``
+#: is not in it: only a backend that lists ``("matmul",)`` in its BackendConfig should add it.
 DEFAULT_RULES: dict[str, AnnotationRule] = {
     "linear": annotate_weighted,
     "conv1d": annotate_weighted,
@@ -352,16 +384,37 @@ class PatternQuantizer(Quantizer):
         return self.global_config
 
     def annotate(self, model: GraphModule) -> GraphModule:
-        """Annotate every node a rule claims, in graph order."""
+        """Annotate every node a rule claims, in graph order.
+
+        A node left in float gets the reason in ``node.meta[EXPLAIN_KEY]`` (no rule for the
+        op, a rule that did not match, or a config of ``None``), so :func:`quantplug.explain`
+        can say why.
+        """
         for node in model.graph.nodes:
             name = op_name(node)
-            rule = self.rules.get(name) if name is not None else None
-            if rule is None or _annotated(node):
+            if name is None or _annotated(node):
+                continue
+            rule = self.rules.get(name)
+            if rule is None:
+                if name in _NOT_COMPUTE:
+                    pass
+                elif self.backend_config is not None and not self.backend_config.configs_for_root(name):
+                    _decline(node, f"op unsupported by backend: {self.backend_name} has no kernel pattern for {name} "
+                                   f"(not in its BackendConfig)")
+                else:
+                    _decline(node, f"no pattern: the {self.backend_name} quantizer has no rule for {name}")
                 continue
             config = self.config_for(node)
-            if config is not None:
-                rule(node, config, self)
+            if config is None:
+                _decline(node, "excluded by config: set_module_name / set_module_type / set_operator_type / "
+                               "set_global gave None for this node")
+                continue
+            rule(node, config, self)
         return model
+
+
+#: ops that are parts of a pattern rather than patterns of their own (fused into a conv/linear/add)
+_NOT_COMPUTE = frozenset({"batch_norm", "relu", "hardtanh"})
 
 
 def _name_of_target(target: Any) -> str:

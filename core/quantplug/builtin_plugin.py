@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._version import __version__
-from .annotators import PatternQuantizer, make_quantization_config
+from .annotators import DEFAULT_RULES, PatternQuantizer, annotate_matmul, make_quantization_config
 from .backend import Backend
 from .backend_config import BackendConfig, BackendPatternConfig, DTypeConfig, DTypeWithConstraints, ObservationType
 from .hookspecs import hookimpl
@@ -27,11 +27,12 @@ def reference_backend_config() -> BackendConfig:
     static = DTypeConfig(input_dtype=act, output_dtype=act, weight_dtype=weight, bias_dtype=torch.int32)
     dynamic = DTypeConfig(input_dtype=act, weight_dtype=weight, is_dynamic=True)
     weighted = [("linear",), ("linear", "relu"), ("conv1d",), ("conv2d",), ("conv2d", "relu"),
-                ("conv2d", "batch_norm"), ("conv2d", "batch_norm", "relu"), ("conv1d", "relu")]
+                ("conv2d", "batch_norm"), ("conv2d", "batch_norm", "relu"), ("conv1d", "relu"),
+                ("linear", "hardtanh"), ("conv1d", "hardtanh"), ("conv2d", "hardtanh"), ("conv2d", "batch_norm", "hardtanh")]
     configs = [BackendPatternConfig(p, dtype_configs=[static] + ([dynamic] if p[0] == "linear" else []))
                for p in weighted]
     configs += [BackendPatternConfig(p, dtype_configs=[DTypeConfig(input_dtype=act, output_dtype=act)])
-                for p in [("add",), ("add", "relu"), ("mul",)]]
+                for p in [("add",), ("add", "relu"), ("mul",), ("mul", "relu"), ("matmul",)]]
     configs += [BackendPatternConfig((p,), ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT,
                                      [DTypeConfig(input_dtype=act, output_dtype=act)])
                 for p in ("cat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "permute")]
@@ -47,6 +48,10 @@ class ReferenceQuantizer(PatternQuantizer):
     """Quantizer of the ``reference`` backend (int8 asymmetric activations)."""
 
     backend_name = REFERENCE_NAME
+    #: the reference form can run any pattern, so it also quantizes activation matmuls (attention)
+    rules = {**DEFAULT_RULES, "matmul": annotate_matmul}
+    #: weight-only quantization runs through ``quantize_`` only: no graph-flow option selects it
+    eager_only_modes = ("weight_only",)
 
     def __init__(self, *, is_per_channel: bool = True, is_dynamic: bool = False, is_qat: bool = False) -> None:
         config = make_quantization_config(

@@ -214,6 +214,13 @@ def _check_bool(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"{owner}.{name} must be True or False, got {value!r}")
 
 
+def _check_embeddings(owner: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{owner}.embeddings must be True, False or None (auto), got {value!r}")
+
+
+
+
 def _check_fuse_list(owner: str, value: Any) -> list[list[str]] | None:
     if value is None:
         return None
@@ -241,18 +248,21 @@ class Int8DynamicActivationInt8WeightConfig(BaseConfig):
     :param weight_per_channel: one weight scale per output channel.
     :param embeddings: also store embedding tables as int8 (torch's
         ``quantize_dynamic`` leaves them float; this is off by default too).
+        ``True`` fails before any change on a backend without an int8
+        embedding kernel; ``None`` quantizes them only where the kernel exists.
     """
 
     per_row: bool = True
     weight_per_channel: bool = True
-    embeddings: bool = False
+    embeddings: bool | None = False
     mode: ClassVar[str] = "dynamic"
     module_types: ClassVar[None] = None
 
     def validate(self) -> None:
-        """Every field is a bool."""
-        for name in ("per_row", "weight_per_channel", "embeddings"):
+        """Every field is a bool (``embeddings`` may also be ``None``)."""
+        for name in ("per_row", "weight_per_channel"):
             _check_bool(type(self).__name__, name, getattr(self, name))
+        _check_embeddings(type(self).__name__, self.embeddings)
 
 
 @dataclass
@@ -261,21 +271,23 @@ class Int8WeightOnlyConfig(BaseConfig):
 
     :param group_size: ``None`` for one scale per output channel, or a group
         size along the input dimension (smaller error, more scales).
-    :param embeddings: also store ``nn.Embedding`` / ``nn.EmbeddingBag``
-        tables as int8 with one scale and zero point per row.
+    :param embeddings: ``True``: also store ``nn.Embedding`` /
+        ``nn.EmbeddingBag`` tables as int8 rows, failing on a backend without
+        that kernel; ``None`` (default): only where the backend has the kernel;
+        ``False``: keep them float.
     """
 
     group_size: int | None = None
-    embeddings: bool = True
+    embeddings: bool | None = None
     mode: ClassVar[str] = "weight_only"
     module_types: ClassVar[None] = None
 
     def validate(self) -> None:
-        """``group_size`` is ``None`` or a positive int; ``embeddings`` a bool."""
+        """``group_size`` is ``None`` or a positive int; ``embeddings`` a bool or ``None``."""
         if self.group_size is not None and (not isinstance(self.group_size, int) or isinstance(self.group_size, bool)
                                             or self.group_size <= 0):
             raise ValueError(f"Int8WeightOnlyConfig.group_size must be None or a positive int, got {self.group_size!r}")
-        _check_bool("Int8WeightOnlyConfig", "embeddings", self.embeddings)
+        _check_embeddings("Int8WeightOnlyConfig", self.embeddings)
 
 
 @dataclass
@@ -356,7 +368,10 @@ class QATConfig(BaseConfig):
     :param fuse: fuse conv-bn(-relu) (simulated BN folding during training)
         and linear-relu before swapping.
     :param modules_to_fuse: explicit groups of submodule names to fuse.
-    :param embeddings: also fake-quantize ``nn.Embedding`` tables (int8 rows).
+    :param embeddings: also fake-quantize ``nn.Embedding`` tables (int8
+        rows): ``True`` requires the backend's int8 embedding kernel for
+        ``convert`` (checked before any change), ``None`` (default) only where
+        it exists, ``False`` never.
     """
 
     target: str = "static"
@@ -367,7 +382,7 @@ class QATConfig(BaseConfig):
     learn_ranges: bool = False
     fuse: bool = True
     modules_to_fuse: list[list[str]] | None = None
-    embeddings: bool = True
+    embeddings: bool | None = None
     mode: ClassVar[str] = "qat"
     module_types: ClassVar[None] = None
 
@@ -376,8 +391,9 @@ class QATConfig(BaseConfig):
         owner = "QATConfig"
         _check_choice(owner, "target", self.target, ("static", "dynamic", "weight_only"))
         _check_choice(owner, "weight_dtype", self.weight_dtype, ("int8", "int4"))
-        for name in ("weight_per_channel", "per_row", "learn_ranges", "fuse", "embeddings"):
+        for name in ("weight_per_channel", "per_row", "learn_ranges", "fuse"):
             _check_bool(owner, name, getattr(self, name))
+        _check_embeddings(owner, self.embeddings)
         if self.weight_dtype == "int4":
             if self.target != "weight_only":
                 raise ValueError("QATConfig: weight_dtype='int4' needs target='weight_only' "
@@ -399,13 +415,13 @@ class QATConfig(BaseConfig):
 
 
 def int8_dynamic_activation_int8_weight(per_row: bool = True, weight_per_channel: bool = True,
-                                        embeddings: bool = False) -> Int8DynamicActivationInt8WeightConfig:
+                                        embeddings: bool | None = False) -> Int8DynamicActivationInt8WeightConfig:
     """Alias of :class:`Int8DynamicActivationInt8WeightConfig` (older torchao name)."""
     return Int8DynamicActivationInt8WeightConfig(per_row=per_row, weight_per_channel=weight_per_channel,
                                                  embeddings=embeddings)
 
 
-def int8_weight_only(group_size: int | None = None, embeddings: bool = True) -> Int8WeightOnlyConfig:
+def int8_weight_only(group_size: int | None = None, embeddings: bool | None = None) -> Int8WeightOnlyConfig:
     """Alias of :class:`Int8WeightOnlyConfig` (older torchao name)."""
     return Int8WeightOnlyConfig(group_size=group_size, embeddings=embeddings)
 

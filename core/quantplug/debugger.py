@@ -29,6 +29,12 @@ How layers are paired:
   module of the quantized model whose class differs from the float model's
   module of the same qualified name is a layer; both are hooked.
 
+A prepared PTQ model (observers, not yet converted) is compared as the model
+it will become: each calibrated observer fake-quantizes with the qparams it
+would produce now (its statistics are not updated), so the table predicts the
+converted model's per-layer error before ``convert_pt2e``. QAT models
+(fake-quantize modules) run as they are.
+
 Layers that cannot be paired are listed in :attr:`ComparisonReport.unmatched`
 instead of being dropped silently.
 """
@@ -354,13 +360,48 @@ def _layer_ops(gm: GraphModule) -> list[Node]:
     return out
 
 
-class _Recorder(Interpreter):
-    """Runs a GraphModule node by node, keeping the outputs of the nodes asked for."""
+def _simulate_observer(observer: nn.Module, x: Any) -> Any:
+    """What the converted model will compute at an observer: ``x`` snapped to its qparams.
 
-    def __init__(self, gm: GraphModule, wanted: set[str]) -> None:
+    A prepared (PTQ) model's observers only record statistics, so running it
+    shows float numerics. Comparing it as the quantized model it will become
+    means fake-quantizing with the qparams the observer *would* give now. The
+    observer's statistics are left untouched (comparing must not calibrate).
+    Observers without data, dynamic ones (qparams per call) and float
+    placeholders pass ``x`` through.
+    """
+    from .affine import fake_quantize_affine
+    from .observers import ObserverBase
+
+    if not isinstance(observer, ObserverBase) or not isinstance(x, Tensor) or not x.is_floating_point():
+        return observer(x)  # a FakeQuantize module simulates (and in eval mode does not learn) itself
+    if not getattr(observer, "has_observed", False) or getattr(observer, "is_dynamic", False) \
+            or not isinstance(observer.quant_min, int):
+        return x
+    scale, zero_point = observer.calculate_qparams()
+    axis = observer.ch_axis if observer.per_channel else None
+    group = getattr(observer, "group_size", None)
+    return fake_quantize_affine(x, scale, zero_point, quant_min=observer.quant_min, quant_max=observer.quant_max,
+                                axis=axis, group_size=group)
+
+
+class _Recorder(Interpreter):
+    """Runs a GraphModule node by node, keeping the outputs of the nodes asked for.
+
+    With ``simulate_observers`` the observers of a prepared model fake-quantize
+    instead of observing (see :func:`_simulate_observer`).
+    """
+
+    def __init__(self, gm: GraphModule, wanted: set[str], simulate_observers: bool = False) -> None:
         super().__init__(gm)
         self.wanted = wanted
+        self.simulate_observers = simulate_observers
         self.values: dict[str, Any] = {}
+
+    def call_module(self, target, args, kwargs) -> Any:
+        if self.simulate_observers and str(target).startswith(_OBSERVER_PREFIX) and len(args) == 1 and not kwargs:
+            return _simulate_observer(self.fetch_attr(target), args[0])
+        return super().call_module(target, args, kwargs)
 
     def run_node(self, n: Node) -> Any:
         out = super().run_node(n)
@@ -378,8 +419,9 @@ def _flat_inputs(gm: GraphModule, args: tuple) -> list:
     return list(args)
 
 
-def _run_graph(gm: GraphModule, args: tuple, wanted: set[str]) -> tuple[dict[str, Any], Any]:
-    rec = _Recorder(gm, wanted)
+def _run_graph(gm: GraphModule, args: tuple, wanted: set[str],
+               simulate_observers: bool = False) -> tuple[dict[str, Any], Any]:
+    rec = _Recorder(gm, wanted, simulate_observers)
     flat_out = rec.run(*_flat_inputs(gm, args))
     return rec.values, flat_out
 
@@ -473,7 +515,7 @@ def _compare_graph(float_model: nn.Module, qgm: GraphModule, batches: list[tuple
         for args in batches:
             fvals, fout = _run_graph(fgm, args, f_wanted)
             mvals = _hook_run(float_model, args, hooked) if hooked else {}
-            qvals, qout = _run_graph(qgm, args, q_wanted)
+            qvals, qout = _run_graph(qgm, args, q_wanted, simulate_observers=flow == "prepared")
             for q, qvalue, by_schema, fvalue, module, _layer, _op in pairs:
                 qv = qvals.get(qvalue.name)
                 if by_schema and isinstance(qv, Tensor):

@@ -52,7 +52,7 @@ from .nn import fused as fz
 from .nn import qat as qat_nn
 from .nn import static as st
 from .nn import weight_only as wo
-from .nn._common import backend_numerics, kernel_op_available
+from .nn._common import backend_numerics, missing_kernel_ops, require_kernel_ops
 
 __all__ = [
     "quantize_",
@@ -135,11 +135,59 @@ def _capability_problem(config: Any, backend: Any) -> str | None:
         if mode is not None and mode not in backend.modes:
             return (f"backend {backend.name!r} ({backend.distribution}) does not offer the {mode!r} mode "
                     f"(its modes: {', '.join(backend.modes)})")
-    int4 = isinstance(config, Int4WeightOnlyConfig) or (isinstance(config, QATConfig) and config.weight_dtype == "int4")
-    if int4 and backend.kernels is not None and not kernel_op_available(backend, *wo.INT4_OPS):
-        return (f"backend {backend.name!r} has no int4 kernel ({' / '.join(wo.INT4_OPS)}); int4 weights would "
-                f"only run as slow reference code, so quantplug refuses")
+    for ops, what in _config_kernel_ops(config):
+        missing = missing_kernel_ops(backend, ops)
+        if missing:
+            return (f"backend {backend.name!r} has no {what} kernel (its kernel library lacks {', '.join(missing)}); "
+                    f"the layers would only run as slow reference code, so quantplug refuses")
     return None
+
+
+def _config_kernel_ops(config: Any) -> list[tuple[tuple[str, ...], str]]:
+    """The kernel methods every Linear under a built-in ``config`` needs, with a label (per-layer-type ops
+    are checked by the handlers: conv, embeddings). User configs bring their own handlers: nothing assumed."""
+    if type(config) not in BUILTIN_HANDLERS:
+        return []
+    qat = isinstance(config, QATConfig)
+    target = config.target if qat else getattr(config, "mode", None)
+    if isinstance(config, Int4WeightOnlyConfig) or (qat and config.weight_dtype == "int4"):
+        return [(wo.INT4_OPS, "int4 weight-only linear")]
+    if isinstance(config, Int8WeightOnlyConfig) and config.group_size is not None:
+        return [(wo.PER_GROUP_INT8_OPS, f"group-wise (group_size={config.group_size}) int8 weight-only linear")]
+    if target == "weight_only":
+        return [(wo.INT8_WEIGHT_ONLY_OPS, "int8 weight-only linear")]
+    if target == "dynamic":
+        return [(dyn.DYNAMIC_OPS, "dynamic int8 linear")]
+    if target == "static":
+        return [(st.LINEAR_OPS, "int8 linear")]
+    return []
+
+
+_EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
+
+
+def _quantize_embedding(module: nn.Module, config: Any, backend: Any) -> bool:
+    """Whether ``module`` (an exact Embedding / EmbeddingBag) becomes int8 under ``config.embeddings``.
+
+    ``True`` demands the backend's kernel (raising before any change), ``None``
+    takes it where it exists, ``False`` never.
+    """
+    if type(module) not in _EMBEDDING_TYPES or config.embeddings is False:
+        return False
+    ops = wo.QuantizedEmbedding.ops if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag.ops
+    if config.embeddings is None:
+        return not missing_kernel_ops(backend, ops)
+    require_kernel_ops(backend, ops, f"int8 {type(module).__name__}({module.num_embeddings}, {module.embedding_dim})",
+                       f"Pass {type(config).__name__}(embeddings=None) to keep embeddings float where the backend "
+                       f"has no kernel, or embeddings=False")
+    return True
+
+
+def _require_conv(module: nn.Module, backend: Any, config: Any) -> None:
+    """Static / QAT-static conv needs the backend's int8 conv kernel; refuse before any change otherwise."""
+    require_kernel_ops(backend, st.CONV_OPS, f"int8 {type(module).__name__} (static conv, {type(config).__name__})",
+                       "Keep convolutions float with filter_fn=lambda m, name: not isinstance(m, "
+                       "(nn.Conv1d, nn.Conv2d)), or use a backend with an int8 conv kernel")
 
 
 def select_backend(config: Any = None, backend: Any = None) -> tuple[Any, str]:
@@ -212,10 +260,9 @@ def _dynamic_handler(module: nn.Module, config: Int8DynamicActivationInt8WeightC
         return dyn.DynamicGRUCell.from_float(module, backend, num, per_row=config.per_row)
     if t is nn.RNNCell:
         return dyn.DynamicRNNCell.from_float(module, backend, num, per_row=config.per_row)
-    if config.embeddings and t is nn.Embedding:
-        return wo.QuantizedEmbedding.from_float(module, backend)
-    if config.embeddings and t is nn.EmbeddingBag:
-        return wo.QuantizedEmbeddingBag.from_float(module, backend)
+    if _quantize_embedding(module, config, backend):
+        cls = wo.QuantizedEmbedding if t is nn.Embedding else wo.QuantizedEmbeddingBag
+        return cls.from_float(module, backend)
     return module
 
 
@@ -223,10 +270,9 @@ def _weight_only_handler(module: nn.Module, config: Int8WeightOnlyConfig, backen
     if _is_plain_linear(module):
         return wo.Int8WeightOnlyLinear.from_float(module, backend, backend_numerics(backend, "static"),
                                                   group_size=config.group_size)
-    if config.embeddings and type(module) is nn.Embedding:
-        return wo.QuantizedEmbedding.from_float(module, backend)
-    if config.embeddings and type(module) is nn.EmbeddingBag:
-        return wo.QuantizedEmbeddingBag.from_float(module, backend)
+    if _quantize_embedding(module, config, backend):
+        cls = wo.QuantizedEmbedding if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag
+        return cls.from_float(module, backend)
     return module
 
 
@@ -269,10 +315,12 @@ class _StaticHandler(_FusingHandler):
         if isinstance(module, fz.LinearReLU):
             return st.ObservedLinear(module[0], True, *args)
         if isinstance(module, (fz.ConvReLU1d, fz.ConvReLU2d)):
+            _require_conv(module[0], backend, config)
             return st.ObservedConv(module[0], True, *args)
         if _is_plain_linear(module):
             return st.ObservedLinear(module, False, *args)
         if type(module) in (nn.Conv1d, nn.Conv2d):
+            _require_conv(module, backend, config)
             return st.ObservedConv(module, False, *args)
         return module
 
@@ -281,7 +329,8 @@ def _qat_numerics(backend: Any, config: QATConfig) -> qat_nn.QATNumerics:
     static = backend_numerics(backend, "qat", per_channel=config.weight_per_channel)
     dynamic = backend_numerics(backend, "dynamic", per_channel=config.weight_per_channel) \
         if config.target == "dynamic" else None
-    return qat_nn.QATNumerics(static, dynamic, config)
+    row_eq = config.target == "dynamic" and config.per_row and not dyn.kernels_support_per_row(backend.kernels)
+    return qat_nn.QATNumerics(static, dynamic, config, row_equalize=row_eq)
 
 
 class _QATHandler(_FusingHandler):
@@ -305,13 +354,15 @@ class _QATHandler(_FusingHandler):
                                      f"with filter_fn")
             return qat_nn.QATLinear.from_float(module, qn, **kw)
         if config.target == "static":
+            if isinstance(module, (fz.ConvBn2d, fz.ConvBnReLU2d, fz.ConvReLU2d)) or type(module) is nn.Conv2d:
+                _require_conv(module if type(module) is nn.Conv2d else module[0], backend, config)
             if isinstance(module, (fz.ConvBn2d, fz.ConvBnReLU2d)):
                 return qat_nn.QATConv2d(module[0], qn, bn=module[1], relu=isinstance(module, fz.ConvBnReLU2d))
             if isinstance(module, fz.ConvReLU2d):
                 return qat_nn.QATConv2d(module[0], qn, relu=True)
             if type(module) is nn.Conv2d:
                 return qat_nn.QATConv2d(module, qn)
-        if config.embeddings and type(module) is nn.Embedding and module.max_norm is None:
+        if type(module) is nn.Embedding and module.max_norm is None and _quantize_embedding(module, config, backend):
             return qat_nn.QATEmbedding(module, backend.name)
         return module
 

@@ -17,7 +17,8 @@ import torch
 
 from .errors import KernelBuildMismatchError, KernelInputError
 
-__all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "requant_params", "flatten_packed", "unflatten_packed"]
+__all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "check_binary_operands", "requant_params",
+           "flatten_packed", "unflatten_packed"]
 
 #: Must equal QP_RUNTIME_API_VERSION in csrc/include/quantplug/qp_runtime.h.
 RUNTIME_API_VERSION = 2
@@ -66,6 +67,40 @@ def check_tensor(
             f"{op}: {name} is not contiguous (strides {t.stride()}); pass {name}.contiguous()"
         )
     return t
+
+
+def check_binary_operands(
+    a: object,
+    b: object,
+    names: tuple[str, str] = ("a_q", "b_q"),
+    *,
+    dtype: torch.dtype | Sequence[torch.dtype],
+    op: str = "kernel",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the two operands of an elementwise kernel (add, mul) and give them one layout.
+
+    Each operand gets :func:`check_tensor`'s type / device / dtype checks. Dense operands are
+    used in place: contiguous, or 4-D ``channels_last`` (elementwise kernels do not care about
+    the order of a dense buffer, only that both operands share it); any other strides are made
+    contiguous. The shapes must be equal (no broadcasting), and if the two layouts differ both
+    operands are made contiguous. Returns the two tensors to hand to C.
+    """
+
+    def dense(t: object, name: str) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and not t.is_contiguous():
+            if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+                check_tensor(t.permute(0, 2, 3, 1), name, dtype=dtype, op=op)  # dense NHWC buffer
+                return t
+            t = t.contiguous()
+        return check_tensor(t, name, dtype=dtype, op=op)
+
+    a_t, b_t = dense(a, names[0]), dense(b, names[1])
+    if a_t.shape != b_t.shape:
+        raise KernelInputError(f"{op}: {names[0]} {tuple(a_t.shape)} and {names[1]} {tuple(b_t.shape)} "
+                               f"differ in shape; broadcasting is not supported (expand and .contiguous() first)")
+    if a_t.stride() != b_t.stride():
+        a_t, b_t = a_t.contiguous(), b_t.contiguous()
+    return a_t, b_t
 
 
 def requant_params(

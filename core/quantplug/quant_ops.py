@@ -72,11 +72,12 @@ def _quantize_dequantize_dynamic(x: Tensor, quant_min: int, quant_max: int, dtyp
     from .affine import choose_qparams
 
     xf = x.to(torch.float32)
+    stats = xf.detach()  # qparams are data, not a function to differentiate
     if per_row:
-        flat = xf.reshape(-1, xf.shape[-1])
+        flat = stats.reshape(-1, xf.shape[-1])
         lo, hi = flat.amin(dim=1), flat.amax(dim=1)
     else:
-        lo, hi = xf.amin(), xf.amax()
+        lo, hi = stats.amin(), stats.amax()
     scale, zp = choose_qparams(lo, hi, quant_min=quant_min, quant_max=quant_max, symmetric=symmetric, dtype=dtype)
     if per_row:
         flat = xf.reshape(-1, xf.shape[-1])

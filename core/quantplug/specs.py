@@ -36,12 +36,20 @@ __all__ = [
     "QuantizationAnnotation",
     "QuantizationConfig",
     "ANNOTATION_KEY",
+    "EXPLAIN_KEY",
     "INT4",
     "UINT4",
 ]
 
 #: The node.meta key under which annotations are stored.
 ANNOTATION_KEY = "quantization_annotation"
+
+#: The node.meta key holding why a node runs the way it does (read by ``quantplug.explain``):
+#: set by annotation when a node stays float, by lowering when a pattern stays in reference form.
+EXPLAIN_KEY = "quantplug_explain"
+#: An ``EXPLAIN_KEY`` text starting with this marks an ATen op lowering runs on the quantized
+#: integers themselves (cat with shared qparams): it counts as int8 compute in ``explain``.
+INTEGER_OP_PREFIX = "integer "
 
 #: Sub-byte dtypes are named by string: torch has no stable int4 tensor dtype
 #: for computation; values live in int8 storage, packed two per byte on save.

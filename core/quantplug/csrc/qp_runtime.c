@@ -164,9 +164,9 @@ typedef struct {
   pthread_mutex_t busy;        /* held by the one caller using the pool */
   pthread_t threads[QP_MAX_THREADS];
   int started;                 /* worker threads created so far */
-  unsigned long generation;    /* bumped once per parallel_for */
+  atomic_ulong generation;     /* bumped (under mu) once per parallel_for */
   int wanted;                  /* workers that take part in this generation */
-  int running;                 /* workers still inside this generation */
+  atomic_int running;          /* workers still inside this generation (changed under mu) */
   qp_task_fn fn;
   void *ctx;
   size_t n, chunk;
@@ -198,21 +198,45 @@ static void qp_run_chunks(qp_task_fn fn, void *ctx, size_t n, size_t chunk) {
   }
 }
 
+/* Waking a thread blocked on a condition variable costs tens of microseconds on some
+ * machines (VMs especially), as much as a whole small GEMM or depthwise conv. So workers and
+ * the caller first spin for a bounded while (QP_SPIN_ITERS pauses, roughly 10-50 us) on the
+ * atomic they wait for, and only then block. Back-to-back kernel calls (a model's layers)
+ * find the workers awake; an idle pool still sleeps and burns no core. */
+#ifndef QP_SPIN_ITERS
+#define QP_SPIN_ITERS 4000
+#endif
+
+static inline void qp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 static void *qp_worker(void *arg) {
   int index = (int)(intptr_t)arg;
   unsigned long seen = 0;
-  pthread_mutex_lock(&qp_pool.mu);
   for (;;) {
-    while (qp_pool.generation == seen) pthread_cond_wait(&qp_pool.work_cv, &qp_pool.mu);
-    seen = qp_pool.generation;
-    if (index >= qp_pool.wanted) continue; /* not needed this time */
+    for (int i = 0; i < QP_SPIN_ITERS &&
+                    atomic_load_explicit(&qp_pool.generation, memory_order_acquire) == seen; i++)
+      qp_cpu_relax();
+    pthread_mutex_lock(&qp_pool.mu);
+    while (atomic_load(&qp_pool.generation) == seen) pthread_cond_wait(&qp_pool.work_cv, &qp_pool.mu);
+    seen = atomic_load(&qp_pool.generation);
+    if (index >= qp_pool.wanted) { /* not needed this time */
+      pthread_mutex_unlock(&qp_pool.mu);
+      continue;
+    }
     qp_task_fn fn = qp_pool.fn;
     void *ctx = qp_pool.ctx;
     size_t n = qp_pool.n, chunk = qp_pool.chunk;
     pthread_mutex_unlock(&qp_pool.mu);
     qp_run_chunks(fn, ctx, n, chunk);
     pthread_mutex_lock(&qp_pool.mu);
-    if (--qp_pool.running == 0) pthread_cond_signal(&qp_pool.done_cv);
+    if (atomic_fetch_sub(&qp_pool.running, 1) == 1) pthread_cond_signal(&qp_pool.done_cv);
+    pthread_mutex_unlock(&qp_pool.mu);
   }
   return NULL;
 }
@@ -224,7 +248,7 @@ static void qp_pool_atfork_child(void) {
   pthread_cond_init(&qp_pool.work_cv, NULL);
   pthread_cond_init(&qp_pool.done_cv, NULL);
   qp_pool.started = 0;
-  qp_pool.running = 0;
+  atomic_store(&qp_pool.running, 0);
 }
 
 static pthread_once_t qp_atfork_once = PTHREAD_ONCE_INIT;
@@ -259,15 +283,17 @@ void qp_parallel_for(size_t n, size_t grain, qp_task_fn fn, void *ctx) {
   qp_pool.chunk = chunk;
   atomic_store(&qp_pool.next, 0);
   qp_pool.wanted = workers;
-  qp_pool.running = workers;
-  qp_pool.generation++;
+  atomic_store(&qp_pool.running, workers);
+  atomic_fetch_add_explicit(&qp_pool.generation, 1, memory_order_release);
   pthread_cond_broadcast(&qp_pool.work_cv);
   pthread_mutex_unlock(&qp_pool.mu);
 
   qp_run_chunks(fn, ctx, n, chunk); /* the caller works too */
 
-  pthread_mutex_lock(&qp_pool.mu);
-  while (qp_pool.running > 0) pthread_cond_wait(&qp_pool.done_cv, &qp_pool.mu);
+  for (int i = 0; i < QP_SPIN_ITERS && atomic_load_explicit(&qp_pool.running, memory_order_acquire) > 0; i++)
+    qp_cpu_relax();
+  pthread_mutex_lock(&qp_pool.mu); /* also orders the workers' writes before our return */
+  while (atomic_load(&qp_pool.running) > 0) pthread_cond_wait(&qp_pool.done_cv, &qp_pool.mu);
   pthread_mutex_unlock(&qp_pool.mu);
   pthread_mutex_unlock(&qp_pool.busy);
 }

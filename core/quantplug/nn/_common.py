@@ -4,9 +4,9 @@
   (activation dtype and range, weight range, symmetric or not), read from the
   backend's own quantizer so the eager flow and the graph flow agree.
 * :class:`QuantizedModule`: base class that resolves the backend's kernel
-  library lazily (so modules pickle without the cffi handle), falls back to
-  :class:`quantplug.reference_kernels.ReferenceKernels` only when the backend
-  has no kernel for the op (and says so in ``repr``), and keeps a plugin's
+  library lazily (so modules pickle without the cffi handle), runs
+  :class:`quantplug.reference_kernels.ReferenceKernels` only on the reference
+  backend (a plugin without the kernel is refused), and keeps a plugin's
   packed-weight dataclass as ordinary registered buffers plus a small
   ``extra_state`` dict, so ``state_dict`` / ``load_state_dict`` / pickle work.
 """
@@ -29,6 +29,8 @@ __all__ = [
     "quantize_weight",
     "observer_from_spec",
     "kernel_op_available",
+    "missing_kernel_ops",
+    "require_kernel_ops",
 ]
 
 _SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
@@ -228,15 +230,48 @@ def kernel_op_available(backend: Any, *ops: str) -> bool:
     return kernels is not None and all(callable(getattr(kernels, op, None)) for op in ops)
 
 
+def missing_kernel_ops(backend: Any, ops: tuple[str, ...]) -> list[str]:
+    """The methods of ``ops`` a plugin backend's kernel library lacks (``[]`` for the reference backend).
+
+    The reference backend (``kernels is None``) runs everything as PyTorch by
+    design, so nothing is "missing" there.
+    """
+    kernels = getattr(backend, "kernels", None)
+    if kernels is None:
+        return []
+    return [op for op in ops if not callable(getattr(kernels, op, None))]
+
+
+def require_kernel_ops(backend: Any, ops: tuple[str, ...], what: str, fix: str) -> None:
+    """Raise ``BackendCapabilityError`` when a plugin backend has no kernel for ``what``.
+
+    A module on a plugin backend must run that plugin's C kernels: a silent
+    fallback to PyTorch reference code would be slow and hide a missing
+    kernel. Called by the eager handlers before any module is swapped, so the
+    model is left unchanged.
+
+    :param what: the layer and operation, e.g. ``"Conv2d 'features.0' (int8 conv2d)"``.
+    :param fix: what the user can do instead (exclude it with ``filter_fn``...).
+    """
+    missing = missing_kernel_ops(backend, ops)
+    if missing:
+        from ..configs import BackendCapabilityError
+
+        raise BackendCapabilityError(
+            f"backend {backend.name!r} ({backend.distribution}) has no kernel for {what}: its kernel library lacks "
+            f"{', '.join(missing)}. {fix}. Nothing was changed.")
+
+
 # ------------------------------------------------------------ base module --
 
 
 class QuantizedModule(nn.Module):
     """Base of quantplug's eager quantized modules (inference only).
 
-    Subclasses call :meth:`_init_backend` with the kernel ops they need; when
-    the backend's kernels lack one, the module runs the pure-PyTorch
-    reference instead and its ``repr`` says why. Packed weights are stored with
+    Subclasses call :meth:`_init_backend` with the kernel ops they need; a
+    plugin backend whose kernels lack one is refused
+    (``BackendCapabilityError``), and only the reference backend runs the
+    pure-PyTorch reference. Packed weights are stored with
     :meth:`_store_packed` and read back with :meth:`_packed`.
 
     What pickles / saves: buffers, the backend *name* and plain attributes.
@@ -252,14 +287,15 @@ class QuantizedModule(nn.Module):
         # keep only plain data: the specs' observer constructors are not needed after quantization
         self.numerics = dataclasses.replace(numerics, weight_spec=None, act_spec=None) if numerics is not None else None
         self.op_label = op_label
-        self.uses_plugin_kernel = kernel_op_available(backend, *ops)
+        # Never fall back silently: a plugin backend without the kernel is an error (the eager handlers
+        # check this before swapping anything; this is the last line of defence for direct construction).
+        require_kernel_ops(backend, ops, f"{type(self).__name__} ({op_label})",
+                           "Use a backend that has it, or keep this layer float")
+        self.uses_plugin_kernel = backend.kernels is not None
         if self.uses_plugin_kernel:
             self.kernel_path = f"{backend.name} {op_label} kernel ({backend.kernel_isa()})"
-        elif backend.kernels is None:
-            self.kernel_path = f"pytorch reference ({backend.name} is the reference backend, no C kernels)"
         else:
-            missing = [op for op in ops if not callable(getattr(backend.kernels, op, None))]
-            self.kernel_path = f"pytorch reference ({backend.name} kernels have no {', '.join(missing)})"
+            self.kernel_path = f"pytorch reference ({backend.name} is the reference backend, no C kernels)"
         self._packed_meta: dict[str, dict[str, Any]] = {}
         self._packed_types: dict[str, type] = {}
         self._runtime: dict[str, Any] = {}

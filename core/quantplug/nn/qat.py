@@ -44,8 +44,11 @@ __all__ = [
 class QATNumerics:
     """Builds the fake-quantize modules for one backend and one ``QATConfig`` (not saved with the model)."""
 
-    def __init__(self, static: BackendNumerics, dynamic: BackendNumerics | None, config: Any) -> None:
+    def __init__(self, static: BackendNumerics, dynamic: BackendNumerics | None, config: Any, *,
+                 row_equalize: bool = False) -> None:
         self.static, self.dynamic, self.config = static, dynamic, config
+        #: the backend's dynamic kernel is per tensor only, so the converted per-row module equalizes rows
+        self.row_equalize = bool(row_equalize)
 
     def _observer_cls(self, per_channel: bool):
         from .. import observers as ob
@@ -94,30 +97,48 @@ class QATNumerics:
         """Per-call fake quant with the backend's dynamic activation numerics."""
         n = self.dynamic or self.static
         return DynamicFakeQuantize(n.act_range, n.act_dtype, symmetric=n.act_symmetric, per_row=self.config.per_row,
-                                   scale_min=n.scale_min)
+                                   scale_min=n.scale_min, row_equalize=self.row_equalize and self.config.per_row)
 
 
 class DynamicFakeQuantize(nn.Module):
     """Fake quantization with qparams from each call's own data (per row or per tensor).
 
-    Per row it simulates the converted module exactly: a backend with per-row
-    kernels quantizes each row with its own asymmetric qparams; on a
-    per-tensor kernel the converted module equalizes the rows first, which
-    gives the same grid. Gradients pass straight through (torch's fused
-    fake-quantize ops).
+    Per row it simulates the converted module: a backend with per-row
+    kernels quantizes each row with its own asymmetric qparams (range widened
+    to include 0). On a per-tensor kernel (``row_equalize=True``) the
+    converted module maps each row affinely onto [-1, 1] and the kernel
+    quantizes that per tensor, a grid that spans exactly the row's
+    [min, max] (not widened to 0); this module reproduces that grid.
+    Gradients pass straight through (torch's fused fake-quantize ops).
     """
 
     def __init__(self, act_range: tuple[int, int], dtype: torch.dtype, *, symmetric: bool = False,
-                 per_row: bool = True, scale_min: float | None = None) -> None:
+                 per_row: bool = True, scale_min: float | None = None, row_equalize: bool = False) -> None:
         super().__init__()
         self.quant_min, self.quant_max = int(act_range[0]), int(act_range[1])
         self.dtype, self.symmetric, self.per_row, self.scale_min = dtype, symmetric, per_row, scale_min
+        self.row_equalize = bool(row_equalize and per_row)
         self.register_buffer("fake_quant_enabled", torch.tensor([1], dtype=torch.uint8))
+
+    def _equalized(self, flat: Tensor) -> Tensor:
+        # Same steps as DynamicLinear._row_equalized: x' = (x - c) / r, per-tensor quantization of x'.
+        f = flat.detach().to(torch.float32)
+        hi, lo = f.amax(1, keepdim=True), f.amin(1, keepdim=True)
+        center, radius = (hi + lo) * 0.5, (hi - lo) * 0.5
+        inv = torch.where(radius > 0, torch.reciprocal(radius), torch.ones_like(radius))
+        xe = torch.addcmul(-center * inv, flat, inv)  # bit-identical to the converted module's x'
+        e = xe.detach()
+        scale, zp = choose_qparams(e.amin(), e.amax(), quant_min=self.quant_min, quant_max=self.quant_max,
+                                   symmetric=self.symmetric, scale_min=self.scale_min, dtype=self.dtype)
+        q = torch.fake_quantize_per_tensor_affine(xe, float(scale), int(zp), self.quant_min, self.quant_max)
+        return q * radius + center
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` snapped to this call's grid."""
         if self.fake_quant_enabled[0] == 0 or x.numel() == 0:
             return x
+        if getattr(self, "row_equalize", False):
+            return self._equalized(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         flat = x.reshape(-1, x.shape[-1]) if self.per_row else x.reshape(1, -1)
         f = flat.detach().to(torch.float32)
         lo, hi = f.amin(1), f.amax(1)  # faster than aminmax(dim=1) on CPU
@@ -128,8 +149,9 @@ class DynamicFakeQuantize(nn.Module):
 
     def extra_repr(self) -> str:
         """Range and granularity."""
-        return (f"quant_min={self.quant_min}, quant_max={self.quant_max}, "
-                f"{'per-row' if self.per_row else 'per-tensor'}, symmetric={self.symmetric}")
+        gran = "per-row (rows equalized)" if getattr(self, "row_equalize", False) else (
+            "per-row" if self.per_row else "per-tensor")
+        return f"quant_min={self.quant_min}, quant_max={self.quant_max}, {gran}, symmetric={self.symmetric}"
 
 
 class GroupwiseFakeQuantize(nn.Module):

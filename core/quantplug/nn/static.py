@@ -32,7 +32,13 @@ __all__ = [
     "QuantizedConv1d",
     "QuantizedConv2d",
     "make_activation_observer",
+    "LINEAR_OPS",
+    "CONV_OPS",
 ]
+
+#: kernel methods of the static int8 linear / conv modules
+LINEAR_OPS = ("pack_linear_weight", "linear")
+CONV_OPS = ("pack_conv2d_weight", "conv2d")
 
 
 def make_activation_observer(numerics: BackendNumerics, kind: str = "histogram", **extra: Any) -> nn.Module:
@@ -136,7 +142,7 @@ class QuantizedLinear(_StaticBase):
                  relu: bool, backend: Any, numerics: BackendNumerics) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self._init_backend(backend, numerics, ("pack_linear_weight", "linear"), op_label="int8 linear")
+        self._init_backend(backend, numerics, LINEAR_OPS, op_label="int8 linear")
         self._store_packed("packed", self.kernels().pack_linear_weight(w_q, w_scales, w_zero_points))
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous().clone())
         self._init_qparams(input_qparams, output_qparams, relu)
@@ -178,7 +184,7 @@ class QuantizedConv2d(_StaticBase):
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.dilation, self.groups = conv.kernel_size, conv.stride, conv.dilation, conv.groups
-        self._init_backend(backend, numerics, ("pack_conv2d_weight", "conv2d"), op_label="int8 conv2d")
+        self._init_backend(backend, numerics, CONV_OPS, op_label="int8 conv2d")
         # Non-zero padding modes and padding='same' with even kernels are applied to the float input
         # before quantization; the kernel then runs with zero padding of its own.
         self.pre_pad: tuple[int, ...] | None = None

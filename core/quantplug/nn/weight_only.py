@@ -32,6 +32,7 @@ __all__ = [
     "QuantizedEmbeddingBag",
     "INT8_WEIGHT_ONLY_OPS",
     "INT4_OPS",
+    "PER_GROUP_INT8_OPS",
     "quantize_int4_groupwise",
 ]
 
@@ -39,6 +40,8 @@ __all__ = [
 INT8_WEIGHT_ONLY_OPS = ("pack_linear_weight", "linear_weight_only")
 #: kernel methods a backend provides for int4 group-wise weight-only linear
 INT4_OPS = ("pack_linear_weight_int4", "linear_int4_weight_only")
+#: kernel method for group-wise int8 weight-only linear (no plugin has it yet: reference backend only)
+PER_GROUP_INT8_OPS = ("per_group_int8_weight_only",)
 
 
 def _float(x: Tensor) -> tuple[Tensor, torch.dtype]:
@@ -59,7 +62,7 @@ class Int8WeightOnlyLinear(QuantizedModule):
                  observer: nn.Module | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features, self.group_size = mod.in_features, mod.out_features, group_size
-        ops = INT8_WEIGHT_ONLY_OPS if group_size is None else ("per_group_int8_weight_only",)
+        ops = INT8_WEIGHT_ONLY_OPS if group_size is None else PER_GROUP_INT8_OPS
         self._init_backend(backend, numerics, ops, op_label="int8 weight-only linear")
         if group_size is None:
             w_q, s, z = quantize_weight(mod.weight, numerics, observer=observer)

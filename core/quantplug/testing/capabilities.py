@@ -4,6 +4,34 @@ The conformance suite skips a test when the backend lacks the capability the
 test needs, so a backend with only a static int8 linear kernel runs the
 linear tests and skips the conv ones, and a new kernel is tested the moment
 the kernel library grows the method.
+
+Most flags are *inferred* (modes from ``Backend.modes``, kernels from the
+methods of the kernel library, numerics from the default quantizer). Two facts
+cannot be inferred and are **declared** by the backend as plain class
+attributes (absent means the default, which is what the suite then checks):
+
+``supports_dynamic_per_row`` on the kernel library (default ``True``)
+    ``linear_dynamic(x, packed, bias, per_row=True)`` quantizes each row of
+    ``x`` with its own scale. A backend whose real library quantizes dynamic
+    activations per tensor only (FBGEMM, QNNPACK) declares ``False``; the suite
+    then checks that ``per_row=True`` is *refused* with an error naming
+    ``per_row`` (``KernelInputError``, ``ValueError`` or
+    ``NotImplementedError``) instead of testing its numerics::
+
+        class FbgemmKernels(CffiKernelLibrary):
+            supports_dynamic_per_row = False
+
+``eager_only_modes`` on the quantizer class (default ``()``)
+    Modes of ``Backend.modes`` that only the eager flow
+    (``quantplug.quantize_``) runs; the graph quantizer (``prepare_pt2e``)
+    cannot. The suite runs every declared mode through the eager flow, and
+    only the other ones (:attr:`Capabilities.graph_modes`) through the graph
+    flow::
+
+        class MyQuantizer(PatternQuantizer):
+            eager_only_modes = ("weight_only",)
+
+:data:`DECLARATIONS` lists both with their defaults.
 """
 
 from __future__ import annotations
@@ -17,7 +45,13 @@ import torch
 from ..backend import Backend
 from ..specs import INT4, UINT4
 
-__all__ = ["Capabilities", "capabilities", "mode_options", "reference_kernels_for"]
+__all__ = ["Capabilities", "DECLARATIONS", "capabilities", "mode_options", "reference_kernels_for"]
+
+#: Declared capabilities: attribute name -> (where it is declared, default when absent).
+DECLARATIONS: dict[str, tuple[str, Any]] = {
+    "supports_dynamic_per_row": ("kernel library", True),
+    "eager_only_modes": ("quantizer class", ()),
+}
 
 _MODE_OPTIONS: dict[str, dict[str, Any]] = {
     "static": {},
@@ -59,6 +93,10 @@ class Capabilities:
     backend: str
     distribution: str
     #: modes the backend declares (``static``, ``dynamic``, ``weight_only``, ``qat``)
+    modes: tuple[str, ...]
+    #: declared modes the graph flow (``prepare_pt2e``) runs; the others are eager-only
+    graph_modes: tuple[str, ...]
+    #: the graph flow runs this mode (declared and not eager-only); the eager flow runs all ``modes``
     static: bool
     dynamic: bool
     weight_only: bool
@@ -69,6 +107,8 @@ class Capabilities:
     static_linear: bool
     #: ``pack_linear_weight`` + ``linear_dynamic``
     dynamic_linear: bool
+    #: ``linear_dynamic(per_row=True)`` is supported (declared ``supports_dynamic_per_row``)
+    dynamic_per_row: bool
     #: ``pack_conv2d_weight`` + ``conv2d``
     conv2d_kernel: bool
     #: ``add``
@@ -81,6 +121,8 @@ class Capabilities:
     per_channel: bool
     #: a weight dtype config accepts int4 / uint4
     int4: bool
+    #: a dtype config keeps activations float with 8-bit weights (int8 weight-only)
+    weight_only_int8: bool
     #: activation storage dtype and range of the static quantizer (int8 defaults otherwise)
     act_dtype: torch.dtype
     act_range: tuple[int, int]
@@ -104,17 +146,44 @@ def _has(obj: Any, *methods: str) -> bool:
     return obj is not None and all(callable(getattr(obj, m, None)) for m in methods)
 
 
-def _default_quantizer(backend: Backend):
+def _default_quantizer(backend: Backend, graph_modes: tuple[str, ...]):
     for mode in ("static", "dynamic", "qat"):
-        if mode in backend.modes:
+        if mode in graph_modes:
             return backend.get_quantizer(**_MODE_OPTIONS[mode])
     return backend.get_quantizer()
 
 
+def _declared(obj: Any, name: str) -> Any:
+    """The declared value of ``name`` on ``obj`` (its default when ``obj`` does not declare it)."""
+    default = DECLARATIONS[name][1]
+    return default if obj is None else getattr(obj, name, default)
+
+
+def _eager_only_modes(backend: Backend) -> tuple[str, ...]:
+    modes = _declared(backend.quantizer_factory, "eager_only_modes")
+    if isinstance(modes, str) or not all(isinstance(m, str) for m in modes):
+        raise TypeError(f"backend {backend.name!r}: eager_only_modes must be a tuple of mode names, got {modes!r}")
+    unknown = set(modes) - set(backend.modes)
+    if unknown:
+        raise ValueError(f"backend {backend.name!r} declares eager_only_modes {sorted(unknown)} that are not among "
+                         f"its modes {list(backend.modes)}")
+    return tuple(modes)
+
+
 def capabilities(backend: Backend) -> Capabilities:
-    """Read the capability flags of ``backend`` from its modes, kernels, config and quantizer."""
+    """Read the capability flags of ``backend`` from its modes, kernels, config and quantizer.
+
+    Declared facts (:data:`DECLARATIONS`) are read from the kernel library and
+    the quantizer class; a malformed declaration raises ``TypeError`` /
+    ``ValueError`` so it cannot silently disable tests.
+    """
     k = backend.kernels
-    quantizer = _default_quantizer(backend)
+    eager_only = _eager_only_modes(backend)
+    graph_modes = tuple(m for m in backend.modes if m not in eager_only)
+    per_row = _declared(k, "supports_dynamic_per_row")
+    if not isinstance(per_row, bool):
+        raise TypeError(f"backend {backend.name!r}: supports_dynamic_per_row must be a bool, got {per_row!r}")
+    quantizer = _default_quantizer(backend, graph_modes)
     cfg = getattr(quantizer, "global_config", None)
     act = getattr(cfg, "input_activation", None)
     weight = getattr(cfg, "weight", None)
@@ -129,6 +198,9 @@ def capabilities(backend: Backend) -> Capabilities:
     int4 = any(
         dc.weight_dtype is not None and dc.weight_dtype.dtype in (INT4, UINT4)
         for pc in backend.backend_config.configs for dc in pc.dtype_configs)
+    weight_only_int8 = any(
+        dc.input_dtype is None and dc.weight_dtype is not None and dc.weight_dtype.dtype in (torch.int8, torch.uint8)
+        for pc in backend.backend_config.configs for dc in pc.dtype_configs)
     isa_selection = _has(k, "usable_isas", "use_isa")
     if isa_selection:
         isas = tuple(k.usable_isas())
@@ -138,16 +210,18 @@ def capabilities(backend: Backend) -> Capabilities:
         isas = ()
     return Capabilities(
         backend=backend.name, distribution=backend.distribution,
-        static="static" in backend.modes, dynamic="dynamic" in backend.modes,
-        weight_only="weight_only" in backend.modes, qat="qat" in backend.modes,
+        modes=tuple(backend.modes), graph_modes=graph_modes,
+        static="static" in graph_modes, dynamic="dynamic" in graph_modes,
+        weight_only="weight_only" in graph_modes, qat="qat" in graph_modes,
         kernels=k is not None,
         static_linear=_has(k, "pack_linear_weight", "linear"),
         dynamic_linear=_has(k, "pack_linear_weight", "linear_dynamic"),
+        dynamic_per_row=_has(k, "pack_linear_weight", "linear_dynamic") and per_row,
         conv2d_kernel=_has(k, "pack_conv2d_weight", "conv2d"),
         add_kernel=_has(k, "add"),
         isa_selection=isa_selection,
         conv_patterns=backend.backend_config.get(("conv2d",)) is not None,
-        per_channel=bool(per_channel), int4=int4,
+        per_channel=bool(per_channel), int4=int4, weight_only_int8=weight_only_int8,
         act_dtype=act_dtype, act_range=(int(act_range[0]), int(act_range[1])), act_symmetric=bool(act_sym),
         weight_range=(int(w_range[0]), int(w_range[1])), weight_symmetric=bool(w_sym),
         isas=isas,

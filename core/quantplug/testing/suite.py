@@ -30,10 +30,20 @@ What is checked, each part tagged by the capability it needs (see
   raise :class:`quantplug.KernelInputError`.
 * :class:`TestGraphFlow`: prepare, calibrate, convert end to end with SQNR
   thresholds; lowered model vs reference representation within one step.
-* :class:`TestSerialization`: ``quantplug.save``/``load`` and
-  ``torch.export.save``/``load`` give bit-identical outputs; damaged files are
-  rejected.
+* :class:`TestEagerFlow`: ``quantize_`` / ``prepare_qat`` / ``convert`` for
+  every mode, including eager-only ones; undeclared modes refused; eager
+  models round-trip bit-identically through ``quantplug.save``/``load`` and
+  through ``load_state_dict`` into a model quantized from other weights.
+* :class:`TestSerialization`: ``quantplug.save``/``load``, ``state_dict``
+  into a freshly converted model and ``torch.export.save``/``load`` give
+  bit-identical outputs; damaged files are rejected.
 * :class:`TestErrors`: uncalibrated convert and unknown options fail clearly.
+
+Two facts are declared by the backend rather than inferred
+(:data:`quantplug.testing.capabilities.DECLARATIONS`):
+``supports_dynamic_per_row = False`` on a kernel library whose dynamic linear is
+per tensor only (the suite then requires ``per_row=True`` to be refused), and
+``eager_only_modes`` on a quantizer class for modes only ``quantize_`` runs.
 
 Override a test a backend cannot pass by subclassing its class under the same
 name in the adopting module and redefining the test (SQLAlchemy style).
@@ -74,6 +84,7 @@ __all__ = [
     "TestQuantizer",
     "TestKernels",
     "TestGraphFlow",
+    "TestEagerFlow",
     "TestSerialization",
     "TestErrors",
 ]
@@ -286,10 +297,25 @@ class TestDiscovery:
 # ------------------------------------------------------------- quantizer --
 
 
-def _export(model, x):
+_EXPORT_INPUTS = {
+    "single_linear": (SingleLinear, (4, 24)),
+    "mlp256": (lambda: MLP(256, 256, 16), (4, 256)),
+    "convnet": (ConvNet, (2, 3, 8, 8)),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _exported_once(kind: str):
     from quantplug.prepare import export_model
 
-    return export_model(model.eval(), (x,))
+    make, shape = _EXPORT_INPUTS[kind]
+    torch.manual_seed(0)
+    return export_model(make().eval(), (torch.randn(*shape),))
+
+
+def _export(kind: str):
+    """A fresh copy of one of the suite's small models, exported once per process (export is slow)."""
+    return copy.deepcopy(_exported_once(kind))
 
 
 def _linear_node(gm):
@@ -309,18 +335,25 @@ class TestQuantizer:
 
     @pytest.mark.parametrize("mode", ["static", "dynamic", "qat", "weight_only"])
     def test_annotations_validate_against_backend_config(self, backend, capabilities, mode):
+        """Every mode the graph flow runs annotates linear layers within the BackendConfig.
+
+        A mode the backend does not declare is tested by ``test_undeclared_mode_refused``
+        instead, an eager-only mode by :class:`TestEagerFlow`.
+        """
         from quantplug.backend_config import validate_annotations
         from quantplug.specs import ANNOTATION_KEY
 
-        if mode not in backend.modes:
-            pytest.skip(f"{backend.name} does not declare mode {mode!r}")
+        if mode not in capabilities.graph_modes:
+            why = "eager-only (declared in eager_only_modes)" if mode in capabilities.modes else "not declared"
+            pytest.skip(f"{backend.name}: mode {mode!r} is {why}; the graph quantizer is not asked for it")
         options = mode_options(backend, mode)
-        if options is None:
-            pytest.skip(f"no quantizer option selects {mode!r} (expected is_{mode}=True)")
+        assert options is not None, (
+            f"{backend.name} declares {mode!r} but its quantizer factory has no option selecting it "
+            f"(expected is_{mode}=True)")
         q = backend.get_quantizer(**options)
-        model = ConvNet() if capabilities.conv_patterns else MLP()
-        x = torch.randn(2, 3, 8, 8) if capabilities.conv_patterns else torch.randn(4, 32)
-        gm = q.transform_for_annotation(_export(model, x))
+        # weight-only kernels are linear ones, often group-wise: K a multiple of 32/64/128
+        kind = "convnet" if capabilities.conv_patterns and mode != "weight_only" else "mlp256"
+        gm = q.transform_for_annotation(_export(kind))
         q.annotate(gm)
         validate_annotations(gm, backend.backend_config)
         annotated = [n for n in gm.graph.nodes if ANNOTATION_KEY in n.meta]
@@ -333,7 +366,7 @@ class TestQuantizer:
         from quantplug.specs import ANNOTATION_KEY, QuantizationSpec
 
         q = backend.get_quantizer()
-        gm = q.transform_for_annotation(_export(SingleLinear(), torch.randn(4, 24)))
+        gm = q.transform_for_annotation(_export("single_linear"))
         q.annotate(gm)
         lin = _linear_node(gm)
         ann = lin.meta[ANNOTATION_KEY]
@@ -356,7 +389,7 @@ class TestQuantizer:
         if not bounds or len(limited) < len(bounds):
             pytest.skip("the backend accepts the full activation range; no range bound to violate")
         q = backend.get_quantizer()
-        gm = q.transform_for_annotation(_export(SingleLinear(), torch.randn(4, 24)))
+        gm = q.transform_for_annotation(_export("single_linear"))
         q.annotate(gm)
         lin = _linear_node(gm)
         bad = QuantizationSpec(dtype=capabilities.act_dtype, quant_min=full[0], quant_max=full[1],
@@ -375,7 +408,7 @@ class TestQuantizer:
         if not weights or not all(w.symmetric_only for w in weights):
             pytest.skip("the backend accepts asymmetric weights")
         q = backend.get_quantizer()
-        gm = q.transform_for_annotation(_export(SingleLinear(), torch.randn(4, 24)))
+        gm = q.transform_for_annotation(_export("single_linear"))
         q.annotate(gm)
         lin = _linear_node(gm)
         dtype = weights[0].dtype
@@ -387,11 +420,11 @@ class TestQuantizer:
         with pytest.raises(ConstraintViolationError, match=re.escape(lin.name)):
             q.validate(gm)
 
-    @pytest.mark.parametrize("mode", ["dynamic", "qat"])
+    @pytest.mark.parametrize("mode", ["dynamic", "qat", "weight_only"])
     def test_undeclared_mode_refused(self, backend, mode):
         if mode in backend.modes:
-            pytest.skip(f"{backend.name} declares {mode!r}")
-        options = mode_options(backend, mode)
+            pytest.skip(f"{backend.name} declares {mode!r}: tested by test_annotations_validate_against_backend_config")
+        options = mode_options(backend, mode) or {f"is_{mode}": True}
         with pytest.raises((ValueError, TypeError)) as info:
             backend.get_quantizer(**options)
         assert next(iter(options)) in str(info.value), "the error must name the option the backend cannot run"
@@ -497,11 +530,14 @@ class TestKernels:
         bound = step * w_deq.abs().sum(1).double() + 1e-4 * (1 + y_float.abs())
         packed = kernels.pack_linear_weight(w, s, z)
 
+        if per_row and not capabilities.dynamic_per_row:
+            # Declared unsupported (supports_dynamic_per_row = False): it must be refused, loudly.
+            with pytest.raises((KernelInputError, ValueError, NotImplementedError), match="per_row"):
+                kernels.linear_dynamic(x, packed, bias, per_row=True)
+            return
+
         def check(isa):
-            try:
-                out = kernels.linear_dynamic(x, packed, bias, per_row=per_row)
-            except NotImplementedError as exc:
-                pytest.skip(f"per_row={per_row} not supported: {exc}")
+            out = kernels.linear_dynamic(x, packed, bias, per_row=per_row)
             assert out.dtype == torch.float32 and out.shape == (m, n)
             err = (out.double() - y_float).abs()
             assert bool((err <= bound).all()), f"[{isa}] max error {float(err.max()):.4g} over bound {float(bound.min()):.4g}"
@@ -607,6 +643,11 @@ class TestKernels:
 
 @functools.lru_cache(maxsize=8)
 def _static_flow_cached(backend_name: str) -> types.SimpleNamespace:
+    return _static_flow(backend_name)
+
+
+def _static_flow(backend_name: str) -> types.SimpleNamespace:
+    """The suite's MLP, seeded: two calls give the same model, calibration and qparams."""
     backend = quantplug.get_backend(backend_name)
     torch.manual_seed(0)
     model = MLP().eval()
@@ -721,6 +762,102 @@ class TestGraphFlow:
         assert sqnr(fake, converted(x)) > 25.0
 
 
+# ------------------------------------------------------------- eager flow --
+
+
+def _eager_model() -> torch.nn.Module:
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
+
+
+def _eager_configs(mode: str, capabilities: Capabilities) -> list:
+    """The eager-flow configs of ``mode`` (weight-only: int8, plus int4 where the config has it)."""
+    if mode == "static":
+        return [quantplug.Int8StaticActivationInt8WeightConfig()]
+    if mode == "dynamic":
+        return [quantplug.Int8DynamicActivationInt8WeightConfig()]
+    if mode == "qat":
+        return [quantplug.QATConfig()]
+    # The weight-only dtypes the BackendConfig accepts (activations float): int8 and/or int4.
+    configs = [quantplug.Int8WeightOnlyConfig()] if capabilities.weight_only_int8 else []
+    if capabilities.int4:
+        configs.append(quantplug.Int4WeightOnlyConfig(group_size=32))
+    if not configs and "weight_only" not in capabilities.modes:
+        configs = [quantplug.Int8WeightOnlyConfig()]  # to check the refusal
+    return configs
+
+
+def _run_eager(model, config, backend_name: str, batches) -> None:
+    """quantize_ (or prepare_qat + a few training steps), calibrate, convert: the whole eager flow."""
+    if isinstance(config, quantplug.QATConfig):
+        quantplug.prepare_qat(model, config, backend=backend_name)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        for x in batches:
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        quantplug.convert(model.eval())
+        return
+    quantplug.quantize_(model, config, backend=backend_name)
+    if isinstance(config, quantplug.Int8StaticActivationInt8WeightConfig):
+        calibrate(model, batches)
+        quantplug.convert(model)
+
+
+class TestEagerFlow:
+    """``quantplug.quantize_`` / ``prepare_qat`` / ``convert`` for every mode, graph or eager-only.
+
+    Declared modes must quantize, stay close to float and survive ``quantplug.save`` /
+    ``load`` bit-identically; undeclared ones must be refused without touching the model.
+    """
+
+    @pytest.mark.parametrize("mode", ["static", "dynamic", "weight_only", "qat"])
+    def test_mode(self, backend, capabilities, mode, tmp_path):
+        from quantplug.configs import BackendCapabilityError
+        from quantplug.serialization import load, save
+
+        batches = [torch.randn(8, 128, generator=_gen(i)) for i in range(4)]
+        x = torch.randn(5, 128, generator=_gen(9))
+        configs = _eager_configs(mode, capabilities)
+        assert configs, (f"{backend.name} declares {mode!r} but its BackendConfig accepts no weight-only dtype "
+                         f"(a DTypeConfig with input_dtype=None and int8 or int4 weights)")
+        for config in configs:
+            label = type(config).__name__
+            model = _eager_model()
+            y_float = model(x)
+            if mode not in capabilities.modes:
+                before = {k: v.clone() for k, v in model.state_dict().items()}
+                with pytest.raises(BackendCapabilityError, match=mode):
+                    _run_eager(model, config, backend.name, batches)
+                assert isinstance(model[0], torch.nn.Linear), f"{label}: a refused config changed the model"
+                assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+                continue
+            _run_eager(model, config, backend.name, batches)
+            assert not isinstance(model[0], torch.nn.Linear), f"{label} on {backend.name} swapped nothing"
+            assert model.quantplug_info.backend == backend.name
+            with torch.no_grad():
+                y = model(x)
+            # int8: ~40 dB per tensor, two layers, 7-bit activations on some backends: 25 dB.
+            # int4 group-wise weights: ~6 dB per bit less, 12 dB.
+            floor = 12.0 if isinstance(config, quantplug.Int4WeightOnlyConfig) else 25.0
+            assert sqnr(y_float, y) > floor, f"{label} on {backend.name}: SQNR {float(sqnr(y_float, y)):.1f} dB"
+            path = save(model, tmp_path / f"{mode}-{label}.safetensors")
+            loaded = load(path, model=_eager_model())
+            # state_dict into the same flow run on *different* fp32 weights: every number the
+            # quantized model uses (weights, scales, activation qparams) must be state.
+            other = _eager_model()
+            with torch.no_grad():
+                for p in other.parameters():
+                    p.mul_(-0.5)
+            _run_eager(other, config, backend.name, [b * 2 for b in batches])
+            result = other.load_state_dict(model.state_dict(), strict=True)
+            assert not result.missing_keys and not result.unexpected_keys
+            with torch.no_grad():
+                assert torch.equal(loaded(x), y), f"{label}: output changed after quantplug.save/load"
+                assert torch.equal(other(x), y), f"{label}: output differs after load_state_dict"
+
+
 # ---------------------------------------------------------- serialization --
 
 
@@ -737,6 +874,20 @@ class TestSerialization:
         loaded = load(path)
         for x in (static_flow.x, torch.randn(3, 32)):
             assert torch.equal(loaded(x), static_flow.lowered(x))
+
+    @requires.static
+    def test_state_dict_into_a_freshly_converted_model(self, static_flow, backend):
+        """Weights and packed buffers are state; activation qparams are graph constants, so the
+        fresh model is converted from the same model and calibration data."""
+        fresh = _static_flow(backend.name).lowered
+        state = fresh.state_dict()
+        assert state, "a lowered model keeps its packed weights as state"
+        with torch.no_grad():
+            for t in state.values():
+                t.zero_()  # prove the values come from the loaded state dict
+        result = fresh.load_state_dict(static_flow.lowered.state_dict(), strict=True)
+        assert not result.missing_keys and not result.unexpected_keys
+        assert torch.equal(fresh(static_flow.x), static_flow.lowered(static_flow.x))
 
     @requires.static
     def test_damaged_file_rejected(self, static_flow, tmp_path):

@@ -4,7 +4,8 @@
  * pixel is one gemm row (its input patch). The patch of MR pixels is copied
  * into a small buffer (im2col; padding filled with the input zero point so it
  * contributes 0), then the same microkernels and epilogues as the linear run.
- * 1x1 stride-1 unpadded convolutions read the input rows in place.
+ * 1x1 stride-1 unpadded convolutions read the input rows in place; depthwise
+ * convolutions (groups == cin == cout) take the channel-vectorised dwconv.c.
  *
  * The scalar path is the direct definition (nested loops, padding skipped).
  */
@@ -165,6 +166,9 @@ int xnnpack_qs8_qc8w_conv2d_nhwc(const int8_t *x, size_t batch, size_t h, size_t
     }
     return QP_OK;
   }
+  if (groups == cin && cout == cin && xnn_dwconv_acc_for(qp_active_isa()) && kh * kw <= XNN_DW_MAX_TAPS)
+    return xnn_dwconv_nhwc(cfg, x, batch, h, w, cin, x_zp, packed, group_packed, kp, kh, kw, sh, sw, ph, pw, dh, dw,
+                           oh, ow, bias, mult, n_mult != 1, out_zp, qmin, qmax, out);
   int32_t *bias_eff = (int32_t *)malloc(groups * group_rows * sizeof(int32_t));
   if (!bias_eff) return QP_ERR_OUT_OF_MEMORY;
   for (size_t g = 0; g < groups; g++)

@@ -133,36 +133,58 @@ typedef struct {
   float *fout;
 } xnn_gemm_task;
 
+/* Epilogue of one 16-channel block: rows m0 .. m0 + mr, channels n0 .. n0 + 16 (or fewer). */
+static void xnn_gemm_epilogue(const xnn_gemm_task *t, size_t m0, size_t mr, size_t n0, const int32_t *raw) {
+  const size_t nc = xnn_min(XNN_NR, t->n - n0);
+  if (t->dynamic) {
+    const xnn_dequant_params p = {t->row_sums + n0, t->x_zp + m0, t->x_scale + m0,
+                                  t->w_scale + (t->w_per_channel ? n0 : 0), t->w_per_channel,
+                                  t->bias ? t->bias + n0 : NULL};
+    /* SIMD epilogues read 16 channels; a partial block uses the scalar one
+     * (same arithmetic) so nothing past the caller's arrays is touched. */
+    (nc == XNN_NR ? t->cfg->dequant : xnn_qd8_f32_dequant__scalar)(mr, nc, raw, &p, t->fout + m0 * t->n + n0,
+                                                                    t->n);
+  } else {
+    const xnn_requant_params p = {t->bias_eff + n0, t->mult + (t->mult_per_channel ? n0 : 0),
+                                  t->mult_per_channel, t->zp, t->qmin, t->qmax};
+    (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + m0 * t->n + n0, t->n);
+  }
+}
+
+/* Rows and 16-channel blocks of one tile: the wide microkernel's when the ISA has one. */
+static size_t xnn_tile_rows(const xnn_gemm_config *cfg) { return cfg->gemm_wide ? cfg->mr_wide : cfg->mr; }
+static size_t xnn_tile_blocks(const xnn_gemm_config *cfg) { return cfg->gemm_wide ? 2 : 1; }
+
 static void xnn_gemm_run(void *ctx, size_t begin, size_t end) {
   const xnn_gemm_task *t = (const xnn_gemm_task *)ctx;
-  const size_t mr_max = t->cfg->mr;
-  int32_t raw[XNN_MR_MAX * XNN_NR];
+  const xnn_gemm_config *cfg = t->cfg;
+  const size_t tile_rows = xnn_tile_rows(cfg), tile_blocks = xnn_tile_blocks(cfg);
+  int32_t raw[2 * XNN_MR_WIDE_MAX * XNN_NR];
   for (size_t i = begin; i < end; i++) {
-    const size_t nb = i / t->mtiles, m0 = (i % t->mtiles) * mr_max, n0 = nb * XNN_NR;
-    const size_t mr = xnn_min(mr_max, t->m - m0), nc = xnn_min(XNN_NR, t->n - n0);
-    t->cfg->gemm(mr, t->k, t->x + m0 * t->k, t->k, t->packed + nb * XNN_NR * t->kp, t->row_sums + n0,
-                 raw);
-    if (t->dynamic) {
-      const xnn_dequant_params p = {t->row_sums + n0, t->x_zp + m0, t->x_scale + m0,
-                                    t->w_scale + (t->w_per_channel ? n0 : 0), t->w_per_channel,
-                                    t->bias ? t->bias + n0 : NULL};
-      /* SIMD epilogues read 16 channels; a partial block uses the scalar one
-       * (same arithmetic) so nothing past the caller's arrays is touched. */
-      (nc == XNN_NR ? t->cfg->dequant : xnn_qd8_f32_dequant__scalar)(mr, nc, raw, &p,
-                                                                      t->fout + m0 * t->n + n0, t->n);
-    } else {
-      const xnn_requant_params p = {t->bias_eff + n0, t->mult + (t->mult_per_channel ? n0 : 0),
-                                    t->mult_per_channel, t->zp, t->qmin, t->qmax};
-      (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + m0 * t->n + n0,
-                                                                 t->n);
+    /* tiles run N-block major, so one thread's consecutive tiles reuse the same weights */
+    const size_t nb = i / t->mtiles * tile_blocks, m0 = (i % t->mtiles) * tile_rows, n0 = nb * XNN_NR;
+    const size_t mr = xnn_min(tile_rows, t->m - m0);
+    const int8_t *a = t->x + m0 * t->k, *w = t->packed + nb * XNN_NR * t->kp;
+    if (cfg->gemm_wide && n0 + XNN_NR < t->n) {
+      cfg->gemm_wide(mr, t->k, a, t->k, w, XNN_NR * t->kp, t->row_sums + n0, raw);
+      xnn_gemm_epilogue(t, m0, mr, n0, raw);
+      xnn_gemm_epilogue(t, m0, mr, n0 + XNN_NR, raw + XNN_MR_WIDE_MAX * XNN_NR);
+      continue;
+    }
+    for (size_t s = 0; s < mr; s += cfg->mr) { /* one block: the narrow microkernel */
+      const size_t sr = xnn_min(cfg->mr, mr - s);
+      cfg->gemm(sr, t->k, a + s * t->k, t->k, w, t->row_sums + n0, raw);
+      xnn_gemm_epilogue(t, m0 + s, sr, n0, raw);
     }
   }
 }
 
 static void xnn_gemm_parallel(xnn_gemm_task *t) {
-  t->mtiles = (t->m + t->cfg->mr - 1) / t->cfg->mr;
-  const size_t tiles = t->mtiles * ((t->n + XNN_NR - 1) / XNN_NR);
-  const size_t tile_work = t->cfg->mr * XNN_NR * t->kp;
+  const size_t tile_rows = xnn_tile_rows(t->cfg), tile_blocks = xnn_tile_blocks(t->cfg);
+  t->mtiles = (t->m + tile_rows - 1) / tile_rows;
+  const size_t blocks = (t->n + XNN_NR - 1) / XNN_NR;
+  const size_t tiles = t->mtiles * ((blocks + tile_blocks - 1) / tile_blocks);
+  const size_t tile_work = tile_rows * tile_blocks * XNN_NR * t->kp;
   const size_t grain = tile_work >= (1u << 16) ? 1 : (1u << 16) / tile_work;
   qp_parallel_for(tiles, grain, xnn_gemm_run, t);
 }
@@ -242,27 +264,45 @@ static void xnn_minmax(const float *x, size_t count, float *lo, float *hi, int *
   *lo = a, *hi = b, *nan |= bad;
 }
 
+static void xnn_qd8_convert__scalar(const float *x, size_t n, float inv_scale, int32_t zp, int8_t *out) {
+  for (size_t i = 0; i < n; i++) out[i] = (int8_t)qp_quantize(x[i], inv_scale, zp, -128, 127);
+}
+
+#if !defined(__x86_64__) && !defined(__i386__) && !defined(__aarch64__)
+const xnn_qd8_config *xnn_qd8_config_for(int isa) {
+  (void)isa;
+  return NULL;
+}
+#endif
+
+static const xnn_qd8_config xnn_qd8_scalar = {xnn_minmax, xnn_qd8_convert__scalar};
+
+/* Quantize `count` values with the qparams of their own range (one tensor or one row). */
+static int xnn_qd8_block(const xnn_qd8_config *cfg, const float *x, size_t count, int8_t *xq, float *scale,
+                         int32_t *zp) {
+  float lo = x[0], hi = x[0];
+  int nan = 0;
+  cfg->minmax(x, count, &lo, &hi, &nan);
+  if (nan || xnn_qd8_qparams(lo, hi, scale, zp) != QP_OK) return QP_ERR_INVALID_ARGUMENT;
+  cfg->convert(x, count, 1.0f / *scale, *zp, xq); /* qp_quantize's reciprocal, as the core computes it */
+  return QP_OK;
+}
+
 int xnnpack_qd8_quantize(const float *x, size_t m, size_t k, int per_row, int8_t *xq,
                          float *scales, int32_t *zero_points) {
   if (k == 0 || (m > 0 && (!x || !xq || !scales || !zero_points))) return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
+  const xnn_qd8_config *simd = xnn_qd8_config_for(qp_active_isa());
+  const xnn_qd8_config *cfg = simd ? simd : &xnn_qd8_scalar;
   if (per_row) {
-    for (size_t i = 0; i < m; i++) {
-      float lo = x[i * k], hi = x[i * k];
-      int nan = 0;
-      xnn_minmax(x + i * k, k, &lo, &hi, &nan);
-      if (nan || xnn_qd8_qparams(lo, hi, &scales[i], &zero_points[i]) != QP_OK)
+    for (size_t i = 0; i < m; i++)
+      if (xnn_qd8_block(cfg, x + i * k, k, xq + i * k, &scales[i], &zero_points[i]) != QP_OK)
         return QP_ERR_INVALID_ARGUMENT;
-      qp_quantize_per_tensor_s8(x + i * k, k, scales[i], zero_points[i], -128, 127, xq + i * k);
-    }
     return QP_OK;
   }
-  float lo = x[0], hi = x[0], s;
+  float s;
   int32_t z;
-  int nan = 0;
-  xnn_minmax(x, m * k, &lo, &hi, &nan);
-  if (nan || xnn_qd8_qparams(lo, hi, &s, &z) != QP_OK) return QP_ERR_INVALID_ARGUMENT;
-  qp_quantize_per_tensor_s8(x, m * k, s, z, -128, 127, xq);
+  if (xnn_qd8_block(cfg, x, m * k, xq, &s, &z) != QP_OK) return QP_ERR_INVALID_ARGUMENT;
   for (size_t i = 0; i < m; i++) scales[i] = s, zero_points[i] = z;
   return QP_OK;
 }

@@ -153,7 +153,7 @@ QP_TARGET_AVX2 static void xnn_qs8_vadd_minmax_ukernel__avx2(size_t n, const int
 }
 
 const xnn_gemm_config xnn_config_avx2 = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2, xnn_qs8_requant__avx2,
-                                         xnn_qd8_f32_dequant__avx2, xnn_qs8_vadd_minmax_ukernel__avx2};
+                                         xnn_qd8_f32_dequant__avx2, xnn_qs8_vadd_minmax_ukernel__avx2, 0, NULL};
 
 /* --------------------------------------------------------------- AVX-512 -- */
 
@@ -245,7 +245,7 @@ QP_TARGET_AVX512 static void xnn_qs8_vadd_minmax_ukernel__avx512(size_t n, const
 
 const xnn_gemm_config xnn_config_avx512 = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx,
                                            xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
-                                           xnn_qs8_vadd_minmax_ukernel__avx512};
+                                           xnn_qs8_vadd_minmax_ukernel__avx512, 0, NULL};
 
 /* ---------------------------------------------------------- AVX-512 VNNI -- */
 
@@ -278,9 +278,65 @@ QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
   if (mr > 3) _mm512_storeu_si512(raw + 48, _mm512_sub_epi32(c3, corr));
 }
 
+/* 8 rows x 32 channels: 16 accumulators, two weight loads and eight activation broadcasts per
+ * four k, so the loop is bound by vpdpbusd throughput rather than by loads or latency. The body
+ * is instantiated for each row count (MR a constant after inlining): a 1-row call does 1/8 of
+ * the work, not 8 rows of which 7 are thrown away. */
+__attribute__((always_inline)) QP_TARGET_AVX512VNNI static inline void xnn_vnni_8x32_body(
+    const size_t MR, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, size_t w_block_stride,
+    const int32_t *row_sums, int32_t *raw) {
+  const int8_t *rows[8];
+  for (size_t r = 0; r < 8; r++) rows[r] = a + (r < MR ? r : 0) * a_stride;
+  const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080); /* s8 -> u8: x + 128 */
+  const int8_t *w1 = w + w_block_stride;
+  __m512i c[8][2];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+  size_t p = 0;
+  for (; p + 4 <= k; p += 4, w += 64, w1 += 64) {
+    const __m512i vw0 = _mm512_loadu_si512(w), vw1 = _mm512_loadu_si512(w1);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < MR; r++) {
+      const __m512i x = _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(rows[r] + p)), flip);
+      c[r][0] = _mm512_dpbusd_epi32(c[r][0], x, vw0);
+      c[r][1] = _mm512_dpbusd_epi32(c[r][1], x, vw1);
+    }
+  }
+  if (p < k) { /* padded k: the packed weights there are 0, whatever x is */
+    const __m512i vw0 = _mm512_loadu_si512(w), vw1 = _mm512_loadu_si512(w1);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < MR; r++) {
+      const __m512i x = _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(rows[r] + p, k - p)), flip);
+      c[r][0] = _mm512_dpbusd_epi32(c[r][0], x, vw0);
+      c[r][1] = _mm512_dpbusd_epi32(c[r][1], x, vw1);
+    }
+  }
+  const __m512i corr0 = _mm512_slli_epi32(_mm512_loadu_si512(row_sums), 7); /* 128 * sum w */
+  const __m512i corr1 = _mm512_slli_epi32(_mm512_loadu_si512(row_sums + 16), 7);
+#pragma GCC unroll 8
+  for (size_t r = 0; r < MR; r++) {
+    _mm512_storeu_si512(raw + r * 16, _mm512_sub_epi32(c[r][0], corr0));
+    _mm512_storeu_si512(raw + (XNN_MR_WIDE_MAX + r) * 16, _mm512_sub_epi32(c[r][1], corr1));
+  }
+}
+
+QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_8x32c4__avx512vnni(
+    size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, size_t w_block_stride,
+    const int32_t *row_sums, int32_t *raw) {
+  switch (mr) {
+#define XNN_VNNI_CASE(R) \
+  case R: xnn_vnni_8x32_body(R, k, a, a_stride, w, w_block_stride, row_sums, raw); break;
+    XNN_VNNI_CASE(1) XNN_VNNI_CASE(2) XNN_VNNI_CASE(3) XNN_VNNI_CASE(4)
+    XNN_VNNI_CASE(5) XNN_VNNI_CASE(6) XNN_VNNI_CASE(7) XNN_VNNI_CASE(8)
+#undef XNN_VNNI_CASE
+    default: break; /* the driver never passes more than mr_wide rows */
+  }
+}
+
 const xnn_gemm_config xnn_config_avx512vnni = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni,
                                                xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
-                                               xnn_qs8_vadd_minmax_ukernel__avx512};
+                                               xnn_qs8_vadd_minmax_ukernel__avx512, 8,
+                                               xnn_qs8_qc8w_gemm_ukernel_8x32c4__avx512vnni};
 
 #else
 typedef int xnn_gemm_x86_unused; /* ISO C forbids an empty translation unit */

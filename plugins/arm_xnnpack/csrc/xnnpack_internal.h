@@ -18,6 +18,7 @@
 #define XNN_NR 16 /* output channels per packed block */
 #define XNN_KR 4  /* k values per channel per packed row */
 #define XNN_MR_MAX 4
+#define XNN_MR_WIDE_MAX 8 /* rows of the wide (two-block) microkernels */
 #define XNN_MAX_K ((size_t)65536)
 
 static inline size_t xnn_round_up(size_t v, size_t q) { return (v + q - 1) / q * q; }
@@ -63,6 +64,14 @@ static inline int32_t xnn_load_x4_tail(const int8_t *p, size_t count) {
 typedef void (*xnn_gemm_ukernel_fn)(size_t mr, size_t k, const int8_t *a, size_t a_stride,
                                     const int8_t *w, const int32_t *row_sums, int32_t *raw);
 
+/* The wide microkernels: two adjacent packed 16-channel blocks at once (w and w + w_block_stride,
+ * row sums of the 32 channels contiguous), more accumulators per loaded activation. raw holds
+ * block 0 as [mr][16] at raw and block 1 as [mr][16] at raw + XNN_MR_WIDE_MAX * 16, so the
+ * 16-channel epilogues run on each half unchanged. */
+typedef void (*xnn_gemm_wide_ukernel_fn)(size_t mr, size_t k, const int8_t *a, size_t a_stride,
+                                         const int8_t *w, size_t w_block_stride, const int32_t *row_sums,
+                                         int32_t *raw);
+
 /* int8 output: q = qp_requantize(raw + bias_eff[j], mult[per_channel ? j : 0], zp, qmin, qmax),
  * for nc <= 16 channels; bias_eff = bias - x_zp * row_sum (wrapping int32). */
 typedef struct {
@@ -100,6 +109,8 @@ typedef struct {
   xnn_requant_fn requant;
   xnn_dequant_fn dequant;
   xnn_vadd_fn vadd;
+  size_t mr_wide;                     /* 0 when there is no wide microkernel */
+  xnn_gemm_wide_ukernel_fn gemm_wide; /* optional; linear only (conv uses gemm) */
 } xnn_gemm_config;
 
 /* The kernel table for `isa` (never the scalar path, which has its own
@@ -121,6 +132,82 @@ void xnn_qs8_vadd_minmax_ukernel__scalar(size_t n, const int8_t *a, const int8_t
                                          const xnn_vadd_params *p, int8_t *out);
 void xnn_qd8_f32_dequant__scalar(size_t mr, size_t nc, const int32_t *raw,
                                  const xnn_dequant_params *p, float *out, size_t out_stride);
+
+/* Depthwise convolution (dwconv.c), one output pixel, 16 channels c0 .. c0 + 16:
+ * acc[c] = sum over the taps t with rows[t] != NULL of (rows[t][c] - x_zp) * w[t * w_stride + c]
+ * (exact int32; a NULL row is padding, which contributes 0). */
+typedef void (*xnn_dwconv_acc_fn)(size_t taps, const int8_t *const *rows, const int32_t *w, size_t w_stride,
+                                  int32_t x_zp, int32_t *acc);
+#define XNN_DW_MAX_TAPS 121 /* up to 11x11 kernels; larger ones take the gemm path */
+/* The SIMD accumulation for `isa` (16 full channels), NULL for the scalar path. */
+xnn_dwconv_acc_fn xnn_dwconv_acc_for(int isa);
+/* The depthwise path of xnnpack_qs8_qc8w_conv2d_nhwc (groups == cin == cout), for a SIMD `cfg`
+ * whose xnn_dwconv_acc_for is not NULL and kh * kw <= XNN_DW_MAX_TAPS (arguments already checked). */
+int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                    int32_t x_zp, const int8_t *packed, size_t group_packed, size_t kp, size_t kh, size_t kw,
+                    size_t sh, size_t sw, size_t ph, size_t pw, size_t dh, size_t dw, size_t oh, size_t ow,
+                    const int32_t *bias, const float *mult, int per_channel, int32_t out_zp, int32_t qmin,
+                    int32_t qmax, int8_t *out);
+
+/* qd8 activation conversion (the dynamic linear's per-call quantization), SIMD paths of the
+ * scalar code in gemm.c (xnn_minmax, the core's qp_quantize_per_tensor_s8), equal bit for bit:
+ * minmax folds x[0 .. n) into *lo / *hi and sets *nan on a NaN (min / max are exact, so the
+ * order does not matter; the qparams treat -0 and +0 alike); convert writes
+ * clamp(round_half_even(x * inv), -128 - zp, 127 - zp) + zp for finite x. */
+typedef struct {
+  void (*minmax)(const float *x, size_t n, float *lo, float *hi, int *nan);
+  void (*convert)(const float *x, size_t n, float inv_scale, int32_t zp, int8_t *out);
+} xnn_qd8_config;
+/* The SIMD conversion for `isa` (qd8_x86.c / qd8_arm.c), NULL for the scalar path. */
+const xnn_qd8_config *xnn_qd8_config_for(int isa);
+
+/* Calls BODY(R, ...) with R = mr as a compile-time constant 1..4: the always_inline microkernel
+ * bodies are specialised per row count, so a one-row call does one row of work. */
+#define XNN_DISPATCH_MR4(mr, BODY, ...)   \
+  switch (mr) {                           \
+    case 1: BODY(1, __VA_ARGS__); break;  \
+    case 2: BODY(2, __VA_ARGS__); break;  \
+    case 3: BODY(3, __VA_ARGS__); break;  \
+    default: BODY(4, __VA_ARGS__); break; \
+  }
+
+/* f32-qb4w microkernel: res[r] = sum over k of row r of x times int4 weights of ONE output
+ * channel (w: its k / 2 packed bytes, scales: its k / group_size scales), without the bias, for
+ * r < mr <= XNN_QB4W_MR. Every path computes the canonical order of qb4w.c bit for bit. */
+#define XNN_QB4W_MR 4
+typedef void (*xnn_qb4w_ukernel_fn)(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
+                                    const float *scales, size_t group_size, float *res);
+/* The SIMD microkernel for `isa` (qb4w_x86.c / qb4w_arm.c), NULL for the scalar path. */
+xnn_qb4w_ukernel_fn xnn_qb4w_ukernel_for(int isa);
+#if defined(__x86_64__) || defined(__i386__)
+void xnn_f32_qb4w_ukernel_4x1__avx2(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
+                                    const float *scales, size_t group_size, float *res);
+void xnn_f32_qb4w_ukernel_4x1__avx512(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
+                                      const float *scales, size_t group_size, float *res);
+#endif
+#if defined(__aarch64__)
+void xnn_f32_qb4w_ukernel_4x1__neon(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
+                                    const float *scales, size_t group_size, float *res);
+#endif
+
+/* f32-qc8w microkernel (int8 weight-only): acc[r * 16 + j] = sum_k x[r][k] * w[j][k] for the 16
+ * channels of one packed qc8w block, as fused multiply-adds in k order (the canonical order of
+ * f32_qc8w.c), r < mr <= XNN_F32_QC8W_MR. */
+#define XNN_F32_QC8W_MR 4
+typedef void (*xnn_f32_qc8w_ukernel_fn)(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
+                                        float *acc);
+/* The SIMD microkernel for `isa`, NULL for the scalar path. */
+xnn_f32_qc8w_ukernel_fn xnn_f32_qc8w_ukernel_for(int isa);
+#if defined(__x86_64__) || defined(__i386__)
+void xnn_f32_qc8w_ukernel_4x16c4__avx2(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
+                                       float *acc);
+void xnn_f32_qc8w_ukernel_4x16c4__avx512(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
+                                         float *acc);
+#endif
+#if defined(__aarch64__)
+void xnn_f32_qc8w_ukernel_4x16c4__neon(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
+                                       float *acc);
+#endif
 
 /* Element w[j][k] of a packed qc8w buffer. */
 static inline int32_t xnn_packed_w(const int8_t *packed, size_t kp, size_t j, size_t k) {

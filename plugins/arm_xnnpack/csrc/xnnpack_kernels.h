@@ -98,6 +98,12 @@ int xnnpack_pack_qb4w(const int8_t *w, size_t n, size_t k, uint8_t *packed, size
  * sums in fp32 in k order. group_size is 32, 64 or 128 and divides k. */
 int xnnpack_f32_qb4w_linear(const float *x, size_t m, size_t k, const uint8_t *packed, size_t n,
                             const float *scales, size_t group_size, const float *bias, float *out);
+/* int8 weight-only linear (f32-qc8w): fp32 x [m, k] times the packed qc8w weights of
+ * xnnpack_pack_qc8w, fp32 out [m, n]: out = (sum_k x * w) * w_scale[n] (+ bias[n]), the sum as
+ * fused multiply-adds in k order, then one rounding for the scale and one for the bias (every
+ * ISA path bit-identical). w_scales: n_w_scales = 1 or n entries, finite and > 0. */
+int xnnpack_f32_qc8w_linear(const float *x, size_t m, size_t k, const int8_t *packed, size_t n,
+                            const float *w_scales, size_t n_w_scales, const float *bias, float *out);
 /* QP_CDEF_END */
 
 #ifdef __cplusplus

@@ -13,7 +13,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @st.composite
 def conv_problems(draw):
     depthwise = draw(st.booleans())
-    groups = draw(st.integers(1, 4)) if not depthwise else draw(st.integers(2, 6))
+    # 14+ depthwise channels with multiplier 1 reach the dwconv SIMD path (full and partial 16-channel blocks)
+    groups = draw(st.integers(1, 4)) if not depthwise else draw(st.integers(2, 6) | st.integers(14, 40))
     cin_g = 1 if depthwise else draw(st.integers(1, 12))
     cout_g = draw(st.integers(1, 3 if depthwise else 20))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -26,7 +27,7 @@ def conv_problems(draw):
     return (draw(st.integers(1, 2)), cin_g * groups, h, w), (cout_g * groups, cin_g, kh, kw), geometry
 
 
-@SETTINGS
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # ref conv is slow
 @given(problem=conv_problems(), seed=st.integers(0, 2**31 - 1), x_zp=st.integers(-128, 127),
        out_zp=st.integers(-128, 127), relu=st.booleans(), has_bias=st.booleans(), channels_last=st.booleans())
 def test_conv2d_bit_exact_vs_reference(kernels, ref, isa, problem, seed, x_zp, out_zp, relu, has_bias, channels_last):
@@ -46,6 +47,20 @@ def test_conv2d_bit_exact_vs_reference(kernels, ref, isa, problem, seed, x_zp, o
     want = ref.conv2d(x.contiguous(), 0.05, x_zp, ref.pack_conv2d_weight(w, scales, zps, **geometry), bias,
                       out_scale, out_zp, relu=relu)
     assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, want), f"{isa}: {(got.int() - want.int()).abs().max()} LSB off"
+
+
+@pytest.mark.parametrize("kernel, stride, padding, channels", [(3, 1, 1, 48), (5, 2, 2, 37), (3, 1, 0, 16)])
+def test_depthwise_conv2d_bit_exact_vs_reference(kernels, ref, isa, kernel, stride, padding, channels):
+    """Depthwise, multiplier 1 (the dwconv path): every path equals the reference, borders included."""
+    g = torch.Generator().manual_seed(kernel * 100 + channels)
+    x = torch.randint(-128, 128, (2, channels, 11, 9), generator=g, dtype=torch.int8)
+    w = torch.randint(-127, 128, (channels, 1, kernel, kernel), generator=g, dtype=torch.int8)
+    scales, zps = torch.rand(channels, generator=g) * 0.02 + 1e-3, torch.zeros(channels, dtype=torch.int32)
+    bias = torch.randn(channels, generator=g) * 5
+    geometry = dict(stride=(stride, stride), padding=(padding, padding), dilation=(1, 1), groups=channels)
+    got = kernels.conv2d(x, 0.05, -9, kernels.pack_conv2d_weight(w, scales, zps, **geometry), bias, 0.2, 4)
+    want = ref.conv2d(x, 0.05, -9, ref.pack_conv2d_weight(w, scales, zps, **geometry), bias, 0.2, 4)
     assert torch.equal(got, want), f"{isa}: {(got.int() - want.int()).abs().max()} LSB off"
 
 

@@ -60,10 +60,14 @@ def test_dynamic_lowered_close_to_reference(per_row):
 
 
 @torch.no_grad()
-def test_int4_weight_only_lowered_and_portable():
+def test_int4_weight_only_lowered_and_portable(tmp_path):
     model, x, lowered, reference = _convert({"is_weight_only": True, "group_size": 32})
     report = quantplug.explain(lowered)
-    assert [r.op for r in report.kernels] == ["xnnpack_linear_int4"] * 2
+    assert [r.op for r in report.kernels] == ["linear_int4"] * 2
+    # the plugin's op lives in its own namespace, never in the core's "quantplug"
+    int4_nodes = [n for n in lowered.graph.nodes if n.op == "call_function" and "linear_int4" in str(n.target)]
+    assert [n.target.namespace for n in int4_nodes] == ["quantplug_arm_xnnpack"] * 2
+    assert not hasattr(torch.ops.quantplug, "xnnpack_linear_int4")
     assert any(r.op == "linear" and r.runs_as == "float" for r in report.rows)  # fc3: K=10
     torch.testing.assert_close(lowered(x), reference(x), rtol=1e-5, atol=1e-5)
     buffer = io.BytesIO()
@@ -71,3 +75,28 @@ def test_int4_weight_only_lowered_and_portable():
     buffer.seek(0)
     assert torch.equal(pickle.load(buffer)(x), lowered(x))
     torch.export.export(lowered, (x,))  # fake kernels: the lowered model still exports
+    path = tmp_path / "int4.safetensors"
+    quantplug.save(lowered, str(path))
+    assert torch.equal(quantplug.load(str(path))(x), lowered(x))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_weight_only_lowered_and_portable(tmp_path, per_channel):
+    model, x, lowered, reference = _convert({"is_weight_only": True, "weight_only_dtype": "int8",
+                                             "is_per_channel": per_channel})
+    report = quantplug.explain(lowered)
+    assert [r.op for r in report.kernels] == ["linear_weight_only"] * 3  # every linear, K=10 included
+    assert all("f32_qc8w" in r.detail for r in report.kernels)
+    # FMAs in K order vs the reference's fp32 GEMM of dequantized weights: rounding only
+    torch.testing.assert_close(lowered(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert (lowered(x) - model(x)).abs().max() < 0.05
+    path = tmp_path / "int8wo.safetensors"
+    quantplug.save(lowered, str(path))
+    assert torch.equal(quantplug.load(str(path))(x), lowered(x))
+    torch.export.export(lowered, (x,))
+
+
+def test_weight_only_dtype_option_is_checked():
+    with pytest.raises(ValueError, match="weight_only_dtype"):
+        XNNPACKQuantizer(is_weight_only=True, weight_only_dtype="int2")

@@ -194,6 +194,89 @@ def test_int4_weight_only_vs_dequantized_fp32(kernels, m, n, groups, group_size,
     assert ((got.double() - want).abs() <= bound).all()
 
 
+def _same_floats(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-identical, except that any NaN equals any NaN (the payload is not part of the contract)."""
+    nan = a.isnan()
+    return bool(torch.equal(nan, b.isnan()) and torch.equal(a[~nan].view(torch.int32), b[~nan].view(torch.int32)))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(m=st.integers(1, 9), n=st.integers(1, 40), groups=st.integers(1, 4), group_size=st.sampled_from([32, 64, 128]),
+       seed=st.integers(0, 2**31 - 1), has_bias=st.booleans(),
+       values=st.sampled_from(["normal", "normal", "huge", "tiny", "zero_scales"]))
+def test_int4_weight_only_bit_exact_vs_scalar(kernels, isa, m, n, groups, group_size, seed, has_bias, values):
+    """Every SIMD path computes qb4w.c's canonical 16-lane FMA order: bit for bit the scalar result.
+
+    "huge" activations overflow the fp32 sums to +-inf (and inf - inf to NaN) in the same lanes on
+    every path; "tiny" ones go subnormal; zero scales are legal (an all-zero group).
+    """
+    g = _gen(seed)
+    k = groups * group_size
+    w = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    scales = torch.rand(n, groups, generator=g) * 0.1 + 1e-3
+    if values == "zero_scales":
+        scales[torch.rand(n, groups, generator=g) < 0.5] = 0.0
+    x = torch.randn(m, k, generator=g)
+    if values == "huge":
+        x = x.sign() * 3.0e38
+    elif values == "tiny":
+        x = x * 1e-38
+    bias = torch.randn(n, generator=g) if has_bias else None
+    packed = kernels.pack_linear_weight_int4(w, scales, group_size)
+    got = kernels.linear_int4_weight_only(x, packed, bias)
+    with kernels.use_isa("scalar"):
+        want = kernels.linear_int4_weight_only(x, packed, bias)
+    assert _same_floats(got, want), f"{isa}: max diff {(got - want).abs().max()}"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(m=DIMS, k=KS, n=DIMS, seed=st.integers(0, 2**31 - 1), has_bias=st.booleans(), per_channel=st.booleans(),
+       values=st.sampled_from(["normal", "normal", "huge", "integers"]))
+def test_int8_weight_only_bit_exact_vs_scalar_and_close_to_fp64(kernels, isa, m, k, n, seed, has_bias, per_channel,
+                                                                 values):
+    """f32-qc8w: every path equals the scalar one bit for bit (FMAs in K order, one lane per channel).
+
+    The scalar result is within fp32 rounding of a float64 matmul of the dequantized weights,
+    and exact when every product and sum is an exact float ("integers").
+    """
+    g = _gen(seed)
+    w, scales, zps = _weights(n, k, g, extreme=values == "huge")
+    if not per_channel:
+        scales = scales[:1].expand(n).contiguous()
+    x = torch.randn(m, k, generator=g) * 3
+    if values == "huge":
+        x = x.sign() * 3.0e38
+    elif values == "integers":
+        x, scales = x.round().clamp(-4, 4), torch.full((n,), 0.25)
+    bias = torch.randn(n, generator=g).round() if has_bias else None
+    packed = kernels.pack_linear_weight(w, scales, zps)
+    got = kernels.linear_weight_only(x, packed, bias)
+    with kernels.use_isa("scalar"):
+        want = kernels.linear_weight_only(x, packed, bias)
+    assert got.shape == (m, n) and _same_floats(got, want), f"{isa}: max diff {(got - want).abs().max()}"
+    if values != "huge":
+        w_dq = w.double() * scales.double()[:, None]
+        exact = torch.nn.functional.linear(x.double(), w_dq, bias.double() if bias is not None else None)
+        bound = (x.abs().double() @ w_dq.abs().t()) * 1e-6 + 1e-6 if values == "normal" else 0.0
+        assert ((got.double() - exact).abs() <= bound).all()
+
+
+def test_int8_weight_only_batch_dims_and_bad_inputs(kernels):
+    w, s, z = _weights(5, 12, _gen(4))
+    packed = kernels.pack_linear_weight(w, s, z)
+    x = torch.randn(2, 3, 12)
+    assert torch.equal(kernels.linear_weight_only(x, packed, None), kernels.linear_weight_only(x.reshape(6, 12), packed,
+                                                                                              None).reshape(2, 3, 5))
+    with pytest.raises(KernelInputError, match="x"):
+        kernels.linear_weight_only(x.to(torch.float64), packed, None)
+    with pytest.raises(KernelInputError, match="K=12"):
+        kernels.linear_weight_only(torch.randn(3, 11), packed, None)
+    with pytest.raises(KernelInputError, match="bias"):
+        kernels.linear_weight_only(torch.randn(3, 12), packed, torch.zeros(4))
+    with pytest.raises(KernelInputError, match="packed"):
+        kernels.linear_weight_only(torch.randn(3, 12), "packed", None)
+
+
 def test_int4_packing_layout(kernels):
     w = torch.tensor([[-8, 7, 0, -1] * 8], dtype=torch.int8)
     p = kernels.pack_linear_weight_int4(w, torch.ones(1, 1), 32)

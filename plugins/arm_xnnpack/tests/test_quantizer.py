@@ -238,5 +238,7 @@ def test_backend_config_table():
     w = cfg.get(("linear",)).dtype_configs[0].weight_dtype
     assert (w.quant_min_lower_bound, w.quant_max_upper_bound, w.symmetric_only, w.scale_min_lower_bound) == \
         (-127, 127, True, 2**-12)
-    assert [dc.is_dynamic for dc in cfg.get(("linear",)).dtype_configs] == [False, True, False]
-    assert cfg.get(("linear",)).dtype_configs[2].weight_dtype.group_sizes == (32, 64, 128)
+    linear = cfg.get(("linear",)).dtype_configs  # static, dynamic, int4 weight-only, int8 weight-only
+    assert [dc.is_dynamic for dc in linear] == [False, True, False, False]
+    assert linear[2].weight_dtype.group_sizes == (32, 64, 128)
+    assert linear[3].input_dtype is None and linear[3].weight_dtype.quant_min_lower_bound == -127

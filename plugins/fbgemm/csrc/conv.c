@@ -9,8 +9,9 @@
  *
  * Depthwise convolutions (groups == in_channels, one input channel per group) use a direct
  * kernel: per 16-channel block, sum over the valid taps in int32 and requantize with the
- * shared epilogue. FBGEMM has dedicated depthwise kernels for the same reason: im2col would
- * build a K = kh*kw GEMM of tiny K.
+ * shared epilogue. The common 3x3 / dilation 1 / multiplier 1 / symmetric-weight case takes
+ * the faster row path of dwconv3x3.c. FBGEMM has dedicated depthwise kernels for the same
+ * reason: im2col would build a K = kh*kw GEMM of tiny K.
  *
  * Weight layout: GEMM-packed per group ([cout_g, kh*kw*cin_g] with k ordered (ky, kx, c),
  * groups concatenated), or for depthwise [kh*kw][cout] int8 (channels innermost).
@@ -83,8 +84,17 @@ static void fb_im2col_row(const fb_conv_shape *s, const uint8_t *x, uint8_t x_zp
                           size_t g, uint8_t *row) {
   const size_t ox = pix % s->ow, oy = (pix / s->ow) % s->oh, b = pix / (s->ow * s->oh);
   const size_t cg = s->cin_g;
+  /* ungrouped, undilated: a kernel row's taps are kw adjacent NHWC pixels, one copy of kw * cin
+   * bytes (a 7x7 RGB stem otherwise made 49 three-byte copies per output pixel) */
+  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
+  const int contiguous = s->groups == 1 && s->dw == 1 && ix0 >= 0 && ix0 + (ptrdiff_t)s->kw <= (ptrdiff_t)s->w;
   for (size_t ky = 0; ky < s->kh; ky++) {
     const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
+    if (contiguous && iy >= 0 && iy < (ptrdiff_t)s->h) {
+      memcpy(row, x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix0) * s->cin, s->kw * cg);
+      row += s->kw * cg;
+      continue;
+    }
     for (size_t kx = 0; kx < s->kw; kx++, row += cg) {
       const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
       if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)s->h || ix >= (ptrdiff_t)s->w) {
@@ -157,63 +167,117 @@ typedef struct {
   fb_epilogue_u8_fn epi;
   uint8_t *out;
   size_t pix_chunk, npix;
+  fb_dw_taps_fn taps16; /* SIMD tap sums for one multiplier (NULL: scalar loop) */
 } fb_dw_ctx;
 
-/* int32 sums of one output pixel over its valid taps, for channels [c0, c0 + nc). */
-static void fb_dw_pixel(const fb_dw_ctx *c, size_t pix, size_t c0, size_t nc, int32_t *acc) {
+/* Valid taps of output pixel `pix` from linear tap index *tap on, at most FB_DW_MAX_TAPS:
+ * input pixel pointers (channel 0) and weight tap rows (channel 0). Padding taps contribute
+ * (x_zp - x_zp) * w = 0 and are skipped. Advances *tap; returns the count. */
+static size_t fb_dw_gather(const fb_dw_ctx *c, size_t pix, size_t *tap, const uint8_t **xs,
+                           const int8_t **ws) {
   const fb_conv_shape *s = &c->s;
   const size_t ox = pix % s->ow, oy = (pix / s->ow) % s->oh, b = pix / (s->ow * s->oh);
-  const size_t mult = s->cout / s->cin;
-  uint32_t sums[FB_NR] = {0};
+  size_t nt = 0, t = *tap;
+  size_t ky = t / s->kw, kx = t % s->kw; /* divisions once per batch, not per tap */
+  for (; t < s->kh * s->kw && nt < FB_DW_MAX_TAPS; t++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
+    const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
+    if (iy >= 0 && iy < (ptrdiff_t)s->h && ix >= 0 && ix < (ptrdiff_t)s->w) {
+      xs[nt] = c->x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin;
+      ws[nt++] = c->w + t * s->cout;
+    }
+    if (++kx == s->kw) {
+      kx = 0;
+      ky++;
+    }
+  }
+  *tap = t;
+  return nt;
+}
+
+/* total[j] += sum over the nt taps of (x - x_zp) * (w - wz) for channels c0 + j, j < nc
+ * (uint32: wraps like int32). */
+static void fb_dw_sum(const fb_dw_ctx *c, const uint8_t *const *xs, const int8_t *const *ws,
+                      size_t nt, size_t c0, size_t nc, uint32_t *total) {
+  const size_t mult = c->s.cout / c->s.cin;
+  if (mult == 1 && c->taps16 != NULL) {
+    int32_t acc[FB_NR];
+    c->taps16(xs, ws, nt, c0, nc, c->x_zp, c->wz + c0, acc);
+    for (size_t j = 0; j < FB_NR; j++) total[j] += (uint32_t)acc[j];
+    return;
+  }
   int32_t wz[FB_NR] = {0};
   for (size_t j = 0; j < nc; j++) wz[j] = c->wz[c0 + j];
-  for (size_t ky = 0; ky < s->kh; ky++) {
-    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
-    if (iy < 0 || iy >= (ptrdiff_t)s->h) continue;
-    for (size_t kx = 0; kx < s->kw; kx++) {
-      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
-      if (ix < 0 || ix >= (ptrdiff_t)s->w) continue;
-      const uint8_t *xp = c->x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin;
-      const int8_t *wp = c->w + (ky * s->kw + kx) * s->cout + c0;
-      if (mult == 1) {
-        xp += c0;
-        for (size_t j = 0; j < FB_NR; j++) {  /* fixed trip count: vectorizes */
-          const int32_t xv = j < nc ? (int32_t)xp[j] - c->x_zp : 0;
-          const int32_t wv = j < nc ? (int32_t)wp[j] - wz[j] : 0;
-          sums[j] += (uint32_t)(xv * wv);
+  for (size_t t = 0; t < nt; t++) {
+    const int8_t *wp = ws[t] + c0;
+    if (mult == 1) {
+      const uint8_t *xp = xs[t] + c0;
+      for (size_t j = 0; j < FB_NR; j++) { /* fixed trip count: vectorizes */
+        const int32_t xv = j < nc ? (int32_t)xp[j] - c->x_zp : 0;
+        const int32_t wv = j < nc ? (int32_t)wp[j] - wz[j] : 0;
+        total[j] += (uint32_t)(xv * wv);
+      }
+    } else {
+      for (size_t j = 0; j < nc; j++)
+        total[j] += (uint32_t)(((int32_t)xs[t][(c0 + j) / mult] - c->x_zp) * ((int32_t)wp[j] - wz[j]));
+    }
+  }
+}
+
+void fb_dw_block_params(const float *ws, const float *bias, float x_scale, float out_scale,
+                        size_t c0, size_t nc, fb_block_params *params) {
+  memset(params, 0, sizeof(*params));
+  for (size_t j = 0; j < nc; j++) {
+    const float acc_scale = x_scale * ws[c0 + j];
+    params->mult[j] = acc_scale / out_scale;
+    params->col[j] = bias != NULL ? fb_f32_to_i32_sat(nearbyintf(bias[c0 + j] / acc_scale)) : 0;
+  }
+}
+
+/* The row path (dwconv3x3.c) covers the common MobileNet-style case. */
+static int fb_dw3_eligible(const fb_conv_shape *s, const int32_t *w_zps) {
+  if (s->cout != s->cin || s->kh != 3 || s->kw != 3 || s->dh != 1 || s->dw != 1) return 0;
+  for (size_t j = 0; j < s->cout; j++)
+    if (w_zps[j] != 0) return 0;
+  return 1;
+}
+
+#define FB_DW_GROUP 16 /* channel blocks per pass: taps are gathered once per pixel and group */
+
+/* Task = a chunk of output pixels, all channels. */
+static void fb_dw_task(void *vctx, size_t begin, size_t end) {
+  const fb_dw_ctx *c = (const fb_dw_ctx *)vctx;
+  const size_t nb = (c->s.cout + FB_NR - 1) / FB_NR, taps = c->s.kh * c->s.kw;
+  fb_block_params params[FB_DW_GROUP];
+  uint32_t total[FB_DW_GROUP][FB_NR];
+  const uint8_t *xs[FB_DW_MAX_TAPS];
+  const int8_t *ws[FB_DW_MAX_TAPS];
+  for (size_t t = begin; t < end; t++) {
+    const size_t p0 = t * c->pix_chunk;
+    const size_t p1 = p0 + c->pix_chunk < c->npix ? p0 + c->pix_chunk : c->npix;
+    for (size_t g0 = 0; g0 < nb; g0 += FB_DW_GROUP) {
+      const size_t ng = nb - g0 < FB_DW_GROUP ? nb - g0 : FB_DW_GROUP;
+      for (size_t g = 0; g < ng; g++) {
+        const size_t c0 = (g0 + g) * FB_NR, nc = c->s.cout - c0 < FB_NR ? c->s.cout - c0 : FB_NR;
+        fb_dw_block_params(c->ws, c->bias, c->x_scale, c->out_scale, c0, nc, &params[g]);
+      }
+      for (size_t pix = p0; pix < p1; pix++) {
+        memset(total, 0, sizeof(total));
+        for (size_t tap = 0; tap < taps;) {
+          const size_t nt = fb_dw_gather(c, pix, &tap, xs, ws);
+          for (size_t g = 0; g < ng; g++) {
+            const size_t c0 = (g0 + g) * FB_NR, nc = c->s.cout - c0 < FB_NR ? c->s.cout - c0 : FB_NR;
+            fb_dw_sum(c, xs, ws, nt, c0, nc, total[g]);
+          }
         }
-      } else {
-        for (size_t j = 0; j < nc; j++)
-          sums[j] += (uint32_t)(((int32_t)xp[(c0 + j) / mult] - c->x_zp) * ((int32_t)wp[j] - wz[j]));
+        for (size_t g = 0; g < ng; g++) {
+          const size_t c0 = (g0 + g) * FB_NR, nc = c->s.cout - c0 < FB_NR ? c->s.cout - c0 : FB_NR;
+          c->epi(1, nc, (const int32_t *)total[g], NULL, &params[g], c->out_zp, c->qmin, c->qmax,
+                 c->out + pix * c->s.cout + c0, 0);
+        }
       }
     }
   }
-  for (size_t j = 0; j < FB_NR; j++) acc[j] = (int32_t)sums[j];
-}
-
-static void fb_dw_task(void *vctx, size_t begin, size_t end) {
-  const fb_dw_ctx *c = (const fb_dw_ctx *)vctx;
-  const size_t nb = (c->s.cout + FB_NR - 1) / FB_NR;
-  const size_t chunks = (c->npix + c->pix_chunk - 1) / c->pix_chunk;
-  int32_t acc[FB_NR];
-  fb_block_params p;
-  for (size_t t = begin; t < end; t++) {
-    const size_t blk = t / chunks, chunk = t % chunks;
-    const size_t c0 = blk * FB_NR, nc = c->s.cout - c0 < FB_NR ? c->s.cout - c0 : FB_NR;
-    memset(&p, 0, sizeof(p));
-    for (size_t j = 0; j < nc; j++) {
-      const float acc_scale = c->x_scale * c->ws[c0 + j];
-      p.mult[j] = acc_scale / c->out_scale;
-      p.col[j] = c->bias != NULL ? fb_f32_to_i32_sat(nearbyintf(c->bias[c0 + j] / acc_scale)) : 0;
-    }
-    const size_t p0 = chunk * c->pix_chunk;
-    const size_t p1 = p0 + c->pix_chunk < c->npix ? p0 + c->pix_chunk : c->npix;
-    for (size_t pix = p0; pix < p1; pix++) {
-      fb_dw_pixel(c, pix, c0, nc, acc);
-      c->epi(1, nc, acc, NULL, &p, c->out_zp, c->qmin, c->qmax, c->out + pix * c->s.cout + c0, 0);
-    }
-  }
-  (void)nb;
 }
 
 /* ---------------------------------------------------------------- entry -- */
@@ -248,11 +312,20 @@ int fbgemm_conv2d_u8s8(const uint8_t *x, size_t batch, size_t h, size_t w, size_
   const size_t taps = kh * kw;
   const fb_gemm_impl impl = fb_select();
 
+  if (fb_is_depthwise(s.cin_g, groups) && fb_dw3_eligible(&s, w_zps)) {
+    const fb_dw3_problem p = {x, batch, h, w, cin, s.oh, s.ow, sh, sw, ph, pw, packed,
+                              w_scales, bias, x_scale, out_scale, x_zp, out_zp, qmin, qmax,
+                              impl.epi_u8, out};
+    return fb_dw3_run(&p, qp_active_isa());
+  }
   if (fb_is_depthwise(s.cin_g, groups)) {
     fb_dw_ctx c = {s, x, packed, w_zps, w_scales, bias, x_scale, out_scale, x_zp, out_zp,
-                   qmin, qmax, impl.epi_u8, out, 64, m};
-    const size_t nb = (cout + FB_NR - 1) / FB_NR;
-    const size_t ntasks = nb * ((m + c.pix_chunk - 1) / c.pix_chunk);
+                   qmin, qmax, impl.epi_u8, out, 64, m, NULL};
+#if defined(FB_HAVE_X86)
+    const int isa = qp_active_isa();
+    if (isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI) c.taps16 = fb_dw_taps16__avx512;
+#endif
+    const size_t ntasks = (m + c.pix_chunk - 1) / c.pix_chunk;
     if (m * cout * taps < FB_PARALLEL_MIN_MACS)
       fb_dw_task(&c, 0, ntasks);
     else

@@ -32,6 +32,7 @@
 #define QUANTPLUG_FBGEMM_KERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* QP_CDEF_BEGIN */
 /* Flags of fbgemm_linear_u8s8. */
@@ -60,6 +61,19 @@ int fbgemm_linear_u8s8(const uint8_t *x, size_t m, size_t k, float x_scale, int3
                        const int8_t *packed, const int32_t *row_sums, const float *w_scales,
                        const int32_t *w_zps, size_t n, const float *bias, float out_scale,
                        int32_t out_zp, int32_t qmin, int32_t qmax, uint32_t flags, uint8_t *out);
+
+/* The static linear in two steps: fbgemm_linear_prepare computes, once per weight and set
+ * of static qparams, what fbgemm_linear_u8s8 recomputes on every call (per-column
+ * multipliers, int32 bias and zero-point folds) into `prepared`
+ * (fbgemm_linear_prepared_size(n) bytes); fbgemm_linear_u8s8_prepared then runs the GEMM with
+ * the same results, bit for bit. The prepared buffer records k, n and x_zp. */
+size_t fbgemm_linear_prepared_size(size_t n);
+int fbgemm_linear_prepare(size_t k, float x_scale, int32_t x_zp, const int8_t *packed,
+                          const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                          size_t n, const float *bias, float out_scale, void *prepared);
+int fbgemm_linear_u8s8_prepared(const uint8_t *x, size_t m, size_t k, const int8_t *packed,
+                                const void *prepared, size_t n, int32_t out_zp, int32_t qmin,
+                                int32_t qmax, uint32_t flags, uint8_t *out);
 
 /* Dynamic linear: x [m, k] float32 quantized per call to uint8 [act_qmin, act_qmax] (per tensor,
  * asymmetric, qparams as quantplug.affine.choose_qparams), then
@@ -114,6 +128,18 @@ int fbgemm_adaptive_avg_pool2d_u8(const uint8_t *x, size_t batch, size_t h, size
                                   size_t oh, size_t ow, int32_t zp, int32_t qmin, int32_t qmax,
                                   uint8_t *out);
 
+/* ---- row-wise quantized EmbeddingBag (csrc/embedding.c for the row formats) -- */
+/* Bytes of one fused row of `dim` values at `bits` (8 or 4; 4 needs an even dim); 0 if invalid. */
+size_t fbgemm_embedding_row_bytes(size_t dim, int bits);
+/* out[num_bags, dim] (float32): bag b reduces rows indices[offsets[b] .. offsets[b + 1]) of
+ * weight [rows, row_bytes], optionally times per_sample_weights[i]; mode_mean divides by the bag
+ * length. indices / offsets are int32 or int64 (flags); offsets has num_bags + 1 entries,
+ * starts at 0, never decreases and ends at num_indices; every index must be in [0, rows). */
+int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim, int bits,
+                                 const void *indices, int indices_are_int64, size_t num_indices,
+                                 const void *offsets, int offsets_are_int64, size_t num_bags,
+                                 const float *per_sample_weights, int mode_mean, float *out);
+
 /* ---- diagnostics ----------------------------------------------------------- */
 /* Name of the GEMM microkernel the current ISA dispatches to. */
 const char *fbgemm_gemm_ukernel_name(void);
@@ -124,6 +150,14 @@ const char *fbgemm_gemm_ukernel_name(void);
 #define FB_KR 4  /* k per group */
 #define FB_MR 4  /* rows per microkernel call */
 #define FB_MAX_K ((size_t)1 << 24)
+#define FB_WMR 8 /* rows of the wide VNNI kernel */
+#define FB_WNB 2 /* packed blocks per wide GEMM call */
+#define FB_VNB 4 /* packed blocks per GEMV call (M = 1) */
+typedef void (*fb_gemm_wide_fn)(size_t mr, size_t nb, size_t k, const uint8_t *a,
+                                size_t a_stride, const int8_t *w, size_t w_bstride,
+                                int32_t *acc);
+typedef void (*fb_gemv_fn)(size_t nb, size_t k, const uint8_t *a, const int8_t *w,
+                           size_t w_bstride, int32_t *acc);
 
 /* Raw int32 dot products of mr (<= FB_MR) rows of a against one packed 16-column block.
  * acc[r * 16 + j] = sum_k a[r, k] * w[j, k] (mod 2^32). `split` selects the exact split
@@ -171,6 +205,16 @@ void fbgemm_qu8_gemm_ukernel_4x16c4__avx512(size_t mr, size_t k, const uint8_t *
 void fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni(size_t mr, size_t k, const uint8_t *a,
                                                 size_t a_stride, const int8_t *w, int32_t *acc,
                                                 int split);
+/* Wide VNNI kernels (gemm_avx512vnni.c): mr <= FB_WMR rows x nb blocks (<= FB_WNB, GEMV:
+ * <= FB_VNB) whose packed blocks are w_bstride bytes apart; acc[blk][FB_WMR][16]. */
+void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
+                                                size_t a_stride, const int8_t *w,
+                                                size_t w_bstride, int32_t *acc);
+void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(size_t nb, size_t k, const uint8_t *a,
+                                                const int8_t *w, size_t w_bstride, int32_t *acc);
+int fb_minmax_f32__avx512(const float *x, size_t n, float *mn, float *mx);
+size_t fb_quantize_row_u8__avx512(const float *x, size_t n, float inv_scale, int32_t zp,
+                                  int32_t qmin, int32_t qmax, uint8_t *out);
 void fb_epilogue_u8__avx2(size_t mr, size_t nc, const int32_t *acc, const int32_t *row_sums,
                           const fb_block_params *p, int32_t zp, int32_t qmin, int32_t qmax,
                           uint8_t *out, size_t out_stride);
@@ -184,8 +228,69 @@ void fb_epilogue_f32__avx512(size_t mr, size_t nc, const int32_t *acc, const int
                              size_t out_stride);
 #endif
 
+/* Depthwise: acc[j] = sum_t (x[t][c0 + j] - x_zp) * (w[t][c0 + j] - wz[j]) for j < nc
+ * (<= 16; lanes past nc are 0), over the nt gathered taps (exact int32, wrapping like the
+ * scalar loop). */
+#define FB_DW_MAX_TAPS 64
+typedef void (*fb_dw_taps_fn)(const uint8_t *const *x, const int8_t *const *w, size_t nt,
+                              size_t c0, size_t nc, int32_t x_zp, const int32_t *wz,
+                              int32_t *acc);
+#if defined(FB_HAVE_X86)
+void fb_dw_taps16__avx512(const uint8_t *const *x, const int8_t *const *w, size_t nt, size_t c0,
+                          size_t nc, int32_t x_zp, const int32_t *wz, int32_t *acc);
+#endif
+
+/* ---- depthwise 3x3 row kernels (dwconv3x3.c, dwconv3x3_x86.c) ----
+ * Per band of output rows and 16-channel slice, each valid input row of the slice is staged
+ * once (and reused by up to 3 output rows) as one uint32 per (output column,
+ * channel) whose bytes 0..2 are the three horizontal taps' raw uint8 inputs (padding = x_zp,
+ * byte 3 = 0); weights are staged the same way, one uint32 (3 int8 taps) per (kernel row,
+ * channel). A row kernel then needs one 4-byte dot product per kernel row and pixel:
+ * vpdpbusd on VNNI, two vpmaddwd on the (b0, b2) / (b1, 0) int16 halves otherwise (exact:
+ * |255 * 128 * 2| < 2^31). The zero-point term -x_zp * sum(w) enters through `init`. */
+typedef void (*fb_dw3_stage_fn)(const uint8_t *row, size_t w, size_t cstride, size_t pw, size_t sw,
+                                size_t n, size_t nc, uint8_t zp, uint32_t *dst);
+/* acc[i * 16 + j] = init[j] + sum_{r < nv} dot4(rows[r][i * 16 + j], wrow[r * 16 + j]), i < n */
+typedef void (*fb_dw3_row_fn)(const uint32_t *const *rows, const uint32_t *wrow, size_t nv,
+                              size_t n, const int32_t *init, int32_t *acc);
+void fb_dw3_stage__scalar(const uint8_t *row, size_t w, size_t cstride, size_t pw, size_t sw,
+                          size_t n, size_t nc, uint8_t zp, uint32_t *dst);
+void fb_dw3_row__scalar(const uint32_t *const *rows, const uint32_t *wrow, size_t nv, size_t n,
+                        const int32_t *init, int32_t *acc);
+#if defined(FB_HAVE_X86)
+void fb_dw3_stage__avx2(const uint8_t *row, size_t w, size_t cstride, size_t pw, size_t sw,
+                        size_t n, size_t nc, uint8_t zp, uint32_t *dst);
+void fb_dw3_row__avx2(const uint32_t *const *rows, const uint32_t *wrow, size_t nv, size_t n,
+                      const int32_t *init, int32_t *acc);
+void fb_dw3_stage__avx512(const uint8_t *row, size_t w, size_t cstride, size_t pw, size_t sw,
+                          size_t n, size_t nc, uint8_t zp, uint32_t *dst);
+void fb_dw3_row__avx512(const uint32_t *const *rows, const uint32_t *wrow, size_t nv, size_t n,
+                        const int32_t *init, int32_t *acc);
+/* Row kernel + epilogue in one pass: out[i * out_stride + j] for i < n, j < nc. */
+void fb_dw3_row_u8__avx512vnni(const uint32_t *const *rows, const uint32_t *wrow, size_t nv,
+                               size_t n, const int32_t *init, const fb_block_params *p,
+                               int32_t zp, int32_t qmin, int32_t qmax, size_t nc, uint8_t *out,
+                               size_t out_stride);
+#endif
+
+/* A 3x3, dilation 1, multiplier 1 depthwise conv with zero weight zero points (the row path). */
+typedef struct {
+  const uint8_t *x;
+  size_t batch, h, w, c, oh, ow, sh, sw, ph, pw;
+  const int8_t *wt; /* packed depthwise weight [9][c] */
+  const float *ws, *bias;
+  float x_scale, out_scale;
+  int32_t x_zp, out_zp, qmin, qmax;
+  fb_epilogue_u8_fn epi;
+  uint8_t *out;
+} fb_dw3_problem;
+int fb_dw3_run(const fb_dw3_problem *p, int isa);
+/* Requant parameters of depthwise channels c0 .. c0 + nc (shared by both depthwise paths). */
+void fb_dw_block_params(const float *ws, const float *bias, float x_scale, float out_scale,
+                        size_t c0, size_t nc, fb_block_params *params);
+
 /* ---- shared driver pieces (linear.c) ---- */
-#define FB_MC 32 /* rows per tile (multiple of FB_MR) */
+#define FB_MC 64 /* rows per tile (multiple of FB_MR and FB_WMR) */
 #define FB_NCB 4 /* packed 16-column blocks per tile */
 #define FB_PARALLEL_MIN_MACS ((size_t)1 << 18)
 
@@ -195,6 +300,9 @@ typedef struct {
   fb_epilogue_u8_fn epi_u8;
   fb_epilogue_f32_fn epi_f32;
   int uses_maddubs; /* int16 pair sums: needs 7-bit inputs or the split form */
+  fb_gemm_wide_fn wide; /* optional: many-chain kernels (NULL: the 4x16 ukernel is used) */
+  fb_gemv_fn gemv;
+  const char *wide_name;
 } fb_gemm_impl;
 
 /* One GEMM problem: weights (already offset to a conv group), qparams, epilogue kind. */
@@ -207,6 +315,7 @@ typedef struct {
   float x_scale, out_scale;
   int32_t x_zp, out_zp, qmin, qmax;
   int has_wz, split, dynamic;
+  const fb_block_params *pre; /* prepared per-block parameters (static linear), or NULL */
 } fb_gemm_params;
 
 fb_gemm_impl fb_select(void);
@@ -236,6 +345,20 @@ uint8_t *fb_scratch(size_t n);
 #else
 #define FB_OPAQUE_F32(v) ((void)0)
 #endif
+
+/* 4 activation bytes (one k group) as a 32-bit word for a broadcast; the tail variant reads
+ * only the n < 4 bytes that exist (zero-filled): no over-read past a row. */
+static inline uint32_t fb_load_u32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static inline uint32_t fb_load_tail(const uint8_t *p, size_t n) {
+  uint32_t v = 0;
+  memcpy(&v, p, n);
+  return v;
+}
 
 /* float32 -> int32 as PyTorch's .to(torch.int32) computes a rounded, in-range value;
  * out-of-range values saturate. */

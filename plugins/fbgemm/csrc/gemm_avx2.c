@@ -14,18 +14,6 @@
 
 #define FB_VBARRIER(v) __asm__("" : "+v"(v))
 
-static inline uint32_t fb_load_u32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
-static inline uint32_t fb_load_tail(const uint8_t *p, size_t n) {
-  uint32_t v = 0;
-  memcpy(&v, p, n);
-  return v;
-}
-
 QP_TARGET_AVX2 static inline __m256i fb_dot_avx2(__m256i va, __m256i w, __m256i ones) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(va, w), ones);
 }

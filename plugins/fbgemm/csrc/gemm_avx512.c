@@ -14,18 +14,6 @@
 
 #define FB_VBARRIER(v) __asm__("" : "+v"(v))
 
-static inline uint32_t fb_load_u32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
-static inline uint32_t fb_load_tail(const uint8_t *p, size_t n) {
-  uint32_t v = 0;
-  memcpy(&v, p, n);
-  return v;
-}
-
 QP_TARGET_AVX512 static inline __m512i fb_dot_avx512(__m512i c, __m512i va, __m512i w,
                                                      __m512i ones) {
   return _mm512_add_epi32(c, _mm512_madd_epi16(_mm512_maddubs_epi16(va, w), ones));
@@ -144,6 +132,33 @@ QP_TARGET_AVX512 void fb_epilogue_f32__avx512(size_t mr, size_t nc, const int32_
     }
     _mm512_mask_storeu_ps(out + r * out_stride, mask, f);
   }
+}
+
+/* Depthwise tap sums, 16 channels per zmm in int32 lanes (vpmulld keeps the low 32 bits:
+ * the same wrapping as the scalar uint32 sums; with 8-bit operands nothing wraps anyway). */
+QP_TARGET_AVX512 void fb_dw_taps16__avx512(const uint8_t *const *x, const int8_t *const *w,
+                                           size_t nt, size_t c0, size_t nc, int32_t x_zp,
+                                           const int32_t *wz, int32_t *acc) {
+  const __mmask16 m = (__mmask16)((1u << nc) - 1u);
+  const __m512i vzp = _mm512_set1_epi32(x_zp);
+  const __m512i vwz = _mm512_maskz_loadu_epi32(m, wz);
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+  size_t t = 0;
+  for (; t + 2 <= nt; t += 2) { /* two chains: vpmulld has a long latency */
+    const __m512i x0 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, x[t] + c0)), vzp);
+    const __m512i w0 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w[t] + c0)), vwz);
+    const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, x[t + 1] + c0)), vzp);
+    const __m512i w1 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w[t + 1] + c0)), vwz);
+    a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(x0, w0));
+    a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(x1, w1));
+  }
+  if (t < nt) {
+    const __m512i x0 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, x[t] + c0)), vzp);
+    const __m512i w0 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w[t] + c0)), vwz);
+    a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(x0, w0));
+  }
+  /* lanes >= nc are zero (masked loads, zero wz): the caller's acc has 16 entries */
+  _mm512_storeu_si512((void *)acc, _mm512_add_epi32(a0, a1));
 }
 
 #endif /* FB_HAVE_X86 */

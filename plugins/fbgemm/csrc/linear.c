@@ -28,23 +28,26 @@ const uint32_t qp_plugin_compiled_isas = 0; /* scalar only off x86 */
 static fb_gemm_impl fb_impl_for(int isa) {
   fb_gemm_impl impl = {"fbgemm_qu8_gemm_ukernel_4x16c4__scalar",
                        fbgemm_qu8_gemm_ukernel_4x16c4__scalar, fb_epilogue_u8__scalar,
-                       fb_epilogue_f32__scalar, 0};
+                       fb_epilogue_f32__scalar, 0, NULL, NULL, NULL};
 #if defined(FB_HAVE_X86)
   switch (isa) {
     case QP_ISA_AVX512VNNI:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni",
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni, fb_epilogue_u8__avx512,
-                            fb_epilogue_f32__avx512, 0};
+                            fb_epilogue_f32__avx512, 0,
+                            fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni,
+                            fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni,
+                            "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni"};
       break;
     case QP_ISA_AVX512:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512",
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx512, fb_epilogue_u8__avx512,
-                            fb_epilogue_f32__avx512, 1};
+                            fb_epilogue_f32__avx512, 1, NULL, NULL, NULL};
       break;
     case QP_ISA_AVX2:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx2",
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx2, fb_epilogue_u8__avx2,
-                            fb_epilogue_f32__avx2, 1};
+                            fb_epilogue_f32__avx2, 1, NULL, NULL, NULL};
       break;
     default:
       break;
@@ -57,7 +60,10 @@ static fb_gemm_impl fb_impl_for(int isa) {
 
 fb_gemm_impl fb_select(void) { return fb_impl_for(qp_active_isa()); }
 
-const char *fbgemm_gemm_ukernel_name(void) { return fb_select().name; }
+const char *fbgemm_gemm_ukernel_name(void) {
+  const fb_gemm_impl impl = fb_select();
+  return impl.wide_name != NULL ? impl.wide_name : impl.name;
+}
 
 int fb_any_above_127(const uint8_t *x, size_t n) {
   uint64_t bits = 0;
@@ -76,21 +82,68 @@ int fb_valid_scale(float s) { return s > 0.0f && isfinite(s); }
 static void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p) {
   memset(p, 0, sizeof(*p));
   const uint32_t kxz = (uint32_t)c->k * (uint32_t)c->x_zp;
+  if (c->dynamic) {
+    /* per call for every block (x_scale / x_zp change each call): branch-free loops that the
+     * compiler vectorizes; this setup was ~30% of the GEMV's time at M = 1, N = 768 (perf) */
+    const float *ws = c->ws + n0;
+    const int32_t *wz = c->wz + n0, *rs = c->rs + n0;
+    for (size_t j = 0; j < nc; j++) {
+      p->mult[j] = c->x_scale * ws[j];
+      p->col[j] = (int32_t)(kxz * (uint32_t)wz[j] - (uint32_t)c->x_zp * (uint32_t)rs[j]);
+      p->wz[j] = wz[j];
+    }
+    if (c->bias != NULL) memcpy(p->bias, c->bias + n0, nc * sizeof(float));
+    return;
+  }
   for (size_t j = 0; j < nc; j++) {
     const size_t col = n0 + j;
     const int32_t wz = c->wz[col];
     /* row-independent part of sum_k (x - x_zp)(w - w_zp): -x_zp * sum(w) + K * x_zp * w_zp */
     uint32_t fold = kxz * (uint32_t)wz - (uint32_t)c->x_zp * (uint32_t)c->rs[col];
     const float acc_scale = c->x_scale * c->ws[col];
-    if (c->dynamic) {
-      p->mult[j] = acc_scale;
-      p->bias[j] = c->bias != NULL ? c->bias[col] : 0.0f;
-    } else {
-      p->mult[j] = acc_scale / c->out_scale;
-      if (c->bias != NULL) fold += (uint32_t)fb_f32_to_i32_sat(nearbyintf(c->bias[col] / acc_scale));
-    }
+    p->mult[j] = acc_scale / c->out_scale;
+    if (c->bias != NULL) fold += (uint32_t)fb_f32_to_i32_sat(nearbyintf(c->bias[col] / acc_scale));
     p->col[j] = (int32_t)fold;
     p->wz[j] = wz;
+  }
+}
+
+/* Wide path: FB_WMR-row x FB_WNB-block kernels (GEMV with FB_VNB blocks for one row), each
+ * block's accumulators then go through the same epilogue as the 4x16 path. */
+static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const uint8_t *a,
+                              size_t a_stride, size_t mc, size_t b0, size_t b1, void *out,
+                              size_t out_stride) {
+  int32_t acc[FB_VNB * FB_WMR * FB_NR];
+  fb_block_params local[FB_VNB];
+  const size_t kg = (c->k + FB_KR - 1) / FB_KR, bstride = kg * FB_NR * FB_KR;
+  const size_t step = mc == 1 ? FB_VNB : FB_WNB;
+  for (size_t b = b0; b < b1; b += step) {
+    const size_t nbk = b1 - b < step ? b1 - b : step;
+    const fb_block_params *params = c->pre != NULL ? c->pre + b : local;
+    if (c->pre == NULL)
+      for (size_t t = 0; t < nbk; t++) {
+        const size_t n0 = (b + t) * FB_NR;
+        fb_block_setup(c, n0, c->n - n0 < FB_NR ? c->n - n0 : FB_NR, &local[t]);
+      }
+    const int8_t *wb = c->w + b * bstride;
+    for (size_t i = 0; i < mc; i += FB_WMR) {
+      const size_t mr = mc - i < FB_WMR ? mc - i : FB_WMR;
+      if (mc == 1)
+        c->impl.gemv(nbk, c->k, a, wb, bstride, acc);
+      else
+        c->impl.wide(mr, nbk, c->k, a + i * a_stride, a_stride, wb, bstride, acc);
+      const int32_t *rows = c->has_wz ? xs + i : NULL;
+      for (size_t t = 0; t < nbk; t++) {
+        const size_t n0 = (b + t) * FB_NR, nc = c->n - n0 < FB_NR ? c->n - n0 : FB_NR;
+        const int32_t *bacc = acc + t * FB_WMR * FB_NR;
+        if (c->dynamic)
+          c->impl.epi_f32(mr, nc, bacc, rows, &params[t], c->bias != NULL,
+                          (float *)out + i * out_stride + n0, out_stride);
+        else
+          c->impl.epi_u8(mr, nc, bacc, rows, &params[t], c->out_zp, c->qmin, c->qmax,
+                         (uint8_t *)out + i * out_stride + n0, out_stride);
+      }
+    }
   }
 }
 
@@ -98,7 +151,7 @@ void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, si
                   size_t b0, size_t b1, void *out, size_t out_stride) {
   int32_t acc[FB_MR * FB_NR];
   int32_t xs[FB_MC];
-  fb_block_params params;
+  fb_block_params local;
   if (c->has_wz)
     for (size_t i = 0; i < mc; i++) {
       const uint8_t *row = a + i * a_stride;
@@ -106,20 +159,25 @@ void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, si
       for (size_t p = 0; p < c->k; p++) s += row[p];
       xs[i] = (int32_t)s;
     }
+  if (c->impl.wide != NULL) {
+    fb_gemm_rows_wide(c, xs, a, a_stride, mc, b0, b1, out, out_stride);
+    return;
+  }
   const size_t kg = (c->k + FB_KR - 1) / FB_KR;
   for (size_t b = b0; b < b1; b++) {
     const size_t n0 = b * FB_NR, nc = c->n - n0 < FB_NR ? c->n - n0 : FB_NR;
-    fb_block_setup(c, n0, nc, &params);
+    const fb_block_params *params = c->pre != NULL ? c->pre + b : &local;
+    if (c->pre == NULL) fb_block_setup(c, n0, nc, &local);
     const int8_t *wb = c->w + b * kg * FB_NR * FB_KR;
     for (size_t i = 0; i < mc; i += FB_MR) {
       const size_t mr = mc - i < FB_MR ? mc - i : FB_MR;
       c->impl.ukernel(mr, c->k, a + i * a_stride, a_stride, wb, acc, c->split);
       const int32_t *rows = c->has_wz ? xs + i : NULL;
       if (c->dynamic)
-        c->impl.epi_f32(mr, nc, acc, rows, &params, c->bias != NULL,
+        c->impl.epi_f32(mr, nc, acc, rows, params, c->bias != NULL,
                         (float *)out + i * out_stride + n0, out_stride);
       else
-        c->impl.epi_u8(mr, nc, acc, rows, &params, c->out_zp, c->qmin, c->qmax,
+        c->impl.epi_u8(mr, nc, acc, rows, params, c->out_zp, c->qmin, c->qmax,
                        (uint8_t *)out + i * out_stride + n0, out_stride);
     }
   }
@@ -160,13 +218,17 @@ int fb_check_weights(const int8_t *packed, const int32_t *row_sums, const float 
   if (packed == NULL || row_sums == NULL || w_scales == NULL || w_zps == NULL ||
       fbgemm_packed_linear_size(n, k) == 0)
     return QP_ERR_INVALID_ARGUMENT;
-  *has_wz = 0;
+  /* runs on every call of the unprepared paths: branch-free so that it vectorizes
+   * (s > 0 && s <= FLT_MAX is fb_valid_scale: NaN and inf fail it) */
+  int bad = 0, any_wz = 0;
   for (size_t j = 0; j < n; j++) {
-    if (!fb_valid_scale(w_scales[j])) return QP_ERR_INVALID_ARGUMENT;
-    if (w_zps[j] < -128 || w_zps[j] > 127) return QP_ERR_INVALID_ARGUMENT;
-    *has_wz |= w_zps[j] != 0;
+    const float s = w_scales[j];
+    const int32_t z = w_zps[j];
+    bad |= !((s > 0.0f) & (s <= FLT_MAX)) | (z < -128) | (z > 127);
+    any_wz |= z != 0;
   }
-  return QP_OK;
+  *has_wz = any_wz;
+  return bad ? QP_ERR_INVALID_ARGUMENT : QP_OK;
 }
 
 int fb_check_requant(float x_scale, int32_t x_zp, float out_scale, int32_t out_zp, int32_t qmin,
@@ -184,6 +246,28 @@ int fb_check_bias(const float *bias, size_t n) {
   return QP_OK;
 }
 
+/* The fields both static entry points share (the rest is set by the caller). */
+static void fb_static_ctx(fb_linear_ctx *c, const uint8_t *x, size_t m, size_t k, size_t n,
+                          const int8_t *packed, int32_t out_zp, int32_t qmin, int32_t qmax,
+                          uint32_t flags, uint8_t *out) {
+  memset(c, 0, sizeof(*c));
+  c->p.impl = fb_select();
+  c->p.k = k;
+  c->p.n = n;
+  c->p.w = packed;
+  c->p.out_zp = out_zp;
+  c->p.qmin = qmin;
+  c->p.qmax = qmax;
+  /* maddubs paths: 7-bit activations (reduce_range) cannot saturate; 8-bit ones take the
+   * exact split form unless the caller asked for FBGEMM's raw behaviour. */
+  c->p.split = c->p.impl.uses_maddubs && !(flags & FBGEMM_FLAG_RAW_MADDUBS) &&
+               fb_any_above_127(x, m * k);
+  c->x = x;
+  c->m = m;
+  c->out = out;
+  c->out_elem = 1;
+}
+
 int fbgemm_linear_u8s8(const uint8_t *x, size_t m, size_t k, float x_scale, int32_t x_zp,
                        const int8_t *packed, const int32_t *row_sums, const float *w_scales,
                        const int32_t *w_zps, size_t n, const float *bias, float out_scale,
@@ -197,11 +281,7 @@ int fbgemm_linear_u8s8(const uint8_t *x, size_t m, size_t k, float x_scale, int3
     return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
   fb_linear_ctx c;
-  memset(&c, 0, sizeof(c));
-  c.p.impl = fb_select();
-  c.p.k = k;
-  c.p.n = n;
-  c.p.w = packed;
+  fb_static_ctx(&c, x, m, k, n, packed, out_zp, qmin, qmax, flags, out);
   c.p.rs = row_sums;
   c.p.wz = w_zps;
   c.p.ws = w_scales;
@@ -209,18 +289,71 @@ int fbgemm_linear_u8s8(const uint8_t *x, size_t m, size_t k, float x_scale, int3
   c.p.x_scale = x_scale;
   c.p.out_scale = out_scale;
   c.p.x_zp = x_zp;
-  c.p.out_zp = out_zp;
-  c.p.qmin = qmin;
-  c.p.qmax = qmax;
   c.p.has_wz = has_wz;
-  /* maddubs paths: 7-bit activations (reduce_range) cannot saturate; 8-bit ones take the
-   * exact split form unless the caller asked for FBGEMM's raw behaviour. */
-  c.p.split = c.p.impl.uses_maddubs && !(flags & FBGEMM_FLAG_RAW_MADDUBS) &&
-              fb_any_above_127(x, m * k);
-  c.x = x;
-  c.m = m;
-  c.out = out;
-  c.out_elem = 1;
+  fb_linear_run(&c);
+  return QP_OK;
+}
+
+/* ----------------------------------------------------------- prepared -- */
+/* Static qparams do not change between calls, so the per-block epilogue parameters
+ * (multipliers, folded int32 bias and zero-point terms: divisions and roundings per column)
+ * are computed once; the prepared call then only checks what can change per call. */
+
+size_t fbgemm_linear_prepared_size(size_t n) {
+  if (n == 0 || n > ((size_t)1 << 31)) return 0;
+  return (n + FB_NR - 1) / FB_NR * sizeof(fb_block_params) + sizeof(fb_block_params);
+}
+
+int fbgemm_linear_prepare(size_t k, float x_scale, int32_t x_zp, const int8_t *packed,
+                          const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                          size_t n, const float *bias, float out_scale, void *prepared) {
+  int has_wz;
+  if (prepared == NULL ||
+      fb_check_weights(packed, row_sums, w_scales, w_zps, n, k, &has_wz) != QP_OK ||
+      fb_check_requant(x_scale, x_zp, out_scale, 0, 0, 255) != QP_OK ||
+      fb_check_bias(bias, n) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+  fb_gemm_params c;
+  memset(&c, 0, sizeof(c));
+  c.k = k;
+  c.n = n;
+  c.rs = row_sums;
+  c.wz = w_zps;
+  c.ws = w_scales;
+  c.bias = bias;
+  c.x_scale = x_scale;
+  c.out_scale = out_scale;
+  c.x_zp = x_zp;
+  fb_block_params *blocks = (fb_block_params *)prepared;
+  const size_t nb = (n + FB_NR - 1) / FB_NR;
+  for (size_t b = 0; b < nb; b++)
+    fb_block_setup(&c, b * FB_NR, n - b * FB_NR < FB_NR ? n - b * FB_NR : FB_NR, &blocks[b]);
+  /* trailer block: flags (has_wz) and the k / n it was prepared for */
+  memset(&blocks[nb], 0, sizeof(fb_block_params));
+  blocks[nb].col[0] = has_wz;
+  blocks[nb].col[1] = (int32_t)k;
+  blocks[nb].col[2] = (int32_t)n;
+  blocks[nb].col[3] = x_zp;
+  return QP_OK;
+}
+
+int fbgemm_linear_u8s8_prepared(const uint8_t *x, size_t m, size_t k, const int8_t *packed,
+                                const void *prepared, size_t n, int32_t out_zp, int32_t qmin,
+                                int32_t qmax, uint32_t flags, uint8_t *out) {
+  if (packed == NULL || prepared == NULL || fbgemm_packed_linear_size(n, k) == 0 ||
+      out_zp < 0 || out_zp > 255 || qmin < 0 || qmax > 255 || qmin > qmax ||
+      (m > 0 && (x == NULL || out == NULL)) || (flags & ~(uint32_t)FBGEMM_FLAG_RAW_MADDUBS))
+    return QP_ERR_INVALID_ARGUMENT;
+  const fb_block_params *blocks = (const fb_block_params *)prepared;
+  const size_t nb = (n + FB_NR - 1) / FB_NR;
+  if (blocks[nb].col[1] != (int32_t)k || blocks[nb].col[2] != (int32_t)n)
+    return QP_ERR_INVALID_ARGUMENT; /* prepared for another weight */
+  if (m == 0) return QP_OK;
+  fb_linear_ctx c;
+  fb_static_ctx(&c, x, m, k, n, packed, out_zp, qmin, qmax, flags, out);
+  c.p.pre = blocks;
+  c.p.x_zp = blocks[nb].col[3];
+  c.p.has_wz = blocks[nb].col[0];
   fb_linear_run(&c);
   return QP_OK;
 }
@@ -268,19 +401,37 @@ uint8_t *fb_scratch(size_t n) {
   return s->p;
 }
 
+typedef size_t (*fb_quantize_fn)(const float *x, size_t n, float inv_scale, int32_t zp,
+                                 int32_t qmin, int32_t qmax, uint8_t *out);
+
 typedef struct {
   const float *x;
   uint8_t *q;
   size_t len;
   float inv_scale;
   int32_t zp, qmin, qmax;
+  fb_quantize_fn fn;
 } fb_quant_ctx;
 
 static void fb_quant_task(void *vctx, size_t begin, size_t end) {
   const fb_quant_ctx *c = (const fb_quant_ctx *)vctx;
   const size_t chunk = 4096;
   const size_t b = begin * chunk, e = end * chunk < c->len ? end * chunk : c->len;
-  fb_quantize_row_u8__scalar(c->x + b, e - b, c->inv_scale, c->zp, c->qmin, c->qmax, c->q + b);
+  c->fn(c->x + b, e - b, c->inv_scale, c->zp, c->qmin, c->qmax, c->q + b);
+}
+
+/* min and max of x; non-zero when x holds inf or NaN. */
+static int fb_minmax_f32__scalar(const float *x, size_t len, float *mn_out, float *mx_out) {
+  float mn = x[0], mx = x[0], bad = 0.0f;
+  for (size_t i = 0; i < len; i++) {
+    const float v = x[i];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    bad += v - v; /* NaN exactly for inf and NaN inputs */
+  }
+  *mn_out = mn;
+  *mx_out = mx;
+  return bad != 0.0f;
 }
 
 int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *packed,
@@ -295,15 +446,18 @@ int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *
     return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
   const size_t len = m * k;
-  /* per-tensor min / max; (v - v) is NaN exactly for inf and NaN inputs */
-  float mn = x[0], mx = x[0], bad = 0.0f;
-  for (size_t i = 0; i < len; i++) {
-    const float v = x[i];
-    mn = v < mn ? v : mn;
-    mx = v > mx ? v : mx;
-    bad += v - v;
+  /* per-tensor min / max (SIMD and scalar give the same values: min/max are exact) */
+  int (*minmax)(const float *, size_t, float *, float *) = fb_minmax_f32__scalar;
+  fb_quantize_fn quantize = fb_quantize_row_u8__scalar;
+#if defined(FB_HAVE_X86)
+  const int isa = qp_active_isa();
+  if (isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI) {
+    minmax = fb_minmax_f32__avx512;
+    quantize = fb_quantize_row_u8__avx512;
   }
-  if (bad != 0.0f) return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
+#endif
+  float mn, mx;
+  if (minmax(x, len, &mn, &mx)) return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
   float scale;
   int32_t zp;
   if (fbgemm_choose_qparams(mn, mx, act_qmin, act_qmax, &scale, &zp) != QP_OK)
@@ -312,7 +466,7 @@ int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *
   if (x_zp_out != NULL) *x_zp_out = zp;
   uint8_t *q = fb_scratch(len);
   if (q == NULL) return QP_ERR_OUT_OF_MEMORY;
-  fb_quant_ctx qc = {x, q, len, 1.0f / scale, zp, act_qmin, act_qmax};
+  fb_quant_ctx qc = {x, q, len, 1.0f / scale, zp, act_qmin, act_qmax, quantize};
   const size_t nchunks = (len + 4095) / 4096;
   if (len < ((size_t)1 << 16))
     fb_quant_task(&qc, 0, nchunks);

@@ -40,7 +40,7 @@ def test_every_x86_path_is_compiled_and_runs_here(kernels, isas):
     if "avx512vnni" in kernels.cpu_features():  # this project's CI machine (Zen 4)
         assert isas == ["avx512vnni", "avx512", "avx2", "scalar"]
         assert kernels.selected_isa() == "avx512vnni"
-        assert kernels.gemm_ukernel() == "fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni"
+        assert kernels.gemm_ukernel() == "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni"
     with kernels.use_isa("scalar"):
         assert kernels.gemm_ukernel().endswith("__scalar")
 

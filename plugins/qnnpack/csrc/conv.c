@@ -122,17 +122,38 @@ typedef struct {
   const qnnpack_isa_kernels *kern;
   const int16_t *w;
   size_t cstride;
-  int32_t x_zp;
-  const int32_t *bias; /* [cstride] */
-  const float *mult;   /* [cstride] */
-  int32_t out_zp, qmin, qmax;
+  qnnpack_dw_params params; /* bias with the input zero point folded in */
+  const uint8_t *zero_wide; /* in_w * cin bytes of x_zp: vertically padded taps of a run */
   uint8_t *out;
   int failed;
 } qnnpack_dw_ctx;
 
-static void qnnpack_dw_pixels(void *vctx, size_t begin, size_t end) {
+/* npix output pixels from tap pointers `taps` (pixel p reads taps[t] + p * x_step). */
+static void qnnpack_dw_run(const qnnpack_dw_ctx *c, size_t npix, const uint8_t **taps,
+                           size_t x_step, uint8_t *o, int32_t *acc) {
+  const size_t ntaps = c->geom->kh * c->geom->kw, ch = c->geom->cin;
+  if (c->kern->dwconv_run) {
+    c->kern->dwconv_run(ch, npix, ntaps, taps, x_step, c->w, c->cstride, &c->params, o, ch);
+    return;
+  }
+  /* paths without a run kernel: their per-pixel dwconv (x_zp 0: it is in the bias) + requant */
+  for (size_t p = 0; p < npix; p++) {
+    c->kern->dwconv(ch, ntaps, taps, c->w, c->cstride, 0, c->params.bias, acc);
+    for (size_t c0 = 0; c0 < ch; c0 += QNNPACK_NR) {
+      const size_t nc = ch - c0 < QNNPACK_NR ? ch - c0 : QNNPACK_NR;
+      c->kern->requant(1, nc, acc + c0, c->params.mult + c0, c->params.out_zp, c->params.qmin,
+                       c->params.qmax, o + p * ch + c0, 0);
+    }
+    for (size_t t = 0; t < ntaps; t++) taps[t] += x_step;
+  }
+}
+
+/* Output rows [begin, end) (row = b * out_h + oy): the interior pixels of a row (every tap
+ * inside the input horizontally) in one run, the left and right borders pixel by pixel. */
+static void qnnpack_dw_rows(void *vctx, size_t begin, size_t end) {
   qnnpack_dw_ctx *c = (qnnpack_dw_ctx *)vctx;
-  const size_t taps = c->geom->kh * c->geom->kw, ch = c->geom->cin;
+  const qnnpack_conv_geom *g = c->geom;
+  const size_t taps = g->kh * g->kw, ch = g->cin, eff_w = g->dw * (g->kw - 1) + 1;
   void *buf = malloc(taps * sizeof(uint8_t *) + c->cstride * sizeof(int32_t) + 64);
   if (!buf) {
     c->failed = 1;
@@ -140,13 +161,31 @@ static void qnnpack_dw_pixels(void *vctx, size_t begin, size_t end) {
   }
   int32_t *acc = (int32_t *)buf;
   const uint8_t **ptrs = (const uint8_t **)(void *)(acc + c->cstride);
+  /* interior [ox_lo, ox_hi): ox * sw >= pw and ox * sw - pw + eff_w <= in_w */
+  size_t ox_hi = g->in_w + g->pw >= eff_w ? (g->in_w + g->pw - eff_w) / g->sw + 1 : 0;
+  if (ox_hi > g->out_w) ox_hi = g->out_w;
+  size_t ox_lo = (g->pw + g->sw - 1) / g->sw;
+  if (ox_lo > ox_hi) ox_lo = ox_hi;
   for (size_t row = begin; row < end; row++) {
-    qnnpack_conv_taps(c->geom, row, ptrs);
-    c->kern->dwconv(ch, taps, ptrs, c->w, c->cstride, c->x_zp, c->bias, acc);
-    uint8_t *o = c->out + row * ch;
-    for (size_t c0 = 0; c0 < ch; c0 += QNNPACK_NR) {
-      const size_t nc = ch - c0 < QNNPACK_NR ? ch - c0 : QNNPACK_NR;
-      c->kern->requant(1, nc, acc + c0, c->mult + c0, c->out_zp, c->qmin, c->qmax, o + c0, 0);
+    const size_t oy = row % g->out_h, b = row / g->out_h;
+    uint8_t *o = c->out + row * g->out_w * ch;
+    for (size_t ox = 0; ox < g->out_w; ox++) {
+      if (ox == ox_lo && ox_hi > ox_lo) {
+        size_t t = 0;
+        for (size_t ky = 0; ky < g->kh; ky++) {
+          const size_t iy = oy * g->sh + ky * g->dh; /* + ph */
+          const int pad = iy < g->ph || iy - g->ph >= g->in_h;
+          const uint8_t *base =
+              pad ? c->zero_wide : g->x + (b * g->in_h + (iy - g->ph)) * g->in_w * ch;
+          for (size_t kx = 0; kx < g->kw; kx++)
+            ptrs[t++] = base + (ox * g->sw - g->pw + kx * g->dw) * ch;
+        }
+        qnnpack_dw_run(c, ox_hi - ox_lo, ptrs, g->sw * ch, o + ox * ch, acc);
+        ox = ox_hi - 1;
+        continue;
+      }
+      qnnpack_conv_taps(g, row * g->out_w + ox, ptrs);
+      qnnpack_dw_run(c, 1, ptrs, 0, o + ox * ch, acc);
     }
   }
   free(buf);
@@ -157,24 +196,51 @@ static void qnnpack_dw_pixels(void *vctx, size_t begin, size_t end) {
 typedef struct {
   const qnnpack_conv_geom *geom;
   size_t row0, group, cin_g, k;
+  int xprep;        /* enum qnnpack_xprep of the GEMM path */
+  size_t dst_stride; /* bytes per prepared row */
   uint8_t *dst;
+  uint32_t *xsum;   /* [rows]: sum of each row's uint8 values */
+  int failed;
 } qnnpack_im2col_ctx;
 
+/* Gathers rows [begin, end) of the chunk and prepares them in the path's xprep format in the
+ * same pass (FLIP in place; WIDEN16 from a one-row scratch), with their sums. */
 static void qnnpack_im2col_rows(void *vctx, size_t begin, size_t end) {
-  const qnnpack_im2col_ctx *c = (const qnnpack_im2col_ctx *)vctx;
+  qnnpack_im2col_ctx *c = (qnnpack_im2col_ctx *)vctx;
   const qnnpack_conv_geom *g = c->geom;
+  const size_t k = c->k, kpad = (k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR;
+  uint8_t *tmp = NULL;
+  if (c->xprep == QNNPACK_XPREP_WIDEN16) {
+    tmp = (uint8_t *)malloc(k + 64);
+    if (!tmp) {
+      c->failed = 1;
+      return;
+    }
+  }
   for (size_t r = begin; r < end; r++) {
     const size_t row = c->row0 + r;
     const size_t ox = row % g->out_w, oy = (row / g->out_w) % g->out_h;
     const size_t b = row / (g->out_w * g->out_h);
-    uint8_t *d = c->dst + r * c->k;
+    uint8_t *const row_dst = c->dst + r * c->dst_stride;
+    uint8_t *d = tmp ? tmp : row_dst;
     for (size_t ky = 0; ky < g->kh; ky++)
       for (size_t kx = 0; kx < g->kw; kx++, d += c->cin_g) {
         const uint8_t *src = qnnpack_conv_tap(g, b, oy, ox, ky, kx);
         /* zero_row holds cin + 64 bytes of x_zp, so the group offset stays inside it */
         memcpy(d, src + c->group * c->cin_g, c->cin_g);
       }
+    if (c->xprep == QNNPACK_XPREP_WIDEN16) {
+      c->xsum[r] = qnnpack_sum_flip_bytes(tmp, k, 0);
+      uint16_t *restrict w16 = (uint16_t *)(void *)row_dst;
+      for (size_t p = 0; p < k; p++) w16[p] = tmp[p];
+      for (size_t p = k; p < kpad; p++) w16[p] = 0;
+    } else {
+      c->xsum[r] = qnnpack_sum_flip_bytes(row_dst, k, c->xprep == QNNPACK_XPREP_FLIP);
+      if (c->xprep == QNNPACK_XPREP_FLIP)
+        for (size_t p = k; p < kpad; p++) row_dst[p] = 0x80; /* meets zero weights */
+    }
   }
+  free(tmp);
 }
 
 /* -------------------------------------------------------------------- driver -- */
@@ -222,23 +288,28 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
   int status = QP_OK;
 
   if (qnnpack_conv_is_depthwise(cout, cin_g, groups)) {
-    const size_t cstride = QNNPACK_ROUND16(cout);
-    void *scratch = malloc(cstride * (sizeof(int32_t) + sizeof(float)));
+    const size_t cstride = QNNPACK_ROUND16(cout), taps = kh * kw;
+    const int16_t *wp = (const int16_t *)(const void *)packed;
+    void *scratch = malloc(cstride * (sizeof(int32_t) + sizeof(float)) + in_w * cin + 64);
     if (!scratch) {
       free(zero_row);
       return QP_ERR_OUT_OF_MEMORY;
     }
     int32_t *b = (int32_t *)scratch;
     float *mult = (float *)(b + cstride);
+    uint8_t *zero_wide = (uint8_t *)(mult + cstride);
+    memset(zero_wide, x_zp, in_w * cin + 64);
     for (size_t c = 0; c < cstride; c++) {
-      b[c] = (c < cout && bias) ? bias[c] : 0;
+      uint32_t s = (c < cout && bias) ? (uint32_t)bias[c] : 0u; /* bias - x_zp * sum_t w, mod 2**32 */
+      for (size_t t = 0; t < taps; t++) s -= (uint32_t)(x_zp * (int32_t)wp[t * cstride + c]);
+      b[c] = (int32_t)s;
       mult[c] = c < cout ? multipliers[n_multipliers == 1 ? 0 : c] : 1.0f;
     }
-    qnnpack_dw_ctx ctx = {.geom = &geom, .kern = kern, .w = (const int16_t *)(const void *)packed,
-                          .cstride = cstride, .x_zp = x_zp, .bias = b, .mult = mult,
-                          .out_zp = out_zp, .qmin = qmin, .qmax = qmax, .out = out, .failed = 0};
-    const size_t work = kh * kw * cout;
-    qp_parallel_for(rows, work >= 16384 ? 1 : 16384 / work, qnnpack_dw_pixels, &ctx);
+    qnnpack_dw_ctx ctx = {.geom = &geom, .kern = kern, .w = wp, .cstride = cstride,
+                          .params = {.bias = b, .mult = mult, .out_zp = out_zp, .qmin = qmin, .qmax = qmax},
+                          .zero_wide = zero_wide, .out = out, .failed = 0};
+    const size_t work = taps * cout * out_w;
+    qp_parallel_for(batch * out_h, work >= 65536 ? 1 : 65536 / work, qnnpack_dw_rows, &ctx);
     status = ctx.failed ? QP_ERR_OUT_OF_MEMORY : QP_OK;
     free(scratch);
     free(zero_row);
@@ -256,29 +327,36 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
     for (size_t j = 0; j < gsums; j++)
       mult[g * gsums + j] = j < ng ? multipliers[n_multipliers == 1 ? 0 : g * ng + j] : 1.0f;
 
-  if (groups == 1 && kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) {
-    /* pointwise: the NHWC input rows are the GEMM rows */
-    status = qnnpack_gemm_u8(kern, x, rows, cin, x_zp, packed, wsums, w_zps, cout, bias, mult,
-                             out_zp, qmin, qmax, out, cout);
-  } else {
-    /* im2col in chunks of rows (bounded scratch), one GEMM per chunk and group */
-    size_t chunk = ((size_t)1 << 21) / k;
+  {
+    /* im2col in chunks of rows (bounded scratch), one GEMM per chunk and group. A pointwise
+     * conv goes this way too: its "gather" is one copy per row, fused with the preparation
+     * the GEMM path needs, chunk by chunk in L2 (cheaper than preparing the whole input).
+     * ~256 KB of im2col rows per chunk: written by im2col and read by the GEMM while in L2 */
+    const size_t esize = kern->xprep == QNNPACK_XPREP_WIDEN16 ? 2 : 1;
+    const size_t stride = qnnpack_xprep_k(kern, k) * esize;
+    size_t chunk = ((size_t)1 << 18) / stride / 64 * 64;
     if (chunk < 64) chunk = 64;
     if (chunk > rows) chunk = rows;
-    uint8_t *cols = (uint8_t *)malloc(chunk * k);
+    uint8_t *cols = (uint8_t *)malloc(chunk * stride + chunk * sizeof(uint32_t) + 64);
     if (!cols) {
       status = QP_ERR_OUT_OF_MEMORY;
     } else {
+      uint32_t *xsum = (uint32_t *)(void *)(cols + (chunk * stride + 3) / 4 * 4);
       for (size_t r0 = 0; r0 < rows && status == QP_OK; r0 += chunk) {
         const size_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         for (size_t g = 0; g < groups && status == QP_OK; g++) {
           qnnpack_im2col_ctx ic = {.geom = &geom, .row0 = r0, .group = g, .cin_g = cin_g, .k = k,
-                                   .dst = cols};
+                                   .xprep = kern->xprep, .dst_stride = stride, .dst = cols,
+                                   .xsum = xsum, .failed = 0};
           qp_parallel_for(nr, k >= 16384 ? 1 : 16384 / k, qnnpack_im2col_rows, &ic);
-          status = qnnpack_gemm_u8(kern, cols, nr, k, x_zp, packed + g * gsize, wsums + g * gsums,
-                                   w_zps + g * ng, ng, bias ? bias + g * ng : NULL,
-                                   mult + g * gsums, out_zp, qmin, qmax,
-                                   out + r0 * cout + g * ng, cout);
+          if (ic.failed) {
+            status = QP_ERR_OUT_OF_MEMORY;
+            break;
+          }
+          status = qnnpack_gemm_prepared_u8(kern, cols, stride, xsum, nr, k, x_zp, packed + g * gsize,
+                                            wsums + g * gsums, w_zps + g * ng, ng,
+                                            bias ? bias + g * ng : NULL, mult + g * gsums, out_zp,
+                                            qmin, qmax, out + r0 * cout + g * ng, cout);
         }
       }
     }

@@ -186,6 +186,19 @@ QP_TARGET_AVX2 static void qnnpack_qu8_dwconv_ukernel_up16__avx2(
   qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+/* Clamp, round, add the zero point and store 16 bytes (the elementwise kernels' epilogue). */
+QP_TARGET_AVX2 static inline void qnnpack_avx2_store16(uint8_t *out, __m256 v0, __m256 v1, __m256 flo,
+                                                       __m256 fhi, __m256i ozp) {
+  const __m256i q0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v0, flo), fhi)), ozp);
+  const __m256i q1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v1, flo), fhi)), ozp);
+  _mm_storeu_si128((__m128i *)out, qnnpack_avx2_pack16(q0, q1));
+}
+
+/* 8 bytes at p, zero-extended to int32, minus zp. */
+QP_TARGET_AVX2 static inline __m256i qnnpack_avx2_load8_sub(const uint8_t *p, __m256i zp) {
+  return _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), zp);
+}
+
 QP_TARGET_AVX2 static void qnnpack_qu8_vadd_ukernel__avx2(size_t n, const uint8_t *a,
                                                           const uint8_t *b,
                                                           const qnnpack_add_params *p, uint8_t *out) {
@@ -194,28 +207,39 @@ QP_TARGET_AVX2 static void qnnpack_qu8_vadd_ukernel__avx2(size_t n, const uint8_
   const __m256 inv = _mm256_set1_ps(p->inv_out);
   const __m256 flo = _mm256_set1_ps((float)(p->qmin - p->out_zp));
   const __m256 fhi = _mm256_set1_ps((float)(p->qmax - p->out_zp));
-  const __m256i ozp = _mm256_set1_epi32(p->out_zp);
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m256i q[2];
+    __m256 v[2];
     for (int h = 0; h < 2; h++) {
-      const __m256i a32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a + i + 8 * h))), azp);
-      const __m256i b32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + i + 8 * h))), bzp);
-      __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(a32), as);
-      __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(b32), bs);
+      __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(qnnpack_avx2_load8_sub(a + i + 8 * h, azp)), as);
+      __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(qnnpack_avx2_load8_sub(b + i + 8 * h, bzp)), bs);
       QNNPACK_NO_CONTRACT(fa);
       QNNPACK_NO_CONTRACT(fb);
-      const __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_add_ps(fa, fb), inv), flo), fhi);
-      q[h] = _mm256_add_epi32(_mm256_cvtps_epi32(v), ozp);
+      v[h] = _mm256_mul_ps(_mm256_add_ps(fa, fb), inv);
     }
-    _mm_storeu_si128((__m128i *)(out + i), qnnpack_avx2_pack16(q[0], q[1]));
+    qnnpack_avx2_store16(out + i, v[0], v[1], flo, fhi, _mm256_set1_epi32(p->out_zp));
   }
   qnnpack_qu8_vadd_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
+QP_TARGET_AVX2 void qnnpack_qu8_vmul_ukernel__avx2(size_t n, const uint8_t *a, const uint8_t *b,
+                                                   const qnnpack_mul_params *p, uint8_t *out) {
+  const __m256i azp = _mm256_set1_epi32(p->a_zp), bzp = _mm256_set1_epi32(p->b_zp);
+  const __m256 mult = _mm256_set1_ps(p->mult);
+  const __m256 lo = _mm256_set1_ps((float)(p->qmin - p->out_zp)), hi = _mm256_set1_ps((float)(p->qmax - p->out_zp));
+  for (; n >= 16; n -= 16, a += 16, b += 16, out += 16) {
+    const __m256i p0 = _mm256_mullo_epi32(qnnpack_avx2_load8_sub(a, azp), qnnpack_avx2_load8_sub(b, bzp));
+    const __m256i p1 = _mm256_mullo_epi32(qnnpack_avx2_load8_sub(a + 8, azp), qnnpack_avx2_load8_sub(b + 8, bzp));
+    qnnpack_avx2_store16(out, _mm256_mul_ps(_mm256_cvtepi32_ps(p0), mult), _mm256_mul_ps(_mm256_cvtepi32_ps(p1), mult),
+                         lo, hi, _mm256_set1_epi32(p->out_zp));
+  }
+  qnnpack_qu8_vmul_ukernel__scalar(n, a, b, p, out);
 }
 
 const qnnpack_isa_kernels qnnpack_kernels_avx2 = {
     .mr = 4,
     .add = qnnpack_qu8_vadd_ukernel__avx2,
+    .mul = qnnpack_qu8_vmul_ukernel__avx2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__avx2,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__avx2,

@@ -75,12 +75,37 @@ QP_TARGET_AVX512 static void qnnpack_qu8_gemm_ukernel_8x16c4__avx512skx(
 
 /* Rows: activations with the sign bit flipped (QNNPACK_XPREP_FLIP, x - 128
  * as int8), K padded to 4, broadcast by vpdpbusd straight from memory. */
+/* One row (M = 1, decode-like calls): four independent accumulators over consecutive groups
+ * hide vpdpbusd's latency; the 8-row kernel would compute 8 rows to use one. */
+QP_TARGET_AVX512VNNI static void qnnpack_qu8_gemm_ukernel_1x16c4__avx512vnni(
+    size_t k, const uint8_t *a0, const uint8_t *w, __m512i corr, int32_t *acc) {
+  __m512i c0 = _mm512_add_epi32(_mm512_loadu_si512(acc), corr);
+  __m512i c1 = _mm512_setzero_si512(), c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+  const size_t step = QNNPACK_NR * QNNPACK_KR;
+  size_t kk = 0;
+#define QNNPACK_B1(P) _mm512_set1_epi32((int32_t)qnnpack_load_u32(P))
+  for (; kk + 4 * QNNPACK_KR <= k; kk += 4 * QNNPACK_KR, w += 4 * step) {
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_loadu_si512(w), QNNPACK_B1(a0 + kk));
+    c1 = _mm512_dpbusd_epi32(c1, _mm512_loadu_si512(w + step), QNNPACK_B1(a0 + kk + 4));
+    c2 = _mm512_dpbusd_epi32(c2, _mm512_loadu_si512(w + 2 * step), QNNPACK_B1(a0 + kk + 8));
+    c3 = _mm512_dpbusd_epi32(c3, _mm512_loadu_si512(w + 3 * step), QNNPACK_B1(a0 + kk + 12));
+  }
+  for (; kk < k; kk += QNNPACK_KR, w += step)
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_loadu_si512(w), QNNPACK_B1(a0 + kk));
+#undef QNNPACK_B1
+  /* int32 adds wrap, so the split sum equals the single-chain one bit for bit */
+  _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)));
+}
+
 QP_TARGET_AVX512VNNI static void qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni(
     size_t mr, size_t k, const uint8_t *const *a, const uint8_t *w, const int32_t *wsum,
     int32_t *acc) {
-  (void)mr;
   /* dpbusd(w, x - 128) = dot(w, x) - 128 * wsum: start from acc + 128 * wsum. */
   const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(wsum), 7);
+  if (mr == 1) {
+    qnnpack_qu8_gemm_ukernel_1x16c4__avx512vnni(k, a[0], w, corr, acc);
+    return;
+  }
   __m512i c0 = _mm512_add_epi32(_mm512_loadu_si512(acc + 0 * QNNPACK_NR), corr);
   __m512i c1 = _mm512_add_epi32(_mm512_loadu_si512(acc + 1 * QNNPACK_NR), corr);
   __m512i c2 = _mm512_add_epi32(_mm512_loadu_si512(acc + 2 * QNNPACK_NR), corr);
@@ -113,6 +138,16 @@ QP_TARGET_AVX512VNNI static void qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni(
   _mm512_storeu_si512(acc + 5 * QNNPACK_NR, c5);
   _mm512_storeu_si512(acc + 6 * QNNPACK_NR, c6);
   _mm512_storeu_si512(acc + 7 * QNNPACK_NR, c7);
+}
+
+/* A tile's starting accumulators: one vector op per row instead of 16 scalar ones. */
+QP_TARGET_AVX512 static void qnnpack_qu8_acc_init_avx512(size_t mr, const int32_t *cbias,
+                                                         const int32_t *wzp, const uint32_t *xsum,
+                                                         int32_t *acc) {
+  const __m512i vb = _mm512_loadu_si512(cbias), vz = _mm512_loadu_si512(wzp);
+  for (size_t i = 0; i < mr; i++)
+    _mm512_storeu_si512(acc + i * QNNPACK_NR,
+                        _mm512_sub_epi32(vb, _mm512_mullo_epi32(vz, _mm512_set1_epi32((int32_t)xsum[i]))));
 }
 
 QP_TARGET_AVX512 static void qnnpack_qu8_requant_avx512(size_t mr, size_t nc, const int32_t *acc,
@@ -182,33 +217,217 @@ QP_TARGET_AVX512 static void qnnpack_f32_minmax_avx512(const float *x, size_t n,
 }
 
 /* 32 channels per step (two zmm of int32), masked loads for the channel tail. */
+/*
+ * Two taps per vpmaddwd: the int16 values (x - x_zp) of taps t and t + 1 are interleaved with
+ * their weights, so each int32 lane gets (x_t - zp) * w_t + (x_t1 - zp) * w_t1 in one
+ * instruction (|each product| <= 255 * 255: the pair sum cannot saturate). unpacklo/hi work
+ * inside 128-bit lanes, so `lo` holds channels 8L..8L+3 and `hi` 8L+4..8L+7 of lane L; one
+ * two-source permute per 16 channels puts them back in order.
+ */
+/*
+ * Depthwise run kernel: 32 channels at a time (masked for the last block), every pixel of the
+ * run for that block before the next, so the block's interleaved weight pairs, bias and
+ * multipliers stay in registers across the row. The bias (with the input zero point folded in
+ * by the caller) starts the accumulators, the taps go in pairs through vpmaddwd (uint8 input
+ * zero-extended to int16 times int16 weights in [-255, 255]: a pair sum fits int32), and the
+ * requantization is the same float32 sequence as qnnpack_qu8_requant_avx512.
+ * vpunpck{l,h}wd work within 128-bit lanes, so `lo` holds channels 8L..8L+3 of lane L and `hi`
+ * channels 8L+4..8L+7: bias and multipliers are permuted to that order once per block, and
+ * vpackssdw(lo, hi) puts the results back in channel order.
+ */
+#define QNNPACK_DW_PAIRS_MAX 13 /* taps whose weight pairs a block keeps (up to 5x5); more: the scalar kernel */
+
+/* acc + madd(a, b): one vpdpwssd with VNNI (the same exact int32 sum), two instructions without */
+#define QNNPACK_DW_MADD_SKX(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+#define QNNPACK_DW_MADD_VNNI(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
+
+/* 32 uint8 channels widened to int16: a full block loads unmasked (the load folds into
+ * vpmovzxbw), the last block masked so no byte past `channels` is read. */
+#define QNNPACK_DW_LOAD_X(full, m, ptr) \
+  _mm512_cvtepu8_epi16((full) ? _mm256_loadu_si256((const __m256i *)(ptr)) : _mm256_maskz_loadu_epi8(m, ptr))
+
+/* One block of up to 32 channels (mask m; full: all 32) over the npix pixels of the run.
+ * Inlined with constant taps / full, so the 3x3 case loses its branches. */
+#define QNNPACK_DW_BLOCK_AVX512(NAME, TARGET, MADD)                                                         \
+  static inline __attribute__((always_inline)) TARGET void NAME(                                          \
+      size_t npix, size_t taps, int full, const uint8_t *const *x, size_t x_step, size_t c, __mmask32 m,  \
+      const int16_t *w, size_t cstride, const qnnpack_dw_params *p, uint8_t *out, size_t out_step) {      \
+    const __m512i zero = _mm512_setzero_si512();                                                          \
+    const size_t pairs = (taps + 1) / 2;                                                                  \
+    __m512i wl[QNNPACK_DW_PAIRS_MAX], wh[QNNPACK_DW_PAIRS_MAX];                                           \
+    for (size_t j = 0; j < pairs; j++) {                                       \
+      const __m512i w0 = _mm512_maskz_loadu_epi16(m, w + 2 * j * cstride + c);                            \
+      const __m512i w1 =                                                                                  \
+          2 * j + 1 < taps ? _mm512_maskz_loadu_epi16(m, w + (2 * j + 1) * cstride + c) : zero;           \
+      wl[j] = _mm512_unpacklo_epi16(w0, w1);                                                              \
+      wh[j] = _mm512_unpackhi_epi16(w0, w1);                                                              \
+    }                                                                                                     \
+    const __m512i idx_lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);   \
+    const __m512i idx_hi = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31); \
+    const __mmask16 m0 = (__mmask16)m, m1 = (__mmask16)(m >> 16);                                         \
+    const __m512i b0 = _mm512_maskz_loadu_epi32(m0, p->bias + c);                                         \
+    const __m512i b1 = _mm512_maskz_loadu_epi32(m1, p->bias + c + 16);                                    \
+    const __m512 f0 = _mm512_maskz_loadu_ps(m0, p->mult + c), f1 = _mm512_maskz_loadu_ps(m1, p->mult + c + 16); \
+    const __m512i blo = _mm512_permutex2var_epi32(b0, idx_lo, b1);                                        \
+    const __m512i bhi = _mm512_permutex2var_epi32(b0, idx_hi, b1);                                        \
+    const __m512 mlo = _mm512_permutex2var_ps(f0, idx_lo, f1), mhi = _mm512_permutex2var_ps(f0, idx_hi, f1); \
+    const __m512 flo = _mm512_set1_ps((float)(p->qmin - p->out_zp));                                      \
+    const __m512 fhi = _mm512_set1_ps((float)(p->qmax - p->out_zp));                                      \
+    const __m512i vzp = _mm512_set1_epi32(p->out_zp);                                                     \
+    for (size_t px = 0; px < npix; px++) {                                                                \
+      const size_t off = px * x_step + c;                                                                 \
+      __m512i lo = blo, hi = bhi;                                                                         \
+      for (size_t j = 0; j < pairs; j++) {                                     \
+        const __m512i x0 = QNNPACK_DW_LOAD_X(full, m, x[2 * j] + off);                                    \
+        const __m512i x1 = 2 * j + 1 < taps ? QNNPACK_DW_LOAD_X(full, m, x[2 * j + 1] + off) : zero;      \
+        lo = MADD(lo, _mm512_unpacklo_epi16(x0, x1), wl[j]);                                              \
+        hi = MADD(hi, _mm512_unpackhi_epi16(x0, x1), wh[j]);                                              \
+      }                                                                                                   \
+      __m512 vlo = _mm512_mul_ps(_mm512_cvtepi32_ps(lo), mlo);                                            \
+      __m512 vhi = _mm512_mul_ps(_mm512_cvtepi32_ps(hi), mhi);                                            \
+      vlo = _mm512_min_ps(_mm512_max_ps(vlo, flo), fhi);                                                  \
+      vhi = _mm512_min_ps(_mm512_max_ps(vhi, flo), fhi);                                                  \
+      const __m512i qlo = _mm512_add_epi32(_mm512_cvtps_epi32(vlo), vzp);                                 \
+      const __m512i qhi = _mm512_add_epi32(_mm512_cvtps_epi32(vhi), vzp);                                 \
+      const __m256i q8 = _mm512_cvtepi16_epi8(_mm512_packs_epi32(qlo, qhi));                              \
+      if (full)                                                                                           \
+        _mm256_storeu_si256((__m256i *)(out + px * out_step + c), q8);                                    \
+      else                                                                                                \
+        _mm256_mask_storeu_epi8(out + px * out_step + c, m, q8);                                          \
+    }                                                                                                     \
+  }
+
+/* The last 1..16 channels on 256 bits (half the work of a masked 512-bit block): the same
+ * pairing, lanes of 8 channels (lo: 0-3 and 8-11, hi: 4-7 and 12-15). */
+#define QNNPACK_DW_TAIL16_AVX512(NAME, TARGET, MADD)                                                        \
+  static TARGET void NAME(size_t npix, size_t taps, const uint8_t *const *x, size_t x_step, size_t c,     \
+                          __mmask16 m, const int16_t *w, size_t cstride, const qnnpack_dw_params *p,      \
+                          uint8_t *out, size_t out_step) {                                                \
+    const __m256i zero = _mm256_setzero_si256();                                                          \
+    const size_t pairs = (taps + 1) / 2;                                                                  \
+    __m256i wl[QNNPACK_DW_PAIRS_MAX], wh[QNNPACK_DW_PAIRS_MAX];                                           \
+    for (size_t j = 0; j < pairs; j++) {                                                                  \
+      const __m256i w0 = _mm256_maskz_loadu_epi16(m, w + 2 * j * cstride + c);                            \
+      const __m256i w1 =                                                                                  \
+          2 * j + 1 < taps ? _mm256_maskz_loadu_epi16(m, w + (2 * j + 1) * cstride + c) : zero;           \
+      wl[j] = _mm256_unpacklo_epi16(w0, w1);                                                              \
+      wh[j] = _mm256_unpackhi_epi16(w0, w1);                                                              \
+    }                                                                                                     \
+    const __m256i idx_lo = _mm256_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11);                                   \
+    const __m256i idx_hi = _mm256_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15);                                 \
+    const __mmask8 m0 = (__mmask8)m, m1 = (__mmask8)(m >> 8);                                             \
+    const __m256i b0 = _mm256_maskz_loadu_epi32(m0, p->bias + c);                                         \
+    const __m256i b1 = _mm256_maskz_loadu_epi32(m1, p->bias + c + 8);                                     \
+    const __m256 f0 = _mm256_maskz_loadu_ps(m0, p->mult + c), f1 = _mm256_maskz_loadu_ps(m1, p->mult + c + 8); \
+    const __m256i blo = _mm256_permutex2var_epi32(b0, idx_lo, b1);                                        \
+    const __m256i bhi = _mm256_permutex2var_epi32(b0, idx_hi, b1);                                        \
+    const __m256 mlo = _mm256_permutex2var_ps(f0, idx_lo, f1), mhi = _mm256_permutex2var_ps(f0, idx_hi, f1); \
+    const __m256 flo = _mm256_set1_ps((float)(p->qmin - p->out_zp));                                      \
+    const __m256 fhi = _mm256_set1_ps((float)(p->qmax - p->out_zp));                                      \
+    const __m256i vzp = _mm256_set1_epi32(p->out_zp);                                                     \
+    for (size_t px = 0; px < npix; px++) {                                                                \
+      const size_t off = px * x_step + c;                                                                 \
+      __m256i lo = blo, hi = bhi;                                                                         \
+      for (size_t j = 0; j < pairs; j++) {                                                                \
+        const __m256i x0 = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, x[2 * j] + off));                 \
+        const __m256i x1 =                                                                                \
+            2 * j + 1 < taps ? _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, x[2 * j + 1] + off)) : zero;  \
+        lo = MADD(lo, _mm256_unpacklo_epi16(x0, x1), wl[j]);                                              \
+        hi = MADD(hi, _mm256_unpackhi_epi16(x0, x1), wh[j]);                                              \
+      }                                                                                                   \
+      __m256 vlo = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), mlo);                                            \
+      __m256 vhi = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), mhi);                                            \
+      vlo = _mm256_min_ps(_mm256_max_ps(vlo, flo), fhi);                                                  \
+      vhi = _mm256_min_ps(_mm256_max_ps(vhi, flo), fhi);                                                  \
+      const __m256i qlo = _mm256_add_epi32(_mm256_cvtps_epi32(vlo), vzp);                                 \
+      const __m256i qhi = _mm256_add_epi32(_mm256_cvtps_epi32(vhi), vzp);                                 \
+      _mm_mask_storeu_epi8(out + px * out_step + c, m, _mm256_cvtepi16_epi8(_mm256_packs_epi32(qlo, qhi))); \
+    }                                                                                                     \
+  }
+#define QNNPACK_DW_MADD256_SKX(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#define QNNPACK_DW_MADD256_VNNI(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
+
+#define QNNPACK_DW_RUN_AVX512(NAME, BLOCK, TAIL16, TARGET)                                                          \
+  TARGET static void NAME(size_t channels, size_t npix, size_t taps, const uint8_t *const *x,             \
+                          size_t x_step, const int16_t *w, size_t cstride, const qnnpack_dw_params *p,    \
+                          uint8_t *out, size_t out_step) {                                                \
+    if (taps > 2 * QNNPACK_DW_PAIRS_MAX) {                                                                \
+      qnnpack_qu8_dwconv_run__scalar(channels, npix, taps, x, x_step, w, cstride, p, out, out_step);      \
+      return;                                                                                             \
+    }                                                                                                     \
+    size_t c = 0;                                                                                         \
+    for (; c + 32 <= channels; c += 32) {                                                                 \
+      if (taps == 9) /* 3x3 */                                                                            \
+        BLOCK(npix, 9, 1, x, x_step, c, (__mmask32)0xFFFFFFFFu, w, cstride, p, out, out_step);            \
+      else                                                                                                \
+        BLOCK(npix, taps, 1, x, x_step, c, (__mmask32)0xFFFFFFFFu, w, cstride, p, out, out_step);         \
+    }                                                                                                     \
+    if (channels - c > 16) {                                                                              \
+      const __mmask32 m = (__mmask32)((1u << (channels - c)) - 1u);                                       \
+      if (taps == 9)                                                                                      \
+        BLOCK(npix, 9, 0, x, x_step, c, m, w, cstride, p, out, out_step);                                 \
+      else                                                                                                \
+        BLOCK(npix, taps, 0, x, x_step, c, m, w, cstride, p, out, out_step);                              \
+    } else if (c < channels) {                                                                            \
+      TAIL16(npix, taps, x, x_step, c, (__mmask16)((1u << (channels - c)) - 1u), w, cstride, p, out, out_step); \
+    }                                                                                                     \
+  }
+
+/* The block body lives in macros so the VNNI copy can use vpdpwssd (an intrinsic that only
+ * compiles inside a VNNI target function). */
+QNNPACK_DW_BLOCK_AVX512(qnnpack_dw_block_avx512skx, QP_TARGET_AVX512, QNNPACK_DW_MADD_SKX)
+QNNPACK_DW_BLOCK_AVX512(qnnpack_dw_block_avx512vnni, QP_TARGET_AVX512VNNI, QNNPACK_DW_MADD_VNNI)
+QNNPACK_DW_TAIL16_AVX512(qnnpack_dw_tail16_avx512skx, QP_TARGET_AVX512, QNNPACK_DW_MADD256_SKX)
+QNNPACK_DW_TAIL16_AVX512(qnnpack_dw_tail16_avx512vnni, QP_TARGET_AVX512VNNI, QNNPACK_DW_MADD256_VNNI)
+QNNPACK_DW_RUN_AVX512(qnnpack_qu8_dwconv_run__avx512skx, qnnpack_dw_block_avx512skx, qnnpack_dw_tail16_avx512skx,
+                      QP_TARGET_AVX512)
+QNNPACK_DW_RUN_AVX512(qnnpack_qu8_dwconv_run__avx512vnni, qnnpack_dw_block_avx512vnni,
+                      qnnpack_dw_tail16_avx512vnni, QP_TARGET_AVX512VNNI)
+
 QP_TARGET_AVX512 static void qnnpack_qu8_dwconv_ukernel_up32__avx512skx(
     size_t channels, size_t taps, const uint8_t *const *x, const int16_t *w, size_t cstride,
     int32_t x_zp, const int32_t *bias, int32_t *acc) {
-  const __m512i vzp = _mm512_set1_epi32(x_zp);
+  const __m512i vzp16 = _mm512_set1_epi16((int16_t)x_zp);
+  const __m512i idx0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i idx1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __m512i zero = _mm512_setzero_si512();
   size_t c = 0;
   for (; c + 32 <= channels; c += 32) {
-    __m512i lo = _mm512_loadu_si512(bias + c), hi = _mm512_loadu_si512(bias + c + 16);
-    for (size_t t = 0; t < taps; t++) {
-      const __m512i x0 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x[t] + c))), vzp);
-      const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x[t] + c + 16))), vzp);
-      const int16_t *wt = w + t * cstride + c;
-      lo = _mm512_add_epi32(lo, _mm512_mullo_epi32(x0, _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)wt))));
-      hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(x1, _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(wt + 16)))));
+    __m512i lo = zero, hi = zero;
+    for (size_t t = 0; t < taps; t += 2) {
+      const int pair = t + 1 < taps; /* an odd last tap pairs with zeros */
+      const __m512i x0 = _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(x[t] + c))), vzp16);
+      const __m512i w0 = _mm512_loadu_si512(w + t * cstride + c);
+      const __m512i x1 = pair ? _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(x[t + 1] + c))), vzp16) : zero;
+      const __m512i w1 = pair ? _mm512_loadu_si512(w + (t + 1) * cstride + c) : zero;
+      lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), _mm512_unpacklo_epi16(w0, w1)));
+      hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), _mm512_unpackhi_epi16(w0, w1)));
     }
-    _mm512_storeu_si512(acc + c, lo);
-    _mm512_storeu_si512(acc + c + 16, hi);
+    _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(bias + c), _mm512_permutex2var_epi32(lo, idx0, hi)));
+    _mm512_storeu_si512(acc + c + 16, _mm512_add_epi32(_mm512_loadu_si512(bias + c + 16), _mm512_permutex2var_epi32(lo, idx1, hi)));
   }
+  /* the last 1..31 channels, 16 at a time with masked loads: the same pairing on 256 bits */
+  const __m256i vzp16y = _mm256_set1_epi16((int16_t)x_zp), zeroy = _mm256_setzero_si256();
+  const __m256i idxy = _mm256_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11);
+  const __m256i idxy_hi = _mm256_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15);
   for (; c < channels; c += 16) {
     const size_t len = channels - c < 16 ? channels - c : 16;
     const __mmask16 mask = (__mmask16)((1u << len) - 1u);
-    __m512i s = _mm512_maskz_loadu_epi32(mask, bias + c);
-    for (size_t t = 0; t < taps; t++) {
-      const __m512i xv = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x[t] + c)), vzp);
-      const __m512i wv = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(mask, w + t * cstride + c));
-      s = _mm512_add_epi32(s, _mm512_mullo_epi32(xv, wv));
+    __m256i lo = zeroy, hi = zeroy;
+    for (size_t t = 0; t < taps; t += 2) {
+      const int pair = t + 1 < taps;
+      const __m256i x0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(mask, x[t] + c)), vzp16y);
+      const __m256i w0 = _mm256_maskz_loadu_epi16(mask, w + t * cstride + c);
+      const __m256i x1 = pair ? _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(mask, x[t + 1] + c)), vzp16y) : zeroy;
+      const __m256i w1 = pair ? _mm256_maskz_loadu_epi16(mask, w + (t + 1) * cstride + c) : zeroy;
+      lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_unpacklo_epi16(w0, w1)));
+      hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_unpackhi_epi16(w0, w1)));
     }
-    _mm512_mask_storeu_epi32(acc + c, mask, s);
+    /* lo: channels 0-3 and 8-11, hi: 4-7 and 12-15 */
+    const __m256i s0 = _mm256_permutex2var_epi32(lo, idxy, hi);    /* channels 0..7 */
+    const __m256i s1 = _mm256_permutex2var_epi32(lo, idxy_hi, hi); /* channels 8..15 */
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(s0), s1, 1);
+    _mm512_mask_storeu_epi32(acc + c, mask, _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, bias + c), v));
   }
 }
 
@@ -238,7 +457,10 @@ QP_TARGET_AVX512 static void qnnpack_qu8_vadd_ukernel__avx512skx(size_t n, const
 const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
     .mr = QNNPACK_AVX512_MR,
     .add = qnnpack_qu8_vadd_ukernel__avx512skx,
+    .mul = qnnpack_qu8_vmul_ukernel__avx2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
+    .dwconv_run = qnnpack_qu8_dwconv_run__avx512skx,
+    .acc_init = qnnpack_qu8_acc_init_avx512,
     .xprep = QNNPACK_XPREP_WIDEN16,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512skx,
     .requant = qnnpack_qu8_requant_avx512,
@@ -250,7 +472,10 @@ const qnnpack_isa_kernels qnnpack_kernels_avx512 = {
 const qnnpack_isa_kernels qnnpack_kernels_avx512vnni = {
     .mr = QNNPACK_AVX512_MR,
     .add = qnnpack_qu8_vadd_ukernel__avx512skx,
+    .mul = qnnpack_qu8_vmul_ukernel__avx2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
+    .dwconv_run = qnnpack_qu8_dwconv_run__avx512vnni,
+    .acc_init = qnnpack_qu8_acc_init_avx512,
     .xprep = QNNPACK_XPREP_FLIP,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni,
     .requant = qnnpack_qu8_requant_avx512,

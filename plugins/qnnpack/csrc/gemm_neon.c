@@ -195,6 +195,14 @@ static void qnnpack_qu8_dwconv_ukernel_up16__neon(size_t channels, size_t taps,
   qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+/* Clamp, round to nearest even, add the zero point and store 8 bytes (elementwise epilogue). */
+static inline void qnnpack_neon_store8(uint8_t *out, float32x4_t v0, float32x4_t v1, float32x4_t flo,
+                                       float32x4_t fhi, int32x4_t ozp) {
+  const int32x4_t q0 = vaddq_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(v0, flo), fhi)), ozp);
+  const int32x4_t q1 = vaddq_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(v1, flo), fhi)), ozp);
+  vst1_u8(out, vqmovn_u16(vcombine_u16(vqmovun_s32(q0), vqmovun_s32(q1))));
+}
+
 static void qnnpack_qu8_vadd_ukernel__neon(size_t n, const uint8_t *a, const uint8_t *b,
                                            const qnnpack_add_params *p, uint8_t *out) {
   const uint8x8_t azp = vdup_n_u8((uint8_t)p->a_zp), bzp = vdup_n_u8((uint8_t)p->b_zp);
@@ -202,29 +210,44 @@ static void qnnpack_qu8_vadd_ukernel__neon(size_t n, const uint8_t *a, const uin
   const float32x4_t inv = vdupq_n_f32(p->inv_out);
   const float32x4_t flo = vdupq_n_f32((float)(p->qmin - p->out_zp));
   const float32x4_t fhi = vdupq_n_f32((float)(p->qmax - p->out_zp));
-  const int32x4_t ozp = vdupq_n_s32(p->out_zp);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const int16x8_t va = vreinterpretq_s16_u16(vsubl_u8(vld1_u8(a + i), azp));
     const int16x8_t vb = vreinterpretq_s16_u16(vsubl_u8(vld1_u8(b + i), bzp));
-    int32x4_t q[2];
+    float32x4_t v[2];
     for (int h = 0; h < 2; h++) {
       const int32x4_t a32 = h ? vmovl_high_s16(va) : vmovl_s16(vget_low_s16(va));
       const int32x4_t b32 = h ? vmovl_high_s16(vb) : vmovl_s16(vget_low_s16(vb));
       float32x4_t fa = vmulq_f32(vcvtq_f32_s32(a32), as), fb = vmulq_f32(vcvtq_f32_s32(b32), bs);
       QNNPACK_NO_CONTRACT(fa);
       QNNPACK_NO_CONTRACT(fb);
-      const float32x4_t v = vminq_f32(vmaxq_f32(vmulq_f32(vaddq_f32(fa, fb), inv), flo), fhi);
-      q[h] = vaddq_s32(vcvtnq_s32_f32(v), ozp);
+      v[h] = vmulq_f32(vaddq_f32(fa, fb), inv);
     }
-    vst1_u8(out + i, vqmovn_u16(vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]))));
+    qnnpack_neon_store8(out + i, v[0], v[1], flo, fhi, vdupq_n_s32(p->out_zp));
   }
   qnnpack_qu8_vadd_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
+static void qnnpack_qu8_vmul_ukernel__neon(size_t n, const uint8_t *a, const uint8_t *b,
+                                           const qnnpack_mul_params *p, uint8_t *out) {
+  const uint8x8_t azp = vdup_n_u8((uint8_t)p->a_zp), bzp = vdup_n_u8((uint8_t)p->b_zp);
+  const float32x4_t mult = vdupq_n_f32(p->mult);
+  const float32x4_t lo = vdupq_n_f32((float)(p->qmin - p->out_zp)), hi = vdupq_n_f32((float)(p->qmax - p->out_zp));
+  for (; n >= 8; n -= 8, a += 8, b += 8, out += 8) {
+    /* uint8 - zp wraps in uint16; reinterpreted as int16 it is the exact difference */
+    const int16x8_t va = vreinterpretq_s16_u16(vsubl_u8(vld1_u8(a), azp));
+    const int16x8_t vb = vreinterpretq_s16_u16(vsubl_u8(vld1_u8(b), bzp));
+    const int32x4_t p0 = vmull_s16(vget_low_s16(va), vget_low_s16(vb)), p1 = vmull_high_s16(va, vb);
+    qnnpack_neon_store8(out, vmulq_f32(vcvtq_f32_s32(p0), mult), vmulq_f32(vcvtq_f32_s32(p1), mult), lo, hi,
+                        vdupq_n_s32(p->out_zp));
+  }
+  qnnpack_qu8_vmul_ukernel__scalar(n, a, b, p, out);
 }
 
 const qnnpack_isa_kernels qnnpack_kernels_neon = {
     .mr = 4,
     .add = qnnpack_qu8_vadd_ukernel__neon,
+    .mul = qnnpack_qu8_vmul_ukernel__neon,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__neon,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neon,
     .requant = qnnpack_qu8_requant_neon,
@@ -236,6 +259,7 @@ const qnnpack_isa_kernels qnnpack_kernels_neon = {
 const qnnpack_isa_kernels qnnpack_kernels_neondot = {
     .mr = 4,
     .add = qnnpack_qu8_vadd_ukernel__neon,
+    .mul = qnnpack_qu8_vmul_ukernel__neon,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__neon,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neondot,
     .requant = qnnpack_qu8_requant_neon,

@@ -81,6 +81,20 @@ void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const
   qnnpack_qu8_dwconv_scalar_from(0, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+void qnnpack_qu8_dwconv_run__scalar(size_t channels, size_t npix, size_t taps,
+                                    const uint8_t *const *x, size_t x_step, const int16_t *w,
+                                    size_t cstride, const qnnpack_dw_params *p, uint8_t *out,
+                                    size_t out_step) {
+  for (size_t px = 0; px < npix; px++)
+    for (size_t c = 0; c < channels; c++) {
+      uint32_t s = (uint32_t)p->bias[c];
+      for (size_t t = 0; t < taps; t++)
+        s += (uint32_t)((int32_t)x[t][px * x_step + c] * (int32_t)w[t * cstride + c]);
+      out[px * out_step + c] =
+          (uint8_t)qp_requantize((int32_t)s, p->mult[c], p->out_zp, p->qmin, p->qmax);
+    }
+}
+
 void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
                                       const qnnpack_add_params *p, uint8_t *out) {
   for (size_t i = 0; i < n; i++) {
@@ -93,10 +107,21 @@ void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t 
   }
 }
 
+void qnnpack_qu8_vmul_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
+                                      const qnnpack_mul_params *p, uint8_t *out) {
+  for (size_t i = 0; i < n; i++) {
+    const int32_t prod = ((int32_t)a[i] - p->a_zp) * ((int32_t)b[i] - p->b_zp);
+    out[i] = (uint8_t)(qp_round_clamp((float)prod * p->mult, p->qmin - p->out_zp,
+                                      p->qmax - p->out_zp) + p->out_zp);
+  }
+}
+
 const qnnpack_isa_kernels qnnpack_kernels_scalar = {
     .mr = 4,
     .add = qnnpack_qu8_vadd_ukernel__scalar,
+    .mul = qnnpack_qu8_vmul_ukernel__scalar,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__scalar,
+    .dwconv_run = qnnpack_qu8_dwconv_run__scalar,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
     .requant = qnnpack_qu8_requant_scalar,
     .dequant = qnnpack_qu8_dequant_scalar,

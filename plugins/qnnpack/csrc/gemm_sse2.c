@@ -182,36 +182,60 @@ static void qnnpack_qu8_dwconv_ukernel_up8__sse2(size_t channels, size_t taps,
   qnnpack_qu8_dwconv_scalar_from(c, channels, taps, x, w, cstride, x_zp, bias, acc);
 }
 
+/* Clamp two float32 vectors of 4 to [qmin - zp, qmax - zp], round (MXCSR: to nearest even), add the
+ * zero point and store the 8 bytes: the epilogue of the elementwise kernels. */
+static inline void qnnpack_sse2_store8(uint8_t *out, __m128 v0, __m128 v1, __m128 flo, __m128 fhi, __m128i ozp) {
+  const __m128i q0 = _mm_add_epi32(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(v0, flo), fhi)), ozp);
+  const __m128i q1 = _mm_add_epi32(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(v1, flo), fhi)), ozp);
+  _mm_storel_epi64((__m128i *)out, _mm_packus_epi16(_mm_packs_epi32(q0, q1), _mm_setzero_si128()));
+}
+
 static void qnnpack_qu8_vadd_ukernel__sse2(size_t n, const uint8_t *a, const uint8_t *b,
                                            const qnnpack_add_params *p, uint8_t *out) {
   const __m128i zero = _mm_setzero_si128();
   const __m128i azp = _mm_set1_epi16((int16_t)p->a_zp), bzp = _mm_set1_epi16((int16_t)p->b_zp);
   const __m128 as = _mm_set1_ps(p->a_scale), bs = _mm_set1_ps(p->b_scale), inv = _mm_set1_ps(p->inv_out);
   const __m128 flo = _mm_set1_ps((float)(p->qmin - p->out_zp)), fhi = _mm_set1_ps((float)(p->qmax - p->out_zp));
-  const __m128i ozp = _mm_set1_epi32(p->out_zp);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i va = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(a + i)), zero), azp);
     const __m128i vb = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(b + i)), zero), bzp);
-    __m128i q[2];
+    __m128 v[2];
     for (int h = 0; h < 2; h++) {
       const __m128i a32 = _mm_srai_epi32(h ? _mm_unpackhi_epi16(va, va) : _mm_unpacklo_epi16(va, va), 16);
       const __m128i b32 = _mm_srai_epi32(h ? _mm_unpackhi_epi16(vb, vb) : _mm_unpacklo_epi16(vb, vb), 16);
       __m128 fa = _mm_mul_ps(_mm_cvtepi32_ps(a32), as), fb = _mm_mul_ps(_mm_cvtepi32_ps(b32), bs);
       QNNPACK_NO_CONTRACT(fa);
       QNNPACK_NO_CONTRACT(fb);
-      const __m128 v = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_add_ps(fa, fb), inv), flo), fhi);
-      q[h] = _mm_add_epi32(_mm_cvtps_epi32(v), ozp);
+      v[h] = _mm_mul_ps(_mm_add_ps(fa, fb), inv);
     }
-    const __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), zero);
-    _mm_storel_epi64((__m128i *)(out + i), bytes);
+    qnnpack_sse2_store8(out + i, v[0], v[1], flo, fhi, _mm_set1_epi32(p->out_zp));
   }
   qnnpack_qu8_vadd_ukernel__scalar(n - i, a + i, b + i, p, out + i);
+}
+
+/* 16-bit differences; exact 32-bit products from the mullo/mulhi halves (SSE2 has no pmulld). */
+static void qnnpack_qu8_vmul_ukernel__sse2(size_t n, const uint8_t *a, const uint8_t *b,
+                                           const qnnpack_mul_params *p, uint8_t *out) {
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i azp = _mm_set1_epi16((int16_t)p->a_zp), bzp = _mm_set1_epi16((int16_t)p->b_zp);
+  const __m128 mult = _mm_set1_ps(p->mult);
+  const __m128 flo = _mm_set1_ps((float)(p->qmin - p->out_zp)), fhi = _mm_set1_ps((float)(p->qmax - p->out_zp));
+  for (; n >= 8; n -= 8, a += 8, b += 8, out += 8) {
+    const __m128i va = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)a), zero), azp);
+    const __m128i vb = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)b), zero), bzp);
+    const __m128i lo = _mm_mullo_epi16(va, vb), hi = _mm_mulhi_epi16(va, vb);
+    qnnpack_sse2_store8(out, _mm_mul_ps(_mm_cvtepi32_ps(_mm_unpacklo_epi16(lo, hi)), mult),
+                        _mm_mul_ps(_mm_cvtepi32_ps(_mm_unpackhi_epi16(lo, hi)), mult), flo, fhi,
+                        _mm_set1_epi32(p->out_zp));
+  }
+  qnnpack_qu8_vmul_ukernel__scalar(n, a, b, p, out);
 }
 
 const qnnpack_isa_kernels qnnpack_kernels_sse2 = {
     .mr = 4,
     .add = qnnpack_qu8_vadd_ukernel__sse2,
+    .mul = qnnpack_qu8_vmul_ukernel__sse2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up8__sse2,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__sse2,
     .requant = qnnpack_qu8_requant_sse2,

@@ -38,7 +38,9 @@ const qnnpack_isa_kernels *qnnpack_active_kernels(void) {
 
 typedef struct {
   const qnnpack_isa_kernels *kern;
-  size_t m, k, n, kg_count, mt_count;
+  size_t m, k, n, kg_count, mt_count, nb_count;
+  int rows_prepared; /* x already in the path's xprep format (x_stride, k_kernel set) */
+  int m_outer; /* tile order: M tiles outer (all weights cache resident) or weight blocks outer */
   const uint8_t *x;      /* rows the microkernel reads (prepared when kern->xprep) */
   size_t x_stride;       /* bytes between rows of x */
   size_t k_kernel;       /* K the microkernel sees (padded to KR when prepared) */
@@ -63,18 +65,25 @@ static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
   const size_t MR = c->kern->mr;
   int32_t acc[QNNPACK_MR_MAX * QNNPACK_NR] __attribute__((aligned(64)));
   const uint8_t *a[QNNPACK_MR_MAX];
+  /* Rows >= mr of acc may be computed by a kernel but are never used: initialized once here,
+   * then each tile fills only its rows < mr (the per-tile cost matters when M is 1). */
+  memset(acc, 0, sizeof(acc));
   for (size_t t = begin; t < end; t++) {
-    const size_t nb = t / c->mt_count, mt = t % c->mt_count;
+    const size_t nb = c->m_outer ? t % c->nb_count : t / c->mt_count;
+    const size_t mt = c->m_outer ? t / c->nb_count : t % c->mt_count;
     const size_t m0 = mt * MR, n0 = nb * QNNPACK_NR;
     const size_t mr = c->m - m0 < MR ? c->m - m0 : MR;
     const size_t nc = c->n - n0 < QNNPACK_NR ? c->n - n0 : QNNPACK_NR;
-    for (size_t i = 0; i < MR; i++) {
-      const size_t row = m0 + (i < mr ? i : mr - 1);
-      a[i] = c->x + row * c->x_stride;
-      const uint32_t xs = c->xsum[row];
-      for (size_t j = 0; j < QNNPACK_NR; j++)
-        acc[i * QNNPACK_NR + j] =
-            (int32_t)((uint32_t)c->cbias[n0 + j] - (uint32_t)c->wzp[n0 + j] * xs);
+    for (size_t i = 0; i < MR; i++) a[i] = c->x + (m0 + (i < mr ? i : mr - 1)) * c->x_stride;
+    if (c->kern->acc_init) {
+      c->kern->acc_init(mr, c->cbias + n0, c->wzp + n0, c->xsum + m0, acc);
+    } else {
+      for (size_t i = 0; i < mr; i++) {
+        const uint32_t xs = c->xsum[m0 + i];
+        for (size_t j = 0; j < QNNPACK_NR; j++)
+          acc[i * QNNPACK_NR + j] =
+              (int32_t)((uint32_t)c->cbias[n0 + j] - (uint32_t)c->wzp[n0 + j] * xs);
+      }
     }
     c->kern->gemm(mr, c->k_kernel, a, c->packed + nb * c->kg_count * QNNPACK_NR * QNNPACK_KR,
                   c->wsums + n0, acc);
@@ -93,12 +102,8 @@ static int qnnpack_bad_gemm_shape(size_t n, size_t k, size_t packed_size) {
 }
 
 static void qnnpack_row_sums(const uint8_t *x, size_t m, size_t k, uint32_t *xsum) {
-  for (size_t i = 0; i < m; i++) {
-    uint32_t s = 0;
-    const uint8_t *row = x + i * k;
-    for (size_t p = 0; p < k; p++) s += row[p];
-    xsum[i] = s;
-  }
+  /* flip = 0: the rows are only read (the cast drops const for the shared helper) */
+  for (size_t i = 0; i < m; i++) xsum[i] = qnnpack_sum_flip_bytes((uint8_t *)(uintptr_t)(x + i * k), k, 0);
 }
 
 typedef struct {
@@ -110,16 +115,18 @@ typedef struct {
 
 static void qnnpack_xprep_rows(void *vctx, size_t begin, size_t end) {
   const qnnpack_xprep_ctx *c = (const qnnpack_xprep_ctx *)vctx;
+  /* locals + restrict: byte stores may alias *c, which would keep GCC from vectorizing */
+  const size_t k = c->k, kpad = c->kpad;
   for (size_t r = begin; r < end; r++) {
-    const uint8_t *src = c->x + r * c->k;
+    const uint8_t *restrict src = c->x + r * k;
     if (c->xprep == QNNPACK_XPREP_FLIP) {
-      uint8_t *dst = c->out + r * c->kpad;
-      for (size_t p = 0; p < c->k; p++) dst[p] = (uint8_t)(src[p] ^ 0x80);
-      for (size_t p = c->k; p < c->kpad; p++) dst[p] = 0x80; /* meets zero weights */
+      uint8_t *restrict dst = c->out + r * kpad;
+      for (size_t p = 0; p < k; p++) dst[p] = (uint8_t)(src[p] ^ 0x80);
+      for (size_t p = k; p < kpad; p++) dst[p] = 0x80; /* meets zero weights */
     } else {
-      uint16_t *dst = (uint16_t *)(void *)(c->out + r * c->kpad * 2);
-      for (size_t p = 0; p < c->k; p++) dst[p] = src[p];
-      for (size_t p = c->k; p < c->kpad; p++) dst[p] = 0;
+      uint16_t *restrict dst = (uint16_t *)(void *)(c->out + r * kpad * 2);
+      for (size_t p = 0; p < k; p++) dst[p] = src[p];
+      for (size_t p = k; p < kpad; p++) dst[p] = 0;
     }
   }
 }
@@ -128,10 +135,12 @@ static void qnnpack_xprep_rows(void *vctx, size_t begin, size_t end) {
  * activations the path wants, and run the tiles. */
 static int qnnpack_run(qnnpack_gemm_ctx *c, int32_t x_zp, const int32_t *w_zps,
                        const int32_t *bias, int32_t *cbias, int32_t *wzp) {
-  c->x_stride = c->k;
-  c->k_kernel = c->k;
   void *prepared = NULL;
-  if (c->kern->xprep != QNNPACK_XPREP_NONE) {
+  if (!c->rows_prepared) { /* the caller's plain uint8 rows */
+    c->x_stride = c->k;
+    c->k_kernel = c->k;
+  }
+  if (!c->rows_prepared && c->kern->xprep != QNNPACK_XPREP_NONE) {
     const size_t kpad = (c->k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR;
     const size_t esize = c->kern->xprep == QNNPACK_XPREP_WIDEN16 ? 2 : 1;
     prepared = malloc(c->m * kpad * esize + 64);
@@ -157,7 +166,13 @@ static int qnnpack_run(qnnpack_gemm_ctx *c, int32_t x_zp, const int32_t *w_zps,
   c->kg_count = (c->k + QNNPACK_KR - 1) / QNNPACK_KR;
   const size_t MR = c->kern->mr;
   c->mt_count = (c->m + MR - 1) / MR;
-  const size_t tiles = c->mt_count * (npad / QNNPACK_NR);
+  c->nb_count = npad / QNNPACK_NR;
+  /* When every packed weight fits in L2 (conv layers: K * N of a few tens of KB), walk M tiles
+   * outer: each tile's rows stay in L1 across all weight blocks and the activations stream
+   * once. Otherwise walk weight blocks outer: one block stays in L1 while the rows (bounded by
+   * the caller's chunking) stream from L2. */
+  c->m_outer = c->kg_count * QNNPACK_KR * npad <= ((size_t)256 << 10);
+  const size_t tiles = c->mt_count * c->nb_count;
   /* ~1M multiply-adds per chunk before a second thread is worth waking. */
   const size_t work = MR * QNNPACK_NR * c->k;
   const size_t grain = work >= ((size_t)1 << 20) ? 1 : ((size_t)1 << 20) / work;
@@ -190,6 +205,26 @@ int qnnpack_linear_u8(const uint8_t *x, size_t m, size_t k, int32_t x_zp, const 
   const int status = qnnpack_gemm_u8(qnnpack_active_kernels(), x, m, k, x_zp, packed, wsums, w_zps,
                                      n, bias, mult, out_zp, qmin, qmax, out, n);
   free(mult);
+  return status;
+}
+
+int qnnpack_gemm_prepared_u8(const qnnpack_isa_kernels *kern, const uint8_t *xp, size_t x_stride,
+                             const uint32_t *xsum, size_t m, size_t k, int32_t x_zp,
+                             const uint8_t *packed, const int32_t *wsums, const int32_t *w_zps,
+                             size_t n, const int32_t *bias, const float *mult, int32_t out_zp,
+                             int32_t qmin, int32_t qmax, uint8_t *out, size_t out_stride) {
+  if (m == 0) return QP_OK;
+  const size_t npad = qnnpack_packed_sums_size(n);
+  int32_t *scratch = (int32_t *)malloc(npad * 2 * sizeof(int32_t));
+  if (!scratch) return QP_ERR_OUT_OF_MEMORY;
+  qnnpack_gemm_ctx c = {
+      .kern = kern, .m = m, .k = k, .n = n, .x = xp, .x_stride = x_stride, .rows_prepared = 1,
+      .k_kernel = qnnpack_xprep_k(kern, k), .packed = packed, .wsums = wsums, .xsum = xsum,
+      .mult = mult, .out_zp = out_zp, .qmin = qmin, .qmax = qmax, .out = out,
+      .out_stride = out_stride,
+  };
+  const int status = qnnpack_run(&c, x_zp, w_zps, bias, scratch, scratch + npad);
+  free(scratch);
   return status;
 }
 

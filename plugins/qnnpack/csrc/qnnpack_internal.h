@@ -14,6 +14,10 @@
 
 #include "quantplug/qp_runtime.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define QNNPACK_NR 16 /* output channels per packed block */
 #define QNNPACK_KR 4  /* reduction bytes per channel per group */
 #define QNNPACK_MR_MAX 8
@@ -79,6 +83,25 @@ typedef void (*qnnpack_dwconv_fn)(size_t channels, size_t taps, const uint8_t *c
                                   const int16_t *w, size_t cstride, int32_t x_zp,
                                   const int32_t *bias, int32_t *acc);
 
+/*
+ * Depthwise convolution over a run of npix output pixels with the requantization fused, all
+ * channels (the row kernel of conv2d's interior; border pixels come one at a time, npix = 1):
+ *   acc = bias[c] + sum_t x[t][p * x_step + c] * w[t * cstride + c]     (mod 2**32)
+ *   out[p * out_step + c] = qp_requantize(acc, mult[c], out_zp, qmin, qmax)
+ * for p < npix, c < channels. The input zero point is folded into bias by the caller
+ * (bias[c] - x_zp * sum_t w[t][c]), so padding taps read bytes equal to x_zp like any other.
+ * bias and mult hold cstride entries. Tap t of pixel p is x[t] + p * x_step.
+ */
+typedef struct {
+  const int32_t *bias;
+  const float *mult;
+  int32_t out_zp, qmin, qmax;
+} qnnpack_dw_params;
+typedef void (*qnnpack_dwconv_run_fn)(size_t channels, size_t npix, size_t taps,
+                                      const uint8_t *const *x, size_t x_step, const int16_t *w,
+                                      size_t cstride, const qnnpack_dw_params *p, uint8_t *out,
+                                      size_t out_step);
+
 /* Elementwise add over n elements (see qnnpack_add_u8); params already checked. */
 typedef struct {
   float a_scale, b_scale, inv_out;
@@ -87,11 +110,29 @@ typedef struct {
 typedef void (*qnnpack_add_fn)(size_t n, const uint8_t *a, const uint8_t *b,
                                const qnnpack_add_params *p, uint8_t *out);
 
+/* Elementwise multiply over n elements (see qnnpack_mul_u8); params already checked:
+ *   out = clamp(nearbyint((float)((a - a_zp) * (b - b_zp)) * mult) + out_zp, qmin, qmax)
+ * The int32 product is exact (|.| <= 65025), so it converts to float32 exactly. */
+typedef struct {
+  float mult;
+  int32_t a_zp, b_zp, out_zp, qmin, qmax;
+} qnnpack_mul_params;
+typedef void (*qnnpack_mul_fn)(size_t n, const uint8_t *a, const uint8_t *b,
+                               const qnnpack_mul_params *p, uint8_t *out);
+
+/* acc[i * 16 + j] = cbias[j] - wzp[j] * xsum[i] (mod 2**32) for i < mr: a tile's starting
+ * accumulators (bias and zero-point folding, see qnnpack_kernels.h). */
+typedef void (*qnnpack_acc_init_fn)(size_t mr, const int32_t *cbias, const int32_t *wzp,
+                                    const uint32_t *xsum, int32_t *acc);
+
 typedef struct {
   size_t mr;
   int xprep; /* enum qnnpack_xprep */
+  qnnpack_acc_init_fn acc_init; /* NULL: the driver's portable loop */
   qnnpack_add_fn add;
+  qnnpack_mul_fn mul;
   qnnpack_dwconv_fn dwconv;
+  qnnpack_dwconv_run_fn dwconv_run; /* NULL: conv2d loops over dwconv + requant per pixel */
   qnnpack_gemm_ukernel_fn gemm;
   qnnpack_requant_fn requant;
   qnnpack_dequant_fn dequant;
@@ -126,6 +167,24 @@ int qnnpack_gemm_u8(const qnnpack_isa_kernels *kern, const uint8_t *x, size_t m,
                     const int32_t *w_zps, size_t n, const int32_t *bias, const float *mult,
                     int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out, size_t out_stride);
 
+/* K as the path's microkernel sees prepared rows (padded to KR unless xprep is NONE). */
+static inline size_t qnnpack_xprep_k(const qnnpack_isa_kernels *kern, size_t k) {
+  return kern->xprep == QNNPACK_XPREP_NONE ? k : (k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR;
+}
+
+/*
+ * qnnpack_gemm_u8 over rows the caller already prepared in the path's xprep
+ * format (conv2d's im2col writes them directly): row i at xp + i * x_stride
+ * holds qnnpack_xprep_k(kern, k) elements (bytes, flipped bytes or uint16,
+ * zero-point neutral padding), and xsum[i] is the sum of the row's original
+ * uint8 values.
+ */
+int qnnpack_gemm_prepared_u8(const qnnpack_isa_kernels *kern, const uint8_t *xp, size_t x_stride,
+                             const uint32_t *xsum, size_t m, size_t k, int32_t x_zp,
+                             const uint8_t *packed, const int32_t *wsums, const int32_t *w_zps,
+                             size_t n, const int32_t *bias, const float *mult, int32_t out_zp,
+                             int32_t qmin, int32_t qmax, uint8_t *out, size_t out_stride);
+
 /* Scalar pieces reused by SIMD tables for what they do not vectorize. */
 void qnnpack_qu8_requant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *mult,
                                 int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out,
@@ -137,10 +196,23 @@ void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t
 void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi);
 void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
                                       const qnnpack_add_params *p, uint8_t *out);
+void qnnpack_qu8_vmul_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
+                                      const qnnpack_mul_params *p, uint8_t *out);
+#if defined(__x86_64__) || defined(__i386__)
+/* The AVX-512 tables reuse it: a multiply is memory bound long before 16 lanes run out. */
+void qnnpack_qu8_vmul_ukernel__avx2(size_t n, const uint8_t *a, const uint8_t *b,
+                                    const qnnpack_mul_params *p, uint8_t *out);
+#endif
+void qnnpack_x8_lut_ukernel__scalar(size_t n, const uint8_t *x, const uint8_t *table, uint8_t *out);
 /* Scalar depthwise tail: channels [c0, channels). */
 void qnnpack_qu8_dwconv_scalar_from(size_t c0, size_t channels, size_t taps,
                                     const uint8_t *const *x, const int16_t *w, size_t cstride,
                                     int32_t x_zp, const int32_t *bias, int32_t *acc);
+/* The reference of qnnpack_dwconv_run_fn (any taps). */
+void qnnpack_qu8_dwconv_run__scalar(size_t channels, size_t npix, size_t taps,
+                                    const uint8_t *const *x, size_t x_step, const int16_t *w,
+                                    size_t cstride, const qnnpack_dw_params *p, uint8_t *out,
+                                    size_t out_step);
 void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const uint8_t *const *x,
                                              const int16_t *w, size_t cstride, int32_t x_zp,
                                              const int32_t *bias, int32_t *acc);
@@ -164,6 +236,31 @@ void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const
     (v) = qnnpack_tmp_;        \
   } while (0)
 #endif
+
+/*
+ * Sum of the n bytes at d, and (flip != 0) d[i] ^= 0x80 in the same pass: the row sums and
+ * the FLIP preparation of GEMM rows. SSE2 is part of every x86-64 target, so psadbw is used
+ * without run-time dispatch; other targets rely on the compiler's vectorizer.
+ */
+static inline uint32_t qnnpack_sum_flip_bytes(uint8_t *d, size_t n, int flip) {
+  size_t p = 0;
+  uint32_t sum = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128(), sign = _mm_set1_epi8((char)0x80);
+  __m128i acc = zero;
+  for (; p + 16 <= n; p += 16) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)(d + p));
+    acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+    if (flip) _mm_storeu_si128((__m128i *)(d + p), _mm_xor_si128(v, sign));
+  }
+  sum = (uint32_t)_mm_cvtsi128_si32(acc) + (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(acc, 8));
+#endif
+  for (; p < n; p++) {
+    sum += d[p];
+    if (flip) d[p] ^= 0x80;
+  }
+  return sum;
+}
 
 /* Load up to 4 bytes (k tail) into the low bytes of a uint32, zero filled. */
 static inline uint32_t qnnpack_load_tail4(const uint8_t *p, size_t n) {

@@ -85,11 +85,12 @@ int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t
  * per-channel zero points w_zps (uint8 representation, 0..255).
  *
  *  - depthwise (cin / groups == 1 and cout == groups): int16 weights
- *    (w - w_zp) laid out [kh * kw][cout rounded up to 16], run by the
- *    qnnpack_qu8_dwconv microkernels (QNNPACK's q8dwconv);
+ *    (w - w_zp) laid out [kh * kw][cout rounded up to 16]; the interior
+ *    pixels of each output row go through one run-kernel call (requantization
+ *    fused, x_zp folded into the bias), border pixels one at a time;
  *  - otherwise, per group, a GEMM over im2col rows (K ordered ky, kx, ci;
- *    padding taps hold x_zp) with the linear layout; a 1x1 / stride 1 /
- *    no padding / one group conv reads the NHWC input directly.
+ *    padding taps hold x_zp) with the linear layout, gathered in L2-sized
+ *    chunks already in the GEMM path's input format (pointwise convs too).
  * Output uint8 NHWC [batch][out_h][out_w][cout], qp_requantize semantics.
  */
 size_t qnnpack_conv2d_packed_size(size_t cout, size_t cin_per_group, size_t kh, size_t kw,
@@ -122,6 +123,21 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
 int qnnpack_add_u8(const uint8_t *a, float a_scale, int32_t a_zp, const uint8_t *b, float b_scale,
                    int32_t b_zp, size_t n, float out_scale, int32_t out_zp, int32_t qmin,
                    int32_t qmax, uint8_t *out);
+/*
+ * Elementwise quantized multiply, n elements of a and b with the same layout:
+ *   out = clamp(nearbyint((float)((a - a_zp) * (b - b_zp)) * multiplier) + out_zp, qmin, qmax)
+ * with multiplier = a_scale * b_scale / out_scale (float32, computed by the
+ * caller). The integer product is exact; one float32 rounding follows.
+ */
+int qnnpack_mul_u8(const uint8_t *a, int32_t a_zp, const uint8_t *b, int32_t b_zp, size_t n,
+                   float multiplier, int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out);
+/*
+ * out[i] = table[x[i]] (QNNPACK's x8lut): sigmoid, tanh and hardsigmoid on
+ * uint8 run as a 256-entry table built once per (input qparams, op) by the
+ * caller. table_size must be 256.
+ */
+int qnnpack_lut_u8(const uint8_t *x, size_t n, const uint8_t *table, size_t table_size,
+                   uint8_t *out);
 /* QP_CDEF_END */
 
 #ifdef __cplusplus

@@ -98,3 +98,71 @@ def test_dynamic_linear_close_to_torch_qnnpack(per_channel):
         assert bool(((got - want).abs() <= bound).all())
         exact = x @ qw.dequantize().t() + bias
         assert float((got - exact).abs().max()) <= float(bound.max())
+
+
+def _within_one_lsb(got, want, what):
+    """At most 1 LSB apart, and only rarely (same reasons as the static linear)."""
+    diff = (got.to(torch.int32) - want.to(torch.int32)).abs()
+    assert int(diff.max()) <= 1, f"{what}: {int(diff.max())} LSB from torch's qnnpack"
+    assert int((diff > 0).sum()) <= max(2, diff.numel() // 50), f"{what}: {int((diff > 0).sum())}/{diff.numel()} differ"
+
+
+@pytest.mark.parametrize("geometry", [
+    # N, Cin, H, W, Cout, k, stride, pad, dilation, groups
+    (1, 3, 17, 15, 8, 7, 2, 3, 1, 1),    # ResNet stem shape, small
+    (2, 16, 9, 9, 16, 3, 1, 1, 1, 1),    # 3x3
+    (1, 24, 8, 8, 40, 1, 1, 0, 1, 1),    # pointwise
+    (1, 12, 10, 10, 18, 3, 2, 1, 1, 3),  # grouped
+    (1, 40, 12, 12, 40, 3, 1, 1, 1, 40),  # depthwise
+    (1, 8, 11, 11, 8, 3, 1, 2, 2, 8),    # dilated depthwise
+])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_within_one_lsb_of_torch_qnnpack(geometry, per_channel, relu):
+    n, cin, h, w, cout, k, stride, pad, dil, groups = geometry
+    gen = torch.Generator().manual_seed(sum(geometry) + per_channel + 2 * relu)
+    wf = torch.randn(cout, cin // groups, k, k, generator=gen)
+    if per_channel:
+        s = (torch.rand(cout, generator=gen) * 0.02 + 0.002).double()
+        z = torch.randint(-20, 21, (cout,), generator=gen)
+        qw = torch.quantize_per_channel(wf, s, z, 0, torch.qint8)
+        ws, wz = s.float(), z.to(torch.int32)
+    else:
+        qw = torch.quantize_per_tensor(wf, 0.015, 3, torch.qint8)
+        ws, wz = torch.full((cout,), 0.015), torch.full((cout,), 3, dtype=torch.int32)
+    bias = torch.randn(cout, generator=gen)
+    x_scale, x_zp, out_scale, out_zp = 0.03, 110, 0.07, 90
+    qx = torch.quantize_per_tensor(torch.randn(n, cin, h, w, generator=gen) * 2, x_scale, x_zp, torch.quint8)
+    prepacked = torch.ops.quantized.conv2d_prepack(qw, bias, [stride] * 2, [pad] * 2, [dil] * 2, groups)
+    op = torch.ops.quantized.conv2d_relu if relu else torch.ops.quantized.conv2d
+    want = op(qx, prepacked, out_scale, out_zp).int_repr()
+    packed = KERNELS.pack_conv2d_weight(qw.int_repr().contiguous(), ws, wz, stride, pad, dil, groups)
+    got = KERNELS.conv2d(qx.int_repr(), x_scale, x_zp, packed, bias, out_scale, out_zp, relu=relu)
+    _within_one_lsb(got, want, f"conv2d {geometry}")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_and_mul_within_one_lsb_of_torch_qnnpack(relu):
+    # torch's qnnpack add requantizes in fixed point, its mul in float from dequantized values:
+    # both can land 1 LSB from quantplug's float32 contracts near a rounding tie.
+    gen = torch.Generator().manual_seed(40 + relu)
+    a = torch.quantize_per_tensor(torch.randn(2, 8, 9, 7, generator=gen) * 2, 0.025, 120, torch.quint8)
+    b = torch.quantize_per_tensor(torch.randn(2, 8, 9, 7, generator=gen) * 3, 0.04, 100, torch.quint8)
+    args = (a.int_repr(), 0.025, 120, b.int_repr(), 0.04, 100)
+    want = (torch.ops.quantized.add_relu if relu else torch.ops.quantized.add)(a, b, 0.06, 80).int_repr()
+    _within_one_lsb(KERNELS.add(*args, 0.06, 80, relu=relu), want, "add")
+    want = (torch.ops.quantized.mul_relu if relu else torch.ops.quantized.mul)(a, b, 0.1, 70).int_repr()
+    _within_one_lsb(KERNELS.mul(*args, 0.1, 70, relu=relu), want, "mul")
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "hardsigmoid"])
+def test_lookup_ops_match_torch_qnnpack_with_fixed_qparams(op):
+    gen = torch.Generator().manual_seed(50)
+    x = torch.quantize_per_tensor(torch.randn(4, 300, generator=gen) * 4, 0.04, 130, torch.quint8)
+    fn = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "hardsigmoid": torch.nn.functional.hardsigmoid}[op]
+    want = fn(x)
+    got = getattr(KERNELS, op)(x.int_repr(), 0.04, 130)
+    from quantplug_qnnpack.backend_config import FIXED_QPARAMS
+
+    assert (want.q_scale(), want.q_zero_point()) == pytest.approx(FIXED_QPARAMS[op])  # the same fixed qparams
+    _within_one_lsb(got, want.int_repr(), op)

@@ -52,26 +52,123 @@ typedef struct {
   uint8_t pad;
 } xo_im2col;
 
-static void xo_im2col_rows(void *vctx, size_t row0, size_t mr, uint8_t *buf) {
+/* Small copies inline (memcpy calls dominate im2col for few channels per tap). */
+static inline void xo_copy(uint8_t *dst, const uint8_t *src, size_t n) {
+  while (n >= 16) {
+    memcpy(dst, src, 16);
+    dst += 16, src += 16, n -= 16;
+  }
+  if (n >= 8) {
+    memcpy(dst, src, 8);
+    dst += 8, src += 8, n -= 8;
+  }
+  while (n-- > 0) *dst++ = *src++;
+}
+
+static void xo_im2col_rows(void *vctx, size_t row0, size_t mr, uint8_t *buf, size_t ldb) {
   const xo_im2col *g = (const xo_im2col *)vctx;
-  const size_t k = g->kh * g->kw * g->icg;
+  /* one group, dilation_w 1: the kw taps of a kernel row are kw adjacent pixels, i.e.
+   * kw*c contiguous bytes when they are all inside the image */
+  const int runs = g->icg == g->c && g->dw == 1;
   for (size_t r = 0; r < mr; r++) {
     const size_t p = row0 + r;
     const size_t ox = p % g->ow, oy = (p / g->ow) % g->oh, b = p / (g->ow * g->oh);
-    uint8_t *dst = buf + r * k;
+    const int64_t ix0 = (int64_t)ox * g->sw - g->pw;
+    const int row_inside = ix0 >= 0 && ix0 + (int64_t)(g->kw - 1) * g->dw < (int64_t)g->w;
+    uint8_t *dst = buf + r * ldb;
     for (size_t ky = 0; ky < g->kh; ky++) {
       const int64_t iy = (int64_t)oy * g->sh - g->ph + (int64_t)ky * g->dh;
+      const int y_in = iy >= 0 && iy < (int64_t)g->h;
+      if (runs && y_in && row_inside) {
+        xo_copy(dst, g->x + ((b * g->h + (size_t)iy) * g->w + (size_t)ix0) * g->c, g->kw * g->c);
+        dst += g->kw * g->c;
+        continue;
+      }
       for (size_t kx = 0; kx < g->kw; kx++, dst += g->icg) {
-        const int64_t ix = (int64_t)ox * g->sw - g->pw + (int64_t)kx * g->dw;
-        if (iy < 0 || iy >= (int64_t)g->h || ix < 0 || ix >= (int64_t)g->w) {
+        const int64_t ix = ix0 + (int64_t)kx * g->dw;
+        if (!y_in || ix < 0 || ix >= (int64_t)g->w) {
           memset(dst, g->pad, g->icg);
         } else {
-          memcpy(dst, g->x + ((b * g->h + (size_t)iy) * g->w + (size_t)ix) * g->c + g->group * g->icg,
-                 g->icg);
+          xo_copy(dst, g->x + ((b * g->h + (size_t)iy) * g->w + (size_t)ix) * g->c + g->group * g->icg,
+                  g->icg);
         }
       }
     }
   }
+}
+
+/* The requantizing epilogue of a conv (optionally with the fused add of `other`), writing
+ * columns of `out` / reading `other` with row stride ld. */
+static void xo_conv_epilogue(xo_epilogue *e, const int32_t *bias_eff, const float *mult,
+                             const uint8_t *other, float other_scale, int32_t other_zp,
+                             float out_scale, int32_t out_zp, int32_t qmin, int32_t qmax,
+                             uint8_t *out, size_t ld) {
+  e->kind = other != NULL ? XO_EPI_REQUANT_ADD : XO_EPI_REQUANT;
+  e->bias_eff = bias_eff;
+  e->mult = mult;
+  e->out_zp = out_zp;
+  e->qmin = qmin;
+  e->qmax = qmax;
+  e->lo = (float)(qmin - out_zp);
+  e->hi = (float)(qmax - out_zp);
+  e->out_u8 = out;
+  e->ldo = ld;
+  if (other != NULL) {
+    e->other = other;
+    e->ld_other = ld;
+    e->other_zp = other_zp;
+    e->other_mult = other_scale / out_scale;
+  }
+}
+
+/* Depthwise (one output channel per input channel): the per-channel weights are taken out of
+ * the generic packing (channel o is group o's tile column 0) into [chunk][tap][16]. */
+static int xo_conv_depthwise(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                             int32_t x_zp, const int8_t *packed, size_t per_group,
+                             const int32_t *col_sums, const int32_t *bias_q, const float *mult,
+                             size_t kh, size_t kw, const int64_t *geometry, const uint8_t *other,
+                             float other_scale, int32_t other_zp, float out_scale, int32_t out_zp,
+                             int32_t qmin, int32_t qmax, uint8_t *out, size_t oh, size_t ow) {
+  const size_t taps = kh * kw, cp = xo_ntiles(c) * XO_NR;
+  int8_t *wt = (int8_t *)calloc(cp * taps + 64, 1);
+  int32_t *bias_eff = (int32_t *)calloc(cp + 16, sizeof(int32_t));
+  float *pmult = (float *)calloc(cp + 16, sizeof(float));
+  int st = QP_ERR_OUT_OF_MEMORY;
+  if (wt != NULL && bias_eff != NULL && pmult != NULL) {
+    for (size_t o = 0; o < c; o++) {
+      for (size_t t = 0; t < taps; t++)
+        wt[(o / XO_NR) * taps * XO_NR + t * XO_NR + o % XO_NR] =
+            packed[o * per_group + (t / XO_KC) * (XO_NR * XO_KC) + t % XO_KC];
+      bias_eff[o] = (int32_t)((uint32_t)bias_q[o] - (uint32_t)x_zp * (uint32_t)col_sums[o]);
+      pmult[o] = mult[o];
+    }
+    xo_depthwise_problem p;
+    memset(&p, 0, sizeof(p));
+    p.x = x;
+    p.batch = batch;
+    p.h = h;
+    p.w = w;
+    p.c = c;
+    p.oh = oh;
+    p.ow = ow;
+    p.kh = kh;
+    p.kw = kw;
+    p.sh = geometry[0];
+    p.sw = geometry[1];
+    p.ph = geometry[2];
+    p.pw = geometry[3];
+    p.dh = geometry[4];
+    p.dw = geometry[5];
+    p.pad = (uint8_t)x_zp;
+    p.wt = wt;
+    xo_conv_epilogue(&p.epi, bias_eff, pmult, other, other_scale, other_zp, out_scale, out_zp, qmin, qmax,
+                     out, c);
+    st = xo_depthwise_run(&p);
+  }
+  free(wt);
+  free(bias_eff);
+  free(pmult);
+  return st;
 }
 
 int x86_onednn_conv2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
@@ -120,6 +217,14 @@ int x86_onednn_conv2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, siz
   int32_t *bias_eff = bias_q + oc;
   float *gmult = mult + oc;
   int st = xo_requant_params(x_scale, w_scales, oc, out_scale, bias, mult, bias_q);
+  if (st == QP_OK && groups == c && oc == c && groups > 1 && pixels > 0) {
+    st = xo_conv_depthwise(x, batch, h, w, c, x_zp, packed, per, col_sums, bias_q, mult, kh, kw,
+                           geometry, other, other_scale, other_zp, out_scale, out_zp, qmin, qmax,
+                           out, oh, ow);
+    free(bias_q);
+    free(mult);
+    return st;
+  }
   const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
   for (size_t g = 0; st == QP_OK && g < groups && pixels > 0; g++) {
     for (size_t j = 0; j < ocg; j++) {
@@ -141,22 +246,8 @@ int x86_onednn_conv2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, siz
       p.make_a_ctx = &im;
     }
     p.w = packed + g * per;
-    p.epi.kind = other != NULL ? XO_EPI_REQUANT_ADD : XO_EPI_REQUANT;
-    p.epi.bias_eff = bias_eff;
-    p.epi.mult = gmult;
-    p.epi.out_zp = out_zp;
-    p.epi.qmin = qmin;
-    p.epi.qmax = qmax;
-    p.epi.lo = (float)(qmin - out_zp);
-    p.epi.hi = (float)(qmax - out_zp);
-    p.epi.out_u8 = out + g * ocg;
-    p.epi.ldo = oc;
-    if (other != NULL) {
-      p.epi.other = other + g * ocg;
-      p.epi.ld_other = oc;
-      p.epi.other_zp = other_zp;
-      p.epi.other_mult = other_scale / out_scale;
-    }
+    xo_conv_epilogue(&p.epi, bias_eff, gmult, other != NULL ? other + g * ocg : NULL, other_scale, other_zp,
+                     out_scale, out_zp, qmin, qmax, out + g * ocg, oc);
     st = xo_gemm_run(&p);
   }
   free(bias_q);

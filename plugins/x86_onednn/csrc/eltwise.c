@@ -71,7 +71,7 @@ static QP_TARGET_AVX512 void xo_add_avx512(const xo_add_ctx *c, size_t i0, size_
     XO_FP_BARRIER_ZMM(fb);
     __m512 v = _mm512_mul_ps(_mm512_add_ps(fa, fb), inv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    _mm512_mask_cvtusepi32_storeu_epi8(c->out + i, m, _mm512_add_epi32(_mm512_cvtps_epi32(v), zp));
+    xo_store_u8x16(c->out + i, m, _mm512_add_epi32(_mm512_cvtps_epi32(v), zp));
   }
 }
 #endif

@@ -107,54 +107,114 @@ int x86_onednn_unpack_linear_weight(const int8_t *packed, size_t n, size_t k, in
 
 /* ------------------------------------------------------- GEMM driver ---- */
 
+/* Schedule. A task owns a panel of weight tiles and a range of 8-row blocks; the row blocks
+ * iterate inside the panel. With several row blocks a panel is sized to stay in L2
+ * (XO_PANEL_BYTES), so the weights are read from memory once per task instead of once per
+ * row block, and the threads take different panels (they do not stream the same weights).
+ * With one row block (GEMV-like) the columns are split evenly across the threads. */
+#define XO_PANEL_BYTES ((size_t)384 * 1024)
+
 typedef struct {
   const xo_gemm_problem *p;
   const xo_gemm_impl *impl;
-  size_t kp, n_tiles, n_chunks, tiles_per_chunk;
+  size_t kp, n_tiles, panel_tiles, blocks, row_chunks, blocks_per_chunk;
   atomic_int status;
 } xo_gemm_ctx;
+
+/* Tiles [tile0, tile1) for rows [row0, row0+rows): multi-tile microkernel calls of up to nt
+ * tiles (1-2 row blocks use the single-tile kernel, whose GEMV path runs 4 chains), then
+ * the epilogue of each tile. */
+static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda, size_t row0,
+                          size_t rows, size_t tile0, size_t tile1, int32_t *acc) {
+  const xo_gemm_problem *p = ctx->p;
+  const xo_gemm_impl *impl = ctx->impl;
+  const size_t tile_bytes = ctx->kp * XO_NR;
+  const size_t nt = impl->ukernel_nt != NULL && rows > 2 ? impl->nt : 1;
+  for (size_t tile = tile0, cnt = 0; tile < tile1; tile += cnt) {
+    cnt = tile1 - tile < nt ? tile1 - tile : nt;
+    /* 4 left with 3-tile calls: 2+2 keeps 16 accumulators busy instead of 3+1 (the
+     * 1-tile call needs a weight load per 8 vpdpbusd). */
+    if (nt == 3 && tile1 - tile == 4) cnt = 2;
+    const int8_t *w = p->w + tile * tile_bytes;
+    if (nt > 1) {
+      impl->ukernel_nt(rows, cnt, p->k, a, lda, w, tile_bytes, acc);
+    } else {
+      impl->ukernel(rows, p->k, a, lda, w, acc);
+    }
+    for (size_t j = 0; j < cnt; j++) {
+      const size_t col0 = (tile + j) * XO_NR;
+      impl->epilogue(&p->epi, acc + j * (XO_MR_MAX * XO_NR), row0, rows, col0,
+                     p->n - col0 < XO_NR ? p->n - col0 : XO_NR);
+    }
+  }
+}
 
 static void xo_gemm_task(void *vctx, size_t begin, size_t end) {
   xo_gemm_ctx *ctx = (xo_gemm_ctx *)vctx;
   const xo_gemm_problem *p = ctx->p;
-  const xo_gemm_impl *impl = ctx->impl;
-  const size_t mr = impl->mr;
-  int32_t acc[XO_MR_MAX * XO_NR] __attribute__((aligned(64)));
+  const size_t mr = ctx->impl->mr;
+  int32_t acc[XO_NT_MAX * XO_MR_MAX * XO_NR] __attribute__((aligned(64)));
   uint8_t *buf = NULL;
-  size_t buf_block = SIZE_MAX;
+  /* built rows start on 64-byte boundaries: no activation dword load splits a cache line */
+  const size_t ldb = xo_round_up(p->k, 64);
   if (p->make_a != NULL) {
-    buf = (uint8_t *)malloc(mr * p->k + 64);
+    buf = (uint8_t *)malloc(mr * ldb + 64);
     if (buf == NULL) {
       atomic_store(&ctx->status, QP_ERR_OUT_OF_MEMORY);
       return;
     }
   }
   for (size_t t = begin; t < end; t++) {
-    const size_t block = t / ctx->n_chunks, chunk = t % ctx->n_chunks;
-    const size_t row0 = block * mr;
-    const size_t rows = p->m - row0 < mr ? p->m - row0 : mr;
-    const uint8_t *a;
-    size_t lda;
-    if (buf != NULL) {
-      if (block != buf_block) {
-        p->make_a(p->make_a_ctx, row0, rows, buf);
-        buf_block = block;
+    const size_t panel = t / ctx->row_chunks, chunk = t % ctx->row_chunks;
+    const size_t tile0 = panel * ctx->panel_tiles;
+    const size_t tile1 = tile0 + ctx->panel_tiles < ctx->n_tiles ? tile0 + ctx->panel_tiles : ctx->n_tiles;
+    const size_t b0 = chunk * ctx->blocks_per_chunk;
+    const size_t b1 = b0 + ctx->blocks_per_chunk < ctx->blocks ? b0 + ctx->blocks_per_chunk : ctx->blocks;
+    for (size_t block = b0; block < b1; block++) {
+      const size_t row0 = block * mr;
+      const size_t rows = p->m - row0 < mr ? p->m - row0 : mr;
+      if (buf != NULL) {
+        p->make_a(p->make_a_ctx, row0, rows, buf, ldb);
+        xo_gemm_tiles(ctx, buf, ldb, row0, rows, tile0, tile1, acc);
+      } else {
+        xo_gemm_tiles(ctx, p->a + row0 * p->lda, p->lda, row0, rows, tile0, tile1, acc);
       }
-      a = buf;
-      lda = p->k;
-    } else {
-      a = p->a + row0 * p->lda;
-      lda = p->lda;
-    }
-    const size_t t0 = chunk * ctx->tiles_per_chunk;
-    const size_t t1 = t0 + ctx->tiles_per_chunk < ctx->n_tiles ? t0 + ctx->tiles_per_chunk : ctx->n_tiles;
-    for (size_t tile = t0; tile < t1; tile++) {
-      const size_t col0 = tile * XO_NR;
-      impl->ukernel(rows, p->k, a, lda, p->w + tile * ctx->kp * XO_NR, acc);
-      impl->epilogue(&p->epi, acc, row0, rows, col0, p->n - col0 < XO_NR ? p->n - col0 : XO_NR);
     }
   }
   free(buf);
+}
+
+/* Materialized A (built rows, row stride ldb) for a GEMM whose rows would otherwise be
+ * rebuilt once per weight panel. */
+#define XO_MATERIALIZE_MAX ((size_t)8 << 20)
+
+typedef struct {
+  const xo_gemm_problem *p;
+  size_t mr, ldb;
+  uint8_t *a;
+} xo_build_ctx;
+
+static void xo_build_task(void *vctx, size_t begin, size_t end) {
+  const xo_build_ctx *c = (const xo_build_ctx *)vctx;
+  for (size_t b = begin; b < end; b++) {
+    const size_t row0 = b * c->mr, rows = c->p->m - row0 < c->mr ? c->p->m - row0 : c->mr;
+    c->p->make_a(c->p->make_a_ctx, row0, rows, c->a + row0 * c->ldb, c->ldb);
+  }
+}
+
+static int xo_gemm_run_materialized(const xo_gemm_problem *p, size_t mr) {
+  xo_build_ctx c = {p, mr, xo_round_up(p->k, 64), NULL};
+  c.a = (uint8_t *)malloc(p->m * c.ldb + 64);
+  if (c.a == NULL) return QP_ERR_OUT_OF_MEMORY;
+  const size_t blocks = (p->m + mr - 1) / mr;
+  qp_parallel_for(blocks, 1 + 16384 / (mr * c.ldb), xo_build_task, &c);
+  xo_gemm_problem q = *p;
+  q.a = c.a;
+  q.lda = c.ldb;
+  q.make_a = NULL;
+  const int st = xo_gemm_run(&q);
+  free(c.a);
+  return st;
 }
 
 int xo_gemm_run(const xo_gemm_problem *p) {
@@ -166,17 +226,41 @@ int xo_gemm_run(const xo_gemm_problem *p) {
   ctx.n_tiles = xo_ntiles(p->n);
   atomic_init(&ctx.status, QP_OK);
   const size_t mr = ctx.impl->mr;
-  const size_t blocks = (p->m + mr - 1) / mr;
-  const size_t threads = (size_t)qp_get_num_threads();
-  /* Enough tasks to balance the threads; few column chunks so that an im2col row block
-   * is built once for many tiles. */
-  const size_t want = 4 * threads;
-  size_t chunks = blocks >= want ? 1 : (want + blocks - 1) / blocks;
-  if (chunks > ctx.n_tiles) chunks = ctx.n_tiles;
-  ctx.tiles_per_chunk = (ctx.n_tiles + chunks - 1) / chunks;
-  ctx.n_chunks = (ctx.n_tiles + ctx.tiles_per_chunk - 1) / ctx.tiles_per_chunk;
-  const size_t tasks = blocks * ctx.n_chunks;
-  const size_t work = mr * ctx.tiles_per_chunk * XO_NR * (ctx.kp + 16); /* MACs per task */
+  ctx.blocks = (p->m + mr - 1) / mr;
+  /* enough tasks for the dynamic scheduler to balance the threads */
+  const size_t want = 4 * (size_t)qp_get_num_threads();
+  size_t pt;
+  if (ctx.blocks == 1) {
+    pt = (ctx.n_tiles + want - 1) / want;
+  } else {
+    const size_t nt = ctx.impl->ukernel_nt != NULL ? ctx.impl->nt : 1;
+    pt = XO_PANEL_BYTES / (ctx.kp * XO_NR);
+    pt = pt < nt ? nt : pt / nt * nt;
+  }
+  if (pt > ctx.n_tiles) pt = ctx.n_tiles;
+  ctx.panel_tiles = pt;
+  const size_t panels = (ctx.n_tiles + pt - 1) / pt;
+  /* built rows (conv im2col) would be rebuilt in every panel: build them once instead */
+  if (p->make_a != NULL && panels > 1 && p->m <= XO_MATERIALIZE_MAX / xo_round_up(p->k, 64))
+    return xo_gemm_run_materialized(p, mr);
+  /* Row chunks so that the task count is a multiple of 4 * threads: qp_parallel_for hands
+   * out ceil(tasks / (4 * threads)) tasks at a time, and equal tasks in equal chunks keep
+   * the threads busy to the end (43 panels on 2 threads alone leave one idle ~10%). */
+  size_t chunks = 1;
+  if (want > 4) {
+    size_t a = want, b = panels % want;
+    while (b != 0) {
+      const size_t r = a % b;
+      a = b;
+      b = r;
+    }
+    chunks = want / a; /* want / gcd(want, panels) */
+  }
+  if (chunks > ctx.blocks) chunks = ctx.blocks;
+  ctx.blocks_per_chunk = (ctx.blocks + chunks - 1) / chunks;
+  ctx.row_chunks = (ctx.blocks + ctx.blocks_per_chunk - 1) / ctx.blocks_per_chunk;
+  const size_t tasks = panels * ctx.row_chunks;
+  const size_t work = ctx.blocks_per_chunk * mr * pt * XO_NR * (ctx.kp + 16); /* MACs per task */
   size_t grain = (size_t)1 << 16;
   grain = work >= grain ? 1 : grain / work;
   qp_parallel_for(tasks, grain, xo_gemm_task, &ctx);

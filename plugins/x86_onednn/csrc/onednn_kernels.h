@@ -110,6 +110,15 @@ int x86_onednn_add_u8(const uint8_t *a, float a_scale, int32_t a_zp, const uint8
                       float b_scale, int32_t b_zp, size_t n, float out_scale, int32_t out_zp,
                       int32_t qmin, int32_t qmax, uint8_t *out);
 
+/* ---- weight-only linear (fp32 activations) ---- */
+/* out[m][n] = x[m] . dequant(w[n]) (+ bias[n]); see weight_only.c for the packed layouts and
+ * the exact operation order. group == 0: int8 weights [tile][k][16] with per-channel scales
+ * [np]; group > 0 (even, divides k): int4 weights [tile][k/2][16] (two per byte, low nibble
+ * first) with scales [k/group][np], np = n rounded up to 16. bias may be NULL. */
+int x86_onednn_linear_weight_only_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                                      const float *scales, size_t n, size_t group,
+                                      const float *bias, float *out);
+
 /* ---- test hooks ---- */
 /* 1: while AVX-512 VNNI is active, run the 256-bit VNNI microkernel compiled with EVEX
  * encoding (same source as the AVX-VNNI path), so that code is tested on CPUs without

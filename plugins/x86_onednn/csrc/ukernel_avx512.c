@@ -89,7 +89,7 @@ QP_TARGET_AVX512 void xo_epilogue_avx512(const xo_epilogue *e, const int32_t *ac
       case XO_EPI_REQUANT: {
         v = _mm512_add_epi32(v, _mm512_loadu_si512(e->bias_eff + col0));
         __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(e->mult + col0));
-        _mm512_mask_cvtusepi32_storeu_epi8(e->out_u8 + row * e->ldo + col0, mask, xo_round_clamp16(f, e));
+        xo_store_u8x16(e->out_u8 + row * e->ldo + col0, mask, xo_round_clamp16(f, e));
         break;
       }
       case XO_EPI_REQUANT_ADD: {
@@ -100,8 +100,7 @@ QP_TARGET_AVX512 void xo_epilogue_avx512(const xo_epilogue *e, const int32_t *ac
         __m512 f2 = _mm512_mul_ps(_mm512_cvtepi32_ps(o), _mm512_set1_ps(e->other_mult));
         XO_FP_BARRIER_ZMM(f1);
         XO_FP_BARRIER_ZMM(f2);
-        _mm512_mask_cvtusepi32_storeu_epi8(e->out_u8 + row * e->ldo + col0, mask,
-                                           xo_round_clamp16(_mm512_add_ps(f1, f2), e));
+        xo_store_u8x16(e->out_u8 + row * e->ldo + col0, mask, xo_round_clamp16(_mm512_add_ps(f1, f2), e));
         break;
       }
       case XO_EPI_DEQUANT: {
@@ -152,7 +151,7 @@ QP_TARGET_AVX512 void xo_quantize_avx512(const float *x, size_t n, float inv, in
     const __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFFu : ((1u << (n - i)) - 1u));
     __m512 f = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vinv);
     f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-    _mm512_mask_cvtusepi32_storeu_epi8(q + i, m, _mm512_add_epi32(_mm512_cvtps_epi32(f), vzp));
+    xo_store_u8x16(q + i, m, _mm512_add_epi32(_mm512_cvtps_epi32(f), vzp));
   }
 }
 

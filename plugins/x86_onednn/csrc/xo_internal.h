@@ -1,11 +1,14 @@
 /*
- * Internal interface between the x86_onednn drivers (gemm.c, conv.c) and the
- * per-ISA microkernels (ukernel_*.c). Not visible from Python.
+ * Internal interface between the x86_onednn drivers (linear.c, conv.c,
+ * depthwise.c) and the per-ISA microkernels (ukernel_*.c). Not visible from Python.
  *
  * A GEMM runs as: for each block of up to `mr` activation rows and each
  * 16-column weight tile, ukernel() writes the raw dot products
  * acc[r][c] = sum_k a[r][k] * w[c][k] (uint8 x int8, int32, wrapping) to a
- * 16-wide int32 block, then epilogue() turns the block into outputs.
+ * 16-wide int32 block, then epilogue() turns the block into outputs. An ISA may
+ * add ukernel_nt(), which does the same for up to XO_NT_MAX adjacent tiles at
+ * once (same sums, so same results). The driver walks L2-sized panels of tiles
+ * with the row blocks inside (see xo_gemm_run in linear.c).
  * Epilogues of every ISA compute the same IEEE single-precision operations in
  * the same order (no FMA contraction), so every path is bit-exact with the
  * scalar reference.
@@ -28,6 +31,7 @@
 #define XO_NR 16     /* output channels per packed tile */
 #define XO_KC 4      /* k values per packed group */
 #define XO_MR_MAX 8  /* largest row block of any microkernel */
+#define XO_NT_MAX 3  /* most 16-column tiles one multi-tile microkernel call covers */
 
 /* Stop GCC from fusing a multiply and a following add into an FMA (which
  * rounds once instead of twice): the reference computes them separately. */
@@ -95,6 +99,12 @@ typedef int (*xo_minmax_fn)(const float *x, size_t n, float *mn, float *mx);
 /* q[i] = clamp(nearbyint(x[i] * inv) + zp, 0, 255)  (qp_quantize semantics, no NaN). */
 typedef void (*xo_quantize_fn)(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
 
+/* Multi-tile microkernel: nt (1..XO_NT_MAX) adjacent packed tiles, w_stride bytes apart,
+ * against the same rows, so each activation broadcast feeds nt vpdpbusd. acc layout:
+ * acc[t * XO_MR_MAX * XO_NR + r * XO_NR + c] (each tile's block as ukernel writes it). */
+typedef void (*xo_ukernel_nt_fn)(size_t mr, size_t nt, size_t k, const uint8_t *a, size_t lda,
+                                 const int8_t *w, size_t w_stride, int32_t *acc);
+
 typedef struct {
   const char *name; /* microkernel name, XNNPACK style */
   size_t mr;
@@ -102,6 +112,8 @@ typedef struct {
   xo_epilogue_fn epilogue;
   xo_minmax_fn minmax;
   xo_quantize_fn quantize;
+  xo_ukernel_nt_fn ukernel_nt; /* NULL: the driver calls ukernel once per tile */
+  size_t nt;                   /* tiles per ukernel_nt call (ignored without ukernel_nt) */
 } xo_gemm_impl;
 
 extern const xo_gemm_impl xo_impl_scalar;
@@ -127,6 +139,21 @@ int xo_minmax_avx512(const float *x, size_t n, float *mn, float *mx);
 void xo_quantize_avx512(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* Narrow 16 int32 (already in 0..255) to bytes and store nc <= 16 of them. The memory form
+ * of vpmovusdb (masked store) is slow on Zen 4; narrowing in a register and a plain 16-byte
+ * store (masked byte store only for a partial tile) is not. */
+static inline QP_TARGET_AVX512 void xo_store_u8x16(uint8_t *dst, __mmask16 mask, __m512i v) {
+  const __m128i b = _mm512_cvtusepi32_epi8(v);
+  if (mask == 0xFFFFu)
+    _mm_storeu_si128((__m128i *)dst, b);
+  else
+    _mm_mask_storeu_epi8(dst, mask, b);
+}
+#endif
+
 /* The implementation of the active ISA (qp_active_isa()). */
 const xo_gemm_impl *xo_gemm_select(void);
 
@@ -136,9 +163,9 @@ void xo_epilogue_scalar(const xo_epilogue *e, const int32_t *acc, size_t row0, s
 
 /* ---- the parallel GEMM driver (gemm.c) ---- */
 
-/* Produces activation rows [row0, row0+mr) into buf (mr x k, row stride k), for
+/* Produces activation rows [row0, row0+mr) into buf (mr x k, row stride ldb), for
  * GEMMs whose A is not a plain matrix (conv im2col). */
-typedef void (*xo_make_a_fn)(void *ctx, size_t row0, size_t mr, uint8_t *buf);
+typedef void (*xo_make_a_fn)(void *ctx, size_t row0, size_t mr, uint8_t *buf, size_t ldb);
 
 typedef struct {
   size_t m, k, n;
@@ -152,6 +179,18 @@ typedef struct {
 
 /* Runs one GEMM on the thread pool; returns a qp_status. */
 int xo_gemm_run(const xo_gemm_problem *p);
+
+/* ---- depthwise conv driver (depthwise.c) ---- */
+typedef struct {
+  const uint8_t *x; /* NHWC [batch][h][w][c] */
+  size_t batch, h, w, c, oh, ow, kh, kw;
+  int64_t sh, sw, ph, pw, dh, dw;
+  uint8_t pad;      /* the input zero point */
+  const int8_t *wt; /* [ceil(c/16)][kh*kw][16], zero beyond c */
+  xo_epilogue epi;  /* rows = output pixels, columns = channels, ldo = c */
+} xo_depthwise_problem;
+
+int xo_depthwise_run(const xo_depthwise_problem *p);
 
 /* Per-call helpers shared by the drivers. */
 int xo_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,

@@ -46,7 +46,7 @@ def test_backend_record():
     assert b.quantizer_factory is X86OneDNNQuantizer
     assert isinstance(b.kernels, X86OneDNNKernels)
     assert isinstance(b.kernels, quantplug.KernelLibrary)
-    assert set(b.modes) == {"static", "dynamic", "qat"}
+    assert set(b.modes) == {"static", "dynamic", "weight_only", "qat"}
     assert b.lowering is not None
     assert b.backend_config.name == "x86_onednn"
     assert DIST not in quantplug.plugin_errors()

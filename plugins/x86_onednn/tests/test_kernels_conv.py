@@ -71,6 +71,37 @@ def test_conv2d_bit_exact(xk, ref, geom, seed, x_zp, out_zp, relu, with_bias, ch
     for_each_path(xk, check)
 
 
+@pytest.mark.parametrize("c,oc,hw,ks,stride,groups", [(256, 160, 5, 3, 1, 1), (8, 24, 6, 3, 2, 1),
+                                                      (3, 40, 11, 7, 2, 1), (144, 144, 9, 3, 2, 144),
+                                                      (40, 40, 8, 5, 1, 40)])
+def test_conv2d_large_shapes_bit_exact(xk, ref, c, oc, hw, ks, stride, groups):
+    """Shapes the small hypothesis geometries miss: several weight panels with the im2col rows
+    built once (K=2304), a 7x7/2 first layer (im2col runs of kw*c bytes), and the VNNI
+    depthwise schedule on many channel chunks (stride 2; 5x5 = two 4-tap groups per row)."""
+    g = make_gen(c * 1000 + oc)
+    x = rand_u8(g, (2, c, hw, hw)).contiguous(memory_format=torch.channels_last)
+    w = rand_s8(g, (oc, c // groups, ks, ks))
+    ws, wz = weight_qparams(g, oc)
+    bias = torch.randn(oc, generator=g)
+    pad = ks // 2
+    out_scale = 0.05 * (c // groups * ks * ks) ** 0.5
+    expected = ref.conv2d(x, 0.03, 77, ref.pack_conv2d_weight(w, ws, wz, stride, pad, 1, groups), bias,
+                          out_scale, 120, relu=True)
+    packed = xk.pack_conv2d_weight(w, ws, wz, stride, pad, 1, groups)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+
+            def check(path):
+                out = xk.conv2d(x, 0.03, 77, packed, bias, out_scale, 120, relu=True)
+                assert torch.equal(out, expected), f"[{path}] {int((out != expected).sum())} outputs differ"
+
+            for_each_path(xk, check)
+    finally:
+        torch.set_num_threads(before)
+
+
 @settings(**SETTINGS)
 @given(geom=conv_geometry(), seed=st.integers(0, 2**32), zps=st.tuples(*[st.integers(0, 255)] * 3),
        o_scale=st.floats(0.01, 1.0), relu=st.booleans())
@@ -179,3 +210,29 @@ def test_bad_add_inputs(xk):
         xk.add(a, 0.1, 0, a, 0.1, 0, 0.0, 0)
     with pytest.raises(KernelInputError, match="b_zero_point"):
         xk.add(a, 0.1, 0, a, 0.1, 256, 0.1, 0)
+
+
+def test_depthwise_full_range_input_keeps_sqnr(xk):
+    """Full-range uint8 input (0..255) with extreme weights: int32 accumulation never saturates
+    (torch's 16-bit x86 depthwise path drops to ~18 dB here); >= 35 dB against float on every path."""
+    g = make_gen(7)
+    c = 144
+    w = torch.randn(c, 1, 3, 3, generator=g)
+    s = (w.abs().amax((1, 2, 3)) / 127).float()
+    w_q = torch.round(w / s[:, None, None, None]).clamp(-127, 127).to(torch.int8)
+    w_q[:8] = -128  # extreme weights on some channels
+    x_q = rand_u8(g, (1, c, 20, 20)).contiguous(memory_format=torch.channels_last)
+    x_q[:, :8] = 255
+    zp = 128
+    x = (x_q.float() - zp) * 0.02
+    ref = torch.nn.functional.conv2d(x.double(), (w_q.double() * s.double()[:, None, None, None]), None, 1, 1, 1, c)
+    out_scale = float(ref.abs().max() / 127)
+    packed = xk.pack_conv2d_weight(w_q, s, torch.zeros(c, dtype=torch.int32), 1, 1, 1, c)
+
+    def check(path):
+        out = xk.conv2d(x_q, 0.02, zp, packed, None, out_scale, zp)
+        deq = (out.double() - zp) * out_scale
+        sqnr = 20 * torch.log10(ref.norm() / (ref - deq).norm())
+        assert sqnr >= 35, f"[{path}] SQNR {float(sqnr):.1f} dB"
+
+    for_each_path(xk, check)

@@ -83,6 +83,37 @@ def test_full_range_extremes_large_k_no_saturation(xk, ref, k, x_val, w_val):
         for_each_path(xk, check)
 
 
+@pytest.mark.parametrize("k,n,x_val,w_val", [(4093, 117, None, None), (16384, 117, 255, -128),
+                                             (300, 64, None, None), (77, 7 * 16, None, None)])
+def test_large_m_weight_panels_bit_exact(xk, ref, k, n, x_val, w_val):
+    """M > 8 runs the panel schedule (L2-sized weight panels, 8x48 VNNI tiles): several
+    panels, a last panel and a last 3-tile group that are partial, a partial last row block,
+    4 tiles split 2+2, 1 and 2 threads; exact accumulators and outputs on every path."""
+    g = make_gen(k)
+    m = 37
+    x = rand_u8(g, (m, k)) if x_val is None else torch.full((m, k), x_val, dtype=torch.uint8)
+    w = rand_s8(g, (n, k)) if w_val is None else torch.full((n, k), w_val, dtype=torch.int8)
+    x[3] = rand_u8(g, (k,))
+    w[5] = rand_s8(g, (k,))
+    ws, wz = weight_qparams(g, n)
+    packed = xk.pack_linear_weight(w, ws, wz)
+    expected_acc = ((x.long() - 7) @ w.long().t())
+    out_scale = float(expected_acc.abs().max()) * 0.02 * float(ws.max()) / 127 + 1e-3
+    expected = ref.linear(x, 0.02, 7, ref.pack_linear_weight(w, ws, wz), None, out_scale, 128)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+
+            def check(path):
+                assert torch.equal(xk.linear_acc(x, 7, packed).long(), expected_acc), f"[{path}] accumulators"
+                assert torch.equal(xk.linear(x, 0.02, 7, packed, None, out_scale, 128), expected), f"[{path}]"
+
+            for_each_path(xk, check)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_accumulator_wraps_like_torch_int32(xk, ref):
     """A huge int32 bias overflows the same way torch's int32 addition does (no UB, no saturation)."""
     g = make_gen(3)
@@ -304,3 +335,24 @@ def test_c_entry_points_validate_without_python(xk):
                                     0.1, 0, 0, 255, out, 3, 3) == 1  # wrong output size
     assert lib.x86_onednn_conv2d_u8(x, 1, 2, 2, 1, 0.1, 0, w, cs, sc, 1, 1, 1, 1, geom, NULL, NULL, 1.0, 0,
                                     0.1, 0, 0, 255, out, 2, 2) == 0
+
+
+def test_cached_requant_follows_in_place_bias_and_qparam_changes(xk, ref):
+    """The hot path caches multipliers / int32 bias on the packed weight; an in-place bias edit,
+    new scales or a new bias object must never reuse stale values."""
+    g = make_gen(3)
+    w = rand_s8(g, (20, 33))
+    ws, wz = weight_qparams(g, 20)
+    x = rand_u8(g, (4, 33))
+    bias = torch.randn(20, generator=g)
+    packed = xk.pack_linear_weight(w, ws, wz)
+    rp = ref.pack_linear_weight(w, ws, wz)
+    for xs, os_ in ((0.02, 0.05), (0.02, 0.05), (0.03, 0.05), (0.03, 0.07)):
+        assert torch.equal(xk.linear(x, xs, 7, packed, bias, os_, 9), ref.linear(x, xs, 7, rp, bias, os_, 9))
+    bias.mul_(3.0)
+    assert torch.equal(xk.linear(x, 0.03, 7, packed, bias, 0.07, 9), ref.linear(x, 0.03, 7, rp, bias, 0.07, 9))
+    bias[0] = float("nan")
+    with pytest.raises(KernelInputError, match="bias"):
+        xk.linear(x, 0.03, 7, packed, bias, 0.07, 9)
+    assert torch.equal(xk.linear(x, 0.03, 7, packed, None, 0.07, 9, relu=True),
+                       ref.linear(x, 0.03, 7, rp, None, 0.07, 9, relu=True))

@@ -4,8 +4,9 @@
 #      again under ASan + UBSan when the compiler supports them;
 #   2. cross-compiled for AArch64 and run under qemu user-mode emulation
 #      (scalar, NEON, NEON dot product paths), twice: with
-#      -march=armv8.2-a+dotprod, and with the extension's own baseline
-#      -march=armv8-a where the dotprod path is enabled by a target attribute.
+#      -march=armv8.2-a+dotprod -O2, and with the extension's own baseline
+#      -march=armv8-a -O1 where the dotprod path is enabled by a target attribute.
+# The four builds run concurrently (compiling is most of the run time).
 # The driver compares every usable ISA path with the scalar path over many
 # random shapes and qparams and exits non-zero on any mismatch.
 #
@@ -42,18 +43,47 @@ build() { # build <compiler> <output> <flags...>
   "$cc" "$@" "${cflags[@]}" "${sources[@]}" -lpthread -lm -o "$exe"
 }
 
-# 1. native
+# Every build is started first and the builds run concurrently (they dominate the run time);
+# a failed build fails the script when it is waited for.
+pids=()
+# (the background subshell drops the EXIT trap: a failed build must not delete $out under the others)
+start_build() { { trap - EXIT; build "$@"; } & pids+=($!); }
+wait_builds() { # wait for every build (none is left writing into $out), then fail if one failed
+  local failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { echo "run_arm_tests: a build failed (see above)" >&2; exit 1; }
+}
+
 native_cc="${CC:-gcc}"
-build "$native_cc" "$out/test_native" -O2
 case "$(uname -m)" in
   x86_64) native_require=(--require scalar,avx2) ;;  # AVX-512 paths run when this CPU has them
   aarch64) native_require=(--require scalar,neon) ;;
   *) native_require=() ;;
 esac
-"$out/test_native" --trials "$trials" "${native_require[@]}"
-# the same driver under AddressSanitizer + UndefinedBehaviorSanitizer (out-of-bounds, overflow), when available
+start_build "$native_cc" "$out/test_native" -O2
+# AddressSanitizer + UndefinedBehaviorSanitizer (out-of-bounds, overflow), when available; -O0
+# compiles three times faster than -O1 and hides nothing from the sanitizers.
+sanitize=0
 if echo 'int main(void){return 0;}' | "$native_cc" -fsanitize=address,undefined -x c - -o "$out/asan_probe" 2>/dev/null; then
-  build "$native_cc" "$out/test_sanitized" -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  sanitize=1
+  start_build "$native_cc" "$out/test_sanitized" -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined
+fi
+arm=0
+if [ "$(uname -m)" != aarch64 ]; then
+  missing=()
+  command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
+  command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+  if [ ${#missing[@]} -eq 0 ]; then
+    arm=1
+    start_build aarch64-linux-gnu-gcc "$out/test_arm_dotprod" -O2 -march=armv8.2-a+dotprod
+    start_build aarch64-linux-gnu-gcc "$out/test_arm_baseline" -O1 -march=armv8-a
+  fi
+fi
+wait_builds
+
+# 1. native (and sanitized)
+"$out/test_native" --trials "$trials" "${native_require[@]}"
+if [ "$sanitize" = 1 ]; then
   "$out/test_sanitized" --trials $((trials / 4 + 1))
 else
   echo "run_arm_tests: $native_cc cannot build with -fsanitize=address,undefined here; sanitized run skipped"
@@ -64,18 +94,13 @@ if [ "$(uname -m)" = aarch64 ]; then
   echo "run_arm_tests: native host is AArch64; the NEON paths ran above"
   exit 0
 fi
-missing=()
-command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
-command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
-if [ ${#missing[@]} -gt 0 ]; then
+if [ "$arm" = 0 ]; then
   msg="run_arm_tests: ARM toolchain missing (${missing[*]}); install with: apt-get update && apt-get install -y gcc-aarch64-linux-gnu qemu-user-static"
   echo "$msg" >&2
   [ "${QUANTPLUG_REQUIRE_ARM:-0}" = 1 ] && exit 1
   exit 77
 fi
 sysroot="${QEMU_LD_PREFIX:-/usr/aarch64-linux-gnu}"
-build aarch64-linux-gnu-gcc "$out/test_arm_dotprod" -O2 -march=armv8.2-a+dotprod
 qemu-aarch64-static -L "$sysroot" "$out/test_arm_dotprod" --trials "$trials" --require scalar,neon,neondot
-build aarch64-linux-gnu-gcc "$out/test_arm_baseline" -O3 -march=armv8-a
 qemu-aarch64-static -L "$sysroot" "$out/test_arm_baseline" --trials "$trials" --require scalar,neon,neondot
 echo "run_arm_tests: all kernel paths match the scalar reference"

@@ -9,7 +9,10 @@
  *     int8 outputs and the fp32 outputs of the dynamic linear);
  *   - that no path writes outside its output (sentinel guard bytes);
  *   - the qd8 dynamic quantizer against an independent implementation;
- *   - the int4 group-wise kernel against naive fp32 loops;
+ *   - the int4 group-wise kernel: scalar against float64 loops, every other path
+ *     against scalar bit for bit (incl. inf/NaN from overflowing sums);
+ *   - the int8 weight-only (f32-qc8w) linear: scalar against float64 loops,
+ *     every other path against scalar bit for bit;
  *   - the quantized add on every path against naive fp32 loops (exact);
  *   - the NHWC convolution (groups, depthwise, stride, padding, dilation) on
  *     every path against naive loops over the unpacked OIHW weights (exact);
@@ -167,26 +170,32 @@ static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
   int32_t *row_sums = malloc(rsize * sizeof(int32_t));
   if (xnnpack_pack_qc8w(w, n, k, packed, psize, row_sums, rsize) != QP_OK) FAIL("pack failed");
 
-  /* quantizer vs the independent formula */
+  /* quantizer vs the independent formula, on every path (the last one run is kept below) */
   int8_t *xq = malloc(m * k);
   float *xs = malloc(m * sizeof(float));
   int32_t *xz = malloc(m * sizeof(int32_t));
-  if (xnnpack_qd8_quantize(x, m, k, per_row, xq, xs, xz) != QP_OK) FAIL("qd8 quantize failed");
-  for (size_t i = 0; i < m; i++) {
-    float lo = INFINITY, hi = -INFINITY;
-    const size_t b = per_row ? i * k : 0, e = per_row ? (i + 1) * k : m * k;
-    for (size_t p = b; p < e; p++) lo = fminf(lo, x[p]), hi = fmaxf(hi, x[p]);
-    float s;
-    int32_t z;
-    naive_qparams(lo, hi, &s, &z);
-    if (s != xs[i] || z != xz[i]) FAIL("qd8 qparams row %zu: (%g, %d) != (%g, %d)", i, xs[i], xz[i], s, z);
-    const float inv = 1.0f / s;
-    for (size_t p = 0; p < k; p++) {
-      long q = lrintf(x[i * k + p] * inv) + z;
-      q = q < -128 ? -128 : q > 127 ? 127 : q;
-      if (xq[i * k + p] != q) FAIL("qd8 quantized value row %zu col %zu: %d != %ld", i, p, xq[i * k + p], q);
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    if (xnnpack_qd8_quantize(x, m, k, per_row, xq, xs, xz) != QP_OK) FAIL("qd8 quantize failed (%s)", qp_isa_name(isa));
+    for (size_t i = 0; i < m; i++) {
+      float lo = INFINITY, hi = -INFINITY;
+      const size_t b = per_row ? i * k : 0, e = per_row ? (i + 1) * k : m * k;
+      for (size_t p = b; p < e; p++) lo = fminf(lo, x[p]), hi = fmaxf(hi, x[p]);
+      float s;
+      int32_t z;
+      naive_qparams(lo, hi, &s, &z);
+      if (s != xs[i] || z != xz[i]) FAIL("qd8 qparams row %zu: (%g, %d) != (%g, %d)", i, xs[i], xz[i], s, z);
+      const float inv = 1.0f / s;
+      for (size_t p = 0; p < k; p++) {
+        long q = lrintf(x[i * k + p] * inv) + z;
+        q = q < -128 ? -128 : q > 127 ? 127 : q;
+        if (xq[i * k + p] != q)
+          FAIL("qd8 %s quantized value row %zu col %zu: %d != %ld", qp_isa_name(isa), i, p, xq[i * k + p], q);
+      }
     }
   }
+  qp_set_isa(-1);
   /* naive output */
   float *ref = malloc(m * n * sizeof(float));
   for (size_t i = 0; i < m; i++)
@@ -232,11 +241,15 @@ static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
 /* ------------------------------------------------------------------- conv -- */
 
 static int test_conv(int threads) {
-  const size_t groups = rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
-  const int depthwise = groups > 1 && rnd() % 2;
-  const size_t cin_g = depthwise ? 1 : (size_t)rnd_range(1, 12), cout_g = (size_t)rnd_range(1, depthwise ? 3 : 24);
+  /* depthwise with multiplier 1 and 16+ channels takes dwconv.c's SIMD path (full and partial 16-blocks) */
+  const int wide_dw = rnd() % 4 == 0;
+  const size_t groups = wide_dw ? (size_t)rnd_range(14, 50) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
+  const int depthwise = wide_dw || (groups > 1 && rnd() % 2);
+  const size_t cin_g = depthwise ? 1 : (size_t)rnd_range(1, 12);
+  const size_t cout_g = wide_dw ? 1 : (size_t)rnd_range(1, depthwise ? 3 : 24);
   const size_t cin = cin_g * groups, cout = cout_g * groups;
-  const size_t batch = (size_t)rnd_range(1, 2), kh = (size_t)rnd_range(1, 3), kw = (size_t)rnd_range(1, 3);
+  const size_t batch = (size_t)rnd_range(1, 2), kh = (size_t)rnd_range(1, wide_dw ? 5 : 3);
+  const size_t kw = (size_t)rnd_range(1, wide_dw ? 5 : 3);
   const size_t sh = (size_t)rnd_range(1, 2), sw = (size_t)rnd_range(1, 2), dh = (size_t)rnd_range(1, 2), dw = (size_t)rnd_range(1, 2);
   const size_t ph = (size_t)rnd_range(0, 2), pw = (size_t)rnd_range(0, 2);
   const size_t h = (size_t)rnd_range(1, 9), w = (size_t)rnd_range(1, 9);
@@ -344,14 +357,25 @@ static int test_vadd(size_t n, int threads) {
 
 /* --------------------------------------------------------------- int4 qb4w -- */
 
-static int test_qb4w(size_t m, size_t n, size_t group, size_t groups) {
+/* Same float bits, or both NaN (the payload of a NaN is not part of the contract). */
+static int same_float(float a, float b) {
+  uint32_t ua, ub;
+  memcpy(&ua, &a, 4), memcpy(&ub, &b, 4);
+  return ua == ub || (a != a && b != b);
+}
+
+/* extreme: activations near the fp32 limit (sums overflow to +-inf and inf - inf = NaN, identically
+ * on every path) or exact small integers (every product and sum exact). */
+static int test_qb4w(size_t m, size_t n, size_t group, size_t groups, int extreme) {
   const size_t k = group * groups;
   float *x = malloc(m * k * sizeof(float)), *sc = malloc(n * groups * sizeof(float)), *bias = malloc(n * sizeof(float));
   int8_t *w = malloc(n * k);
-  for (size_t i = 0; i < m * k; i++) x[i] = rnd_float(-2.0f, 2.0f);
-  for (size_t i = 0; i < n * k; i++) w[i] = (int8_t)rnd_range(-8, 7);
-  for (size_t i = 0; i < n * groups; i++) sc[i] = rnd_float(1e-3f, 0.5f);
-  for (size_t j = 0; j < n; j++) bias[j] = rnd_float(-1.0f, 1.0f);
+  for (size_t i = 0; i < m * k; i++)
+    x[i] = extreme == 1 ? (rnd() % 2 ? 3.0e38f : -3.0e38f) * rnd_float(0.5f, 1.0f)
+           : extreme == 2 ? (float)rnd_range(-3, 3) : rnd_float(-2.0f, 2.0f);
+  for (size_t i = 0; i < n * k; i++) w[i] = extreme && rnd() % 2 ? (rnd() % 2 ? -8 : 7) : (int8_t)rnd_range(-8, 7);
+  for (size_t i = 0; i < n * groups; i++) sc[i] = extreme == 2 ? 0.5f : rnd() % 16 ? rnd_float(1e-3f, 0.5f) : 0.0f;
+  for (size_t j = 0; j < n; j++) bias[j] = extreme == 2 ? (float)rnd_range(-3, 3) : rnd_float(-1.0f, 1.0f);
   const size_t psize = xnnpack_qb4w_packed_size(n, k);
   uint8_t *packed = malloc(psize);
   if (xnnpack_pack_qb4w(w, n, k, packed, psize) != QP_OK) FAIL("qb4w pack failed");
@@ -359,22 +383,94 @@ static int test_qb4w(size_t m, size_t n, size_t group, size_t groups) {
     const int v = i % 2 ? packed[i / 2] >> 4 : packed[i / 2] & 15;
     if ((v >= 8 ? v - 16 : v) != w[i]) FAIL("qb4w nibble %zu", i);
   }
-  float *out = guarded_alloc(m * n * sizeof(float));
-  qp_set_num_threads(2);
-  if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, out) != QP_OK) FAIL("qb4w linear failed");
-  if (!guard_intact(out, m * n * sizeof(float))) FAIL("qb4w wrote past its output");
-  for (size_t i = 0; i < m; i++)
+  float *scalar = guarded_alloc(m * n * sizeof(float)), *out = guarded_alloc(m * n * sizeof(float));
+  qp_set_num_threads((int)rnd_range(1, 3));
+  qp_set_isa(QP_ISA_SCALAR);
+  if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, scalar) != QP_OK) FAIL("qb4w linear failed");
+  if (!guard_intact(scalar, m * n * sizeof(float))) FAIL("qb4w wrote past its output");
+  for (size_t i = 0; i < m && extreme != 1; i++) /* scalar vs float64 loops (exact for extreme == 2) */
     for (size_t j = 0; j < n; j++) {
       double acc = bias[j], mag = fabs(bias[j]);
       for (size_t p = 0; p < k; p++) {
         const double t = (double)x[i * k + p] * w[j * k + p] * sc[j * groups + p / group];
         acc += t, mag += fabs(t);
       }
-      if (fabs(out[i * n + j] - acc) > 1e-5 * mag + 1e-6)
-        FAIL("qb4w m=%zu n=%zu k=%zu g=%zu at [%zu,%zu]: %.9g vs %.9g", m, n, k, group, i, j, out[i * n + j], acc);
+      if (fabs(scalar[i * n + j] - acc) > (extreme == 2 ? 0.0 : 1e-5 * mag + 1e-6))
+        FAIL("qb4w m=%zu n=%zu k=%zu g=%zu at [%zu,%zu]: %.9g vs %.9g", m, n, k, group, i, j, scalar[i * n + j], acc);
     }
-  checks++;
-  free(x), free(sc), free(bias), free(w), free(packed), free(out);
+  exercised[QP_ISA_SCALAR] = 1;
+  for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    memset(out, SENTINEL, m * n * sizeof(float) + GUARD);
+    if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, out) != QP_OK)
+      FAIL("qb4w %s failed", qp_isa_name(isa));
+    if (!guard_intact(out, m * n * sizeof(float))) FAIL("qb4w %s wrote past its output", qp_isa_name(isa));
+    for (size_t i = 0; i < m * n; i++)
+      if (!same_float(out[i], scalar[i]))
+        FAIL("qb4w %s vs scalar m=%zu n=%zu k=%zu g=%zu at %zu: %.9g != %.9g", qp_isa_name(isa), m, n, k, group, i,
+             out[i], scalar[i]);
+    exercised[isa] = 1;
+    checks++;
+  }
+  qp_set_isa(-1);
+  free(x), free(sc), free(bias), free(w), free(packed), free(out), free(scalar);
+  return 0;
+}
+
+/* ------------------------------------------------- int8 weight-only f32-qc8w -- */
+
+/* extreme: 1 = activations near the fp32 limit (inf / NaN sums, the same on every path),
+ * 2 = small integers with a power-of-two scale and integer bias (every result exact). */
+static int test_f32_qc8w(size_t m, size_t k, size_t n, int extreme) {
+  float *x = malloc(m * k * sizeof(float)), *ws = malloc(n * sizeof(float)), *bias = malloc(n * sizeof(float));
+  int8_t *w = malloc(n * k);
+  for (size_t i = 0; i < m * k; i++)
+    x[i] = extreme == 1 ? (rnd() % 2 ? 3.0e38f : -3.0e38f) * rnd_float(0.5f, 1.0f)
+           : extreme == 2 ? (float)rnd_range(-4, 4) : rnd_float(-3.0f, 3.0f);
+  for (size_t i = 0; i < n * k; i++) w[i] = extreme && rnd() % 2 ? (rnd() % 2 ? -127 : 127) : (int8_t)rnd_range(-127, 127);
+  const size_t n_ws = rnd() % 4 ? n : 1;
+  for (size_t j = 0; j < n_ws; j++) ws[j] = extreme == 2 ? 0.25f : rnd_float(1e-4f, 0.05f);
+  const int has_bias = rnd() % 3 != 0;
+  for (size_t j = 0; j < n; j++) bias[j] = extreme == 2 ? (float)rnd_range(-9, 9) : rnd_float(-1.0f, 1.0f);
+  const size_t psize = xnnpack_qc8w_packed_size(n, k), rsize = xnnpack_qc8w_row_sums_size(n);
+  int8_t *packed = malloc(psize);
+  int32_t *rs = malloc(rsize * sizeof(int32_t));
+  if (xnnpack_pack_qc8w(w, n, k, packed, psize, rs, rsize) != QP_OK) FAIL("f32_qc8w pack failed");
+  float *scalar = guarded_alloc(m * n * sizeof(float)), *out = guarded_alloc(m * n * sizeof(float));
+  const float *b = has_bias ? bias : NULL;
+  qp_set_num_threads((int)rnd_range(1, 3));
+  qp_set_isa(QP_ISA_SCALAR);
+  if (xnnpack_f32_qc8w_linear(x, m, k, packed, n, ws, n_ws, b, scalar) != QP_OK) FAIL("f32_qc8w scalar failed");
+  if (!guard_intact(scalar, m * n * sizeof(float))) FAIL("f32_qc8w wrote past its output");
+  for (size_t i = 0; i < m && extreme != 1; i++) /* scalar vs float64 loops (exact for extreme == 2) */
+    for (size_t j = 0; j < n; j++) {
+      double acc = 0.0, mag = 0.0;
+      for (size_t p = 0; p < k; p++) acc += (double)x[i * k + p] * w[j * k + p], mag += fabs((double)x[i * k + p] * w[j * k + p]);
+      const double sc = ws[n_ws == 1 ? 0 : j], want = acc * sc + (b ? b[j] : 0.0);
+      const double tol = extreme == 2 ? 0.0 : 1e-6 * (mag * sc + fabs(b ? b[j] : 0.0)) + 1e-6;
+      if (fabs(scalar[i * n + j] - want) > tol)
+        FAIL("f32_qc8w m=%zu k=%zu n=%zu at [%zu,%zu]: %.9g vs %.9g", m, k, n, i, j, scalar[i * n + j], want);
+    }
+  exercised[QP_ISA_SCALAR] = 1;
+  for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    memset(out, SENTINEL, m * n * sizeof(float) + GUARD);
+    if (xnnpack_f32_qc8w_linear(x, m, k, packed, n, ws, n_ws, b, out) != QP_OK) FAIL("f32_qc8w %s failed", qp_isa_name(isa));
+    if (!guard_intact(out, m * n * sizeof(float))) FAIL("f32_qc8w %s wrote past its output", qp_isa_name(isa));
+    for (size_t i = 0; i < m * n; i++)
+      if (!same_float(out[i], scalar[i]))
+        FAIL("f32_qc8w %s vs scalar m=%zu k=%zu n=%zu at %zu: %.9g != %.9g", qp_isa_name(isa), m, k, n, i, out[i],
+             scalar[i]);
+    exercised[isa] = 1;
+    checks++;
+  }
+  qp_set_isa(-1);
+  const float bad = 0.0f;
+  if (xnnpack_f32_qc8w_linear(x, m, k, packed, n, &bad, 1, b, out) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("f32_qc8w accepted a zero weight scale");
+  free(x), free(ws), free(bias), free(w), free(packed), free(rs), free(scalar), free(out);
   return 0;
 }
 
@@ -404,6 +500,20 @@ static int test_invalid(void) {
   float fx[4] = {1.0f, NAN, 0.0f, 2.0f}, fout[2], ws = 0.5f;
   if (xnnpack_qd8_f32_qc8w_linear(fx, 1, 4, 1, packed, rs, 2, &ws, 1, NULL, fout) != QP_ERR_INVALID_ARGUMENT)
     FAIL("dynamic linear accepted NaN input");
+  float wide[40] = {0};
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++) { /* a NaN / inf inside the vector part, not the tail */
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    for (int bad = 0; bad < 3; bad++) {
+      int8_t wq[40];
+      float s1;
+      int32_t z1;
+      wide[21] = bad == 0 ? NAN : bad == 1 ? INFINITY : -INFINITY;
+      if (xnnpack_qd8_quantize(wide, 1, 40, bad % 2, wq, &s1, &z1) != QP_ERR_INVALID_ARGUMENT)
+        FAIL("%s qd8 quantize accepted %g", qp_isa_name(isa), wide[21]);
+    }
+  }
+  qp_set_isa(-1);
   fx[1] = INFINITY;
   if (xnnpack_qd8_f32_qc8w_linear(fx, 1, 4, 0, packed, rs, 2, &ws, 1, NULL, fout) != QP_ERR_INVALID_ARGUMENT)
     FAIL("dynamic linear accepted inf input");
@@ -477,9 +587,11 @@ int main(int argc, char **argv) {
     if (test_dynamic(m, k, n, threads)) return 1;
     if (t % 2 == 0 && test_conv(threads)) return 1;
     if (test_vadd(t % 5 == 0 ? (size_t)rnd_range(0, 70000) : (size_t)rnd_range(0, 300), threads)) return 1;
-    if (t % 8 == 0) {
+    if (t % 2 == 1 && test_f32_qc8w(m, k, n, t % 10 == 3 ? 1 : t % 10 == 7 ? 2 : 0)) return 1;
+    if (t % 4 == 0) {
       static const size_t groups[] = {32, 64, 128};
-      if (test_qb4w(pick(MN_CHOICES, 14, 9), pick(MN_CHOICES, 14, 20), groups[rnd() % 3], (size_t)rnd_range(1, 4)))
+      if (test_qb4w(pick(MN_CHOICES, 14, 9), pick(MN_CHOICES, 14, 20), groups[rnd() % 3], (size_t)rnd_range(1, 4),
+                    t % 12 == 4 ? 1 : t % 12 == 8 ? 2 : 0))
         return 1;
     }
   }

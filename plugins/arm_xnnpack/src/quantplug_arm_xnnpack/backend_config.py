@@ -72,6 +72,7 @@ KERNELS = {
     "linear": "xnnpack.qs8_qc8w_gemm_minmax",
     "linear_dynamic": "xnnpack.qd8_f32_qc8w_gemm",
     "linear_int4": "xnnpack.f32_qb4w_gemm",
+    "linear_weight_only": "xnnpack.f32_qc8w_gemm",
     "conv": "xnnpack.qs8_qc8w_igemm_minmax",
     "add": "xnnpack.qs8_vadd_minmax",
     "mul": "xnnpack.qs8_vmul_minmax",
@@ -87,10 +88,10 @@ KERNELS = {
 }
 
 #: Kernel families implemented in C by this version (``XNNPACKKernels`` methods). Graph
-#: lowering reaches linear (core), dynamic linear (core) and int4 linear (this plugin);
-#: conv and add run in reference form until the core's lowering calls ``conv2d`` / ``add``.
+#: lowering reaches linear, dynamic linear, conv2d and add (core) and int4 linear (this
+#: plugin); int8 weight-only linear (f32_qc8w) runs in the eager flow (``Int8WeightOnlyConfig``).
 IMPLEMENTED_KERNELS = ("xnnpack.qs8_qc8w_gemm_minmax", "xnnpack.qd8_f32_qc8w_gemm", "xnnpack.f32_qb4w_gemm",
-                       "xnnpack.qs8_qc8w_igemm_minmax", "xnnpack.qs8_vadd_minmax")
+                       "xnnpack.f32_qc8w_gemm", "xnnpack.qs8_qc8w_igemm_minmax", "xnnpack.qs8_vadd_minmax")
 
 
 def _act(**extra) -> DTypeWithConstraints:
@@ -111,12 +112,15 @@ def get_arm_xnnpack_backend_config() -> BackendConfig:
     dynamic = DTypeConfig(input_dtype=dyn_act, output_dtype=None, weight_dtype=weight, bias_dtype=torch.float32,
                           is_dynamic=True)
     weight_only = DTypeConfig(input_dtype=None, output_dtype=None, weight_dtype=weight_int4, bias_dtype=torch.float32)
+    weight_only_int8 = DTypeConfig(input_dtype=None, output_dtype=None, weight_dtype=weight, bias_dtype=torch.float32)
     plain = DTypeConfig(input_dtype=act, output_dtype=act)
 
     configs: list[BackendPatternConfig] = []
-    # Fully connected: static qs8, dynamic qd8, int4 weight-only; relu / relu6 (hardtanh) fuse as the output clamp.
-    configs.append(BackendPatternConfig(("linear",), dtype_configs=[static, dynamic, weight_only],
-                                        kernel=" | ".join(KERNELS[k] for k in ("linear", "linear_dynamic", "linear_int4"))))
+    # Fully connected: static qs8, dynamic qd8, int4 (qb4w) and int8 (qc8w) weight-only; relu / relu6
+    # (hardtanh) fuse as the output clamp.
+    linear_kernels = ("linear", "linear_dynamic", "linear_int4", "linear_weight_only")
+    configs.append(BackendPatternConfig(("linear",), dtype_configs=[static, dynamic, weight_only, weight_only_int8],
+                                        kernel=" | ".join(KERNELS[k] for k in linear_kernels)))
     for tail in (("relu",), ("hardtanh",)):
         configs.append(BackendPatternConfig(("linear", *tail), dtype_configs=[static], kernel=KERNELS["linear"]))
     # Convolutions (NHWC igemm, depthwise included); batch norm folds into the weights.

@@ -357,6 +357,16 @@ class XNNPACKKernels(CffiKernelLibrary):
         self.check_status(status, op)
         return xq, scales, zps
 
+    def _float_linear_args(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None, op: str) -> tuple:
+        """Checked arguments of an fp32-in, fp32-out linear: (weight pointers, rows, bias, empty output)."""
+        ptrs = self._packed_ptrs(packed, op)
+        check_tensor(x, "x", dtype=torch.float32, op=op)
+        m, lead = self._rows(x, packed.k, "x", op)
+        bias = self._check_bias(bias, packed.n, op)
+        out = torch.empty((*lead, packed.n), dtype=torch.float32)
+        self.sync_threads()
+        return ptrs, m, bias, out
+
     def linear_dynamic(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None,
                        per_row: bool = False) -> Tensor:
         """Dynamic linear (qd8-f32-qc8w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
@@ -365,18 +375,28 @@ class XNNPACKKernels(CffiKernelLibrary):
         ``x.reshape(-1, K)`` when ``per_row`` else per tensor.
         """
         op = "xnnpack.linear_dynamic"
-        w_ptr, rs_ptr, scales_ptr = self._packed_ptrs(packed, op)
-        check_tensor(x, "x", dtype=torch.float32, op=op)
-        m, lead = self._rows(x, packed.k, "x", op)
-        bias = self._check_bias(bias, packed.n, op)
-        out = torch.empty((*lead, packed.n), dtype=torch.float32)
-        self.sync_threads()
+        (w_ptr, rs_ptr, scales_ptr), m, bias, out = self._float_linear_args(x, packed, bias, op)
         status = self.lib.xnnpack_qd8_f32_qc8w_linear(
             self.ptr(x, "float *"), m, packed.k, int(bool(per_row)), w_ptr, rs_ptr, packed.n, scales_ptr, packed.n,
             self.ptr(bias, "float *") if bias is not None else self.ffi.NULL, self.ptr(out, "float *"))
         if status == 1 and m > 0 and not bool(torch.isfinite(x).all()):
             raise KernelInputError(f"{op}: x contains inf or NaN; dynamic quantization needs finite inputs")
         self.check_status(status, op)
+        return out
+
+    # --------------------------------------------------- weight-only int8 --
+    def linear_weight_only(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None) -> Tensor:
+        """int8 weight-only linear (XNNPACK f32-qc8w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
+
+        The weights of ``pack_linear_weight`` (int8 per channel, symmetric);
+        activations stay fp32: ``out = (x @ w.T) * w_scale + bias``, the sum as
+        fused multiply-adds in K order, so every ISA path gives the same bits.
+        """
+        op = "xnnpack.linear_weight_only"
+        (w_ptr, _, scales_ptr), m, bias, out = self._float_linear_args(x, packed, bias, op)
+        self.check_status(self.lib.xnnpack_f32_qc8w_linear(
+            self.ptr(x, "float *"), m, packed.k, w_ptr, packed.n, scales_ptr, packed.n,
+            self.ptr(bias, "float *") if bias is not None else self.ffi.NULL, self.ptr(out, "float *")), op)
         return out
 
     # ---------------------------------------------------------------- add --
@@ -542,7 +562,10 @@ class XNNPACKKernels(CffiKernelLibrary):
         return PackedInt4LinearWeight(packed, scales.clone(), int(group_size), int(n), int(k))
 
     def linear_int4_weight_only(self, x: Tensor, packed: PackedInt4LinearWeight, bias: Tensor | None) -> Tensor:
-        """int4 weight-only linear (f32-qb4w, scalar reference path): fp32 ``[..., K]`` -> fp32 ``[..., N]``."""
+        """int4 weight-only linear (f32-qb4w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
+
+        Scalar, AVX2, AVX-512 and NEON paths, bit-identical (one fixed fp32 summation order).
+        """
         op = "xnnpack.linear_int4_weight_only"
         if not isinstance(packed, PackedInt4LinearWeight):
             raise KernelInputError(f"{op}: packed must be a PackedInt4LinearWeight from pack_linear_weight_int4, "

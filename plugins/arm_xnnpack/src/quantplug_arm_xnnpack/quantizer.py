@@ -7,6 +7,7 @@ Typical use (the PT2E flow)::
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     # dynamic linear:  XNNPACKQuantizer(is_dynamic=True)
     # int4 weight-only linear: XNNPACKQuantizer(is_weight_only=True, group_size=32)
+    # int8 weight-only linear: XNNPACKQuantizer(is_weight_only=True, weight_only_dtype="int8")
 
 Numerics are XNNPACK's: int8 asymmetric activations, int8 symmetric weights
 in the narrow range [-127, 127], observers with ``eps=2**-12``. Options the
@@ -39,6 +40,7 @@ __all__ = [
     "ArmXnnpackQuantizer",
     "get_symmetric_quantization_config",
     "get_int4_weight_only_quantization_config",
+    "get_int8_weight_only_quantization_config",
 ]
 
 _ACT_OBSERVERS = ("histogram", "minmax", "moving_average")
@@ -118,6 +120,19 @@ def get_int4_weight_only_quantization_config(group_size: int = 32) -> Quantizati
     )
 
 
+def get_int8_weight_only_quantization_config(is_per_channel: bool = True) -> QuantizationConfig:
+    """int8 weight-only linear (XNNPACK ``f32_qc8w``): fp32 activations, symmetric int8 weights in [-127, 127].
+
+    :param is_per_channel: one weight scale per output channel (default) or one per tensor.
+    """
+    if not isinstance(is_per_channel, bool):
+        raise ValueError(f"is_per_channel must be a bool, got {is_per_channel!r}")
+    return make_quantization_config(
+        act_dtype=torch.int8, weight_dtype=torch.int8, weight_range=WEIGHT_RANGE, weight_symmetric=True,
+        weight_per_channel=is_per_channel, weight_only=True, scale_min=SCALE_MIN,
+    )
+
+
 def _annotate_weighted(node: Node, config: QuantizationConfig, quantizer: PatternQuantizer) -> bool:
     """The core's linear/conv rule, except for int4 group-wise weights: only linears whose input
     features are a multiple of the group size (XNNPACK qb4w); other layers stay float."""
@@ -141,8 +156,11 @@ class XNNPACKQuantizer(PatternQuantizer):
     :param is_dynamic: dynamic linear (activations quantized per call).
     :param is_qat: quantization-aware training (fake quantization).
     :param per_row: with ``is_dynamic``: per-row activation scales (qd8).
-    :param is_weight_only: int4 group-wise weight-only linear, fp32 activations.
-    :param group_size: with ``is_weight_only``: 32, 64 or 128.
+    :param is_weight_only: weight-only linear, fp32 activations (other layers stay float).
+    :param weight_only_dtype: with ``is_weight_only``: ``"int4"`` (group-wise, XNNPACK qb4w;
+        linears whose input features are not a multiple of ``group_size`` stay float) or
+        ``"int8"`` (per channel, XNNPACK f32_qc8w; every linear).
+    :param group_size: with int4 weight-only: 32, 64 or 128.
     """
 
     backend_name = BACKEND_NAME
@@ -157,13 +175,17 @@ class XNNPACKQuantizer(PatternQuantizer):
     }
 
     def __init__(self, *, is_per_channel: bool = True, is_dynamic: bool = False, is_qat: bool = False,
-                 per_row: bool = False, is_weight_only: bool = False, group_size: int = 32) -> None:
+                 per_row: bool = False, is_weight_only: bool = False, weight_only_dtype: str = "int4",
+                 group_size: int = 32) -> None:
+        if weight_only_dtype not in ("int4", "int8"):
+            raise ValueError(f"weight_only_dtype={weight_only_dtype!r}; use 'int4' (qb4w) or 'int8' (f32_qc8w)")
         if is_weight_only:
             for name, v in (("is_dynamic", is_dynamic), ("is_qat", is_qat), ("per_row", per_row)):
                 if v:
-                    raise ValueError(f"{name}=True cannot be combined with is_weight_only=True: XNNPACK's int4 "
-                                     f"weight-only kernel takes fp32 activations and has no QAT flow here")
-            config = get_int4_weight_only_quantization_config(group_size)
+                    raise ValueError(f"{name}=True cannot be combined with is_weight_only=True: XNNPACK's "
+                                     f"weight-only kernels take fp32 activations and have no QAT flow here")
+            config = (get_int4_weight_only_quantization_config(group_size) if weight_only_dtype == "int4"
+                      else get_int8_weight_only_quantization_config(is_per_channel))
         else:
             config = get_symmetric_quantization_config(is_per_channel, is_dynamic, is_qat, per_row=per_row)
         super().__init__(config, get_arm_xnnpack_backend_config())

@@ -24,6 +24,7 @@ from quantplug.errors import KernelInputError
 from quantplug.kernels import CffiKernelLibrary, check_tensor
 
 from ._version import __version__
+from .embedding import EmbeddingKernelsMixin
 
 __all__ = ["FbgemmKernels", "PackedLinearWeight", "PackedConv2dWeight", "ACT_DTYPE", "ACT_RANGE", "DISTRIBUTION", "load_kernels"]
 
@@ -51,6 +52,9 @@ class PackedLinearWeight:
     n: int
     k: int
 
+    def __getstate__(self) -> dict:
+        return _without_check_cache(self)
+
 
 @dataclass
 class PackedConv2dWeight:
@@ -75,6 +79,24 @@ class PackedConv2dWeight:
     dilation_h: int
     dilation_w: int
     groups: int
+
+    def __getstate__(self) -> dict:
+        return _without_check_cache(self)
+
+
+#: Attributes under which a packed weight remembers that it passed validation (see _check_packed)
+#: and its prepared static epilogue parameters (see FbgemmKernels._prepared).
+_CHECKED = "_fbgemm_checked"
+_PREPARED = "_fbgemm_prepared"
+
+
+def _without_check_cache(obj: object) -> dict:
+    """Pickle state of a packed weight: its fields, never the caches."""
+    return {k: v for k, v in obj.__dict__.items() if k not in (_CHECKED, _PREPARED)}
+
+
+def _packed_fields(packed: PackedLinearWeight) -> tuple:
+    return (packed.packed, packed.scales, packed.zero_points, packed.row_sums, packed.n, packed.k)
 
 
 def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
@@ -119,6 +141,8 @@ def _packed_size(n: int, k: int) -> int:
 
 
 def _scalar_scale(v: object, name: str, op: str) -> float:
+    if type(v) is float and 0.0 < v < math.inf:  # the common case, first (NaN fails the test)
+        return v
     try:
         f = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -129,6 +153,8 @@ def _scalar_scale(v: object, name: str, op: str) -> float:
 
 
 def _scalar_zp(v: object, name: str, op: str, lo: int = 0, hi: int = 255) -> int:
+    if type(v) is int and lo <= v <= hi:  # the common case, first
+        return v
     if isinstance(v, Tensor) and v.numel() == 1:
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, int):
@@ -141,15 +167,20 @@ def _scalar_zp(v: object, name: str, op: str, lo: int = 0, hi: int = 255) -> int
     return int(v)
 
 
-class FbgemmKernels(CffiKernelLibrary):
+class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
     """The compiled fbgemm kernels (scalar, AVX2, AVX-512, AVX-512 VNNI paths).
 
     Same Python API as every quantplug backend (``pack_linear_weight``, ``linear``,
-    ``linear_dynamic``), so the core's lowering can call any of them.
+    ``linear_dynamic``), so the core's lowering can call any of them; plus the row-wise
+    quantized embedding kernels (``pack_embedding_rowwise``, ``embedding_bag_rowwise``,
+    ``embedding_rowwise``, ``unpack_embedding_rowwise``; see embedding.py).
     """
 
     act_dtype = ACT_DTYPE
     act_range = ACT_RANGE
+    #: FBGEMM quantizes dynamic activations per tensor only; declared for quantplug.testing
+    #: (see quantplug.testing.capabilities), which then checks that per_row=True is refused.
+    supports_dynamic_per_row = False
     packed_linear_type = PackedLinearWeight
     packed_conv2d_type = PackedConv2dWeight
 
@@ -196,7 +227,20 @@ class FbgemmKernels(CffiKernelLibrary):
             self.ptr(packed.packed, "int8_t *"), packed.n, packed.k, self.ptr(w, "int8_t *")), op)
         return w, packed.scales.clone(), packed.zero_points.clone()
 
-    def _check_packed(self, packed: object, op: str) -> PackedLinearWeight:
+    def _check_packed(self, packed: object, op: str) -> tuple:
+        """Validate ``packed`` and return its C pointers ``(packed, row_sums, scales, zero_points)``.
+
+        Validation is a dozen tensor checks (~10 us, as much as a small GEMV): it runs once per
+        packed weight and is remembered together with the exact field objects it checked, so
+        the per-call cost is a few identity tests. Replacing any field re-validates; the cache
+        holds references to the checked tensors, so their ids cannot be reused meanwhile.
+        """
+        cached = packed.__dict__.get(_CHECKED) if type(packed) is PackedLinearWeight else None
+        if cached is not None:
+            f = cached[0]  # explicit tests: a generator here costs as much as the C call
+            if f[0] is packed.packed and f[1] is packed.scales and f[2] is packed.zero_points \
+                    and f[3] is packed.row_sums and f[4] is packed.n and f[5] is packed.k:
+                return cached[1]
         if not isinstance(packed, PackedLinearWeight):
             raise KernelInputError(
                 f"{op}: packed must be a quantplug_fbgemm PackedLinearWeight (from pack_linear_weight), "
@@ -208,15 +252,30 @@ class FbgemmKernels(CffiKernelLibrary):
         check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
         check_tensor(packed.zero_points, "packed.zero_points", dtype=torch.int32, shape=(n,), op=op)
         check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(n,), op=op)
-        return packed
+        ptrs = (self.ptr(packed.packed, "int8_t *"), self.ptr(packed.row_sums, "int32_t *"),
+                self.ptr(packed.scales, "float *"), self.ptr(packed.zero_points, "int32_t *"))
+        packed.__dict__[_CHECKED] = (_packed_fields(packed), ptrs)
+        return ptrs
 
-    def _check_bias(self, bias: Tensor | None, n: int, op: str):
+    def _check_bias(self, bias: Tensor | None, n: int, op: str, packed: object = None):
+        """C pointer of a float32 ``[n]`` bias (NULL for None); with ``packed``, the last bias
+        validated for that weight is remembered like the weight itself (one identity test)."""
         if bias is None:
             return self.ffi.NULL
+        cached = packed.__dict__.get(_CHECKED) if packed is not None else None
+        if cached is not None and len(cached) > 2 and cached[2] is bias and cached[3] == bias.data_ptr():
+            return cached[4]
         check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
-        return self.ptr(bias, "float *")
+        ptr = self.ptr(bias, "float *")
+        if cached is not None:
+            packed.__dict__[_CHECKED] = (*cached[:2], bias, bias.data_ptr(), ptr)
+        return ptr
 
     def _check_x(self, x: Tensor, dtype: torch.dtype, k: int, op: str, name: str) -> tuple[Tensor, int]:
+        # fast path for the common valid case (check_tensor costs ~1 us, as much as a small GEMV)
+        if type(x) is Tensor and x.dtype == dtype and x.is_cpu and x.dim() >= 1 and x.shape[-1] == k \
+                and x.is_contiguous() and not x.is_quantized and x.layout == torch.strided:
+            return x, x.numel() // k
         check_tensor(x, name, dtype=dtype, op=op)
         if x.dim() < 1 or x.shape[-1] != k:
             raise KernelInputError(f"{op}: {name} has shape {tuple(x.shape)}, expected [..., {k}] (K of the weight)")
@@ -238,7 +297,7 @@ class FbgemmKernels(CffiKernelLibrary):
         AVX2 / AVX-512 paths for inputs above 127 instead of the exact split form.
         """
         op = "fbgemm.linear"
-        self._check_packed(packed, op)
+        w_p, rs_p, ws_p, wz_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         _, m = self._check_x(x_q, torch.uint8, k, op, "x_q")
         xs = _scalar_scale(x_scale, "x_scale", op)
@@ -251,18 +310,44 @@ class FbgemmKernels(CffiKernelLibrary):
             raise KernelInputError(f"{op}: out_quant_min {lo} > out_quant_max {hi}")
         if relu:
             lo = min(max(lo, oz), hi)
-        bias_p = self._check_bias(bias, n, op)
-        out = torch.empty((*x_q.shape[:-1], n), dtype=torch.uint8)
+        prepared = self._prepared(packed, xs, xz, bias, os_, op, w_p, rs_p, ws_p, wz_p)
+        # torch.empty(m, n) parses faster than a shape tuple (~0.6 us per call)
+        out = torch.empty(m, n, dtype=torch.uint8) if x_q.dim() == 2 else \
+            torch.empty((*x_q.shape[:-1], n), dtype=torch.uint8)
         self.sync_threads()
-        status = self.lib.fbgemm_linear_u8s8(
-            self.ptr(x_q, "uint8_t *"), m, k, xs, xz, self.ptr(packed.packed, "int8_t *"),
-            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.scales, "float *"),
-            self.ptr(packed.zero_points, "int32_t *"), n, bias_p, os_, oz, lo, hi,
+        status = self.lib.fbgemm_linear_u8s8_prepared(
+            self.ptr(x_q, "uint8_t *"), m, k, w_p, prepared, n, oz, lo, hi,
             RAW_MADDUBS if raw_maddubs else 0, self.ptr(out, "uint8_t *"))
+        self.check_status(status, op)
+        return out
+
+    def _prepared(self, packed: PackedLinearWeight, xs: float, xz: int, bias: Tensor | None, os_: float,
+                  op: str, w_p, rs_p, ws_p, wz_p):
+        """C pointer to the per-block epilogue parameters for these static qparams.
+
+        Computed by fbgemm_linear_prepare on the first call with a given (x_scale, x_zp,
+        out_scale, bias) and kept on the packed weight (not pickled). The key holds the bias
+        object and the version counters of every tensor the parameters derive from, so an
+        in-place change of bias, scales or zero points recomputes them.
+        """
+        versions = (-1 if bias is None else bias._version, packed.scales._version, packed.zero_points._version,
+                    packed.row_sums._version)
+        cache = packed.__dict__.get(_PREPARED)
+        if cache is not None:
+            c = cache[0]
+            if c[0] == xs and c[1] == xz and c[2] == os_ and c[3] is bias and c[4] == versions:
+                return cache[1]
+        key = (xs, xz, os_, bias, versions)
+        bias_p = self._check_bias(bias, packed.n, op)
+        buf = torch.empty(self.lib.fbgemm_linear_prepared_size(packed.n), dtype=torch.uint8)
+        status = self.lib.fbgemm_linear_prepare(packed.k, xs, xz, w_p, rs_p, ws_p, wz_p, packed.n, bias_p, os_,
+                                                self.ptr(buf, "void *"))
         if status == 1 and bias is not None and not bool(torch.isfinite(bias).all()):
             raise KernelInputError(f"{op}: bias contains inf or NaN")
         self.check_status(status, op)
-        return out
+        ptr = self.ptr(buf, "void *")
+        packed.__dict__[_PREPARED] = (key, ptr, buf)
+        return ptr
 
     def linear_dynamic(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None,
                        per_row: bool = False) -> Tensor:
@@ -276,16 +361,15 @@ class FbgemmKernels(CffiKernelLibrary):
         if per_row:
             raise KernelInputError(
                 f"{op}: per_row=True is not supported: FBGEMM quantizes dynamic activations per tensor")
-        self._check_packed(packed, op)
+        w_p, rs_p, ws_p, wz_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         _, m = self._check_x(x, torch.float32, k, op, "x")
-        bias_p = self._check_bias(bias, n, op)
-        out = torch.empty((*x.shape[:-1], n), dtype=torch.float32)
+        bias_p = self._check_bias(bias, n, op, packed)
+        out = torch.empty(m, n, dtype=torch.float32) if x.dim() == 2 else \
+            torch.empty((*x.shape[:-1], n), dtype=torch.float32)
         self.sync_threads()
         status = self.lib.fbgemm_linear_dynamic_f32(
-            self.ptr(x, "float *"), m, k, self.ptr(packed.packed, "int8_t *"),
-            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.scales, "float *"),
-            self.ptr(packed.zero_points, "int32_t *"), n, bias_p, ACT_RANGE[0], ACT_RANGE[1],
+            self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, ACT_RANGE[0], ACT_RANGE[1],
             self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
         if status == 1:
             raise KernelInputError(f"{op}: x contains inf or NaN (cannot choose activation qparams)")
@@ -331,7 +415,17 @@ class FbgemmKernels(CffiKernelLibrary):
         return PackedConv2dWeight(packed, w_scales.clone(), w_zero_points.clone(), row_sums, cout, cin_g, kh, kw,
                                   sh, sw, ph, pw, dh, dw, int(groups))
 
-    def _check_packed_conv(self, packed: object, op: str) -> PackedConv2dWeight:
+    def _check_packed_conv(self, packed: object, op: str) -> tuple:
+        """Validate a packed conv weight once; later calls with the same fields (identity and
+        geometry) reuse the C pointers, as _check_packed does for linear weights."""
+        geometry = ("out_channels", "in_channels_per_group", "kernel_h", "kernel_w", "stride_h", "stride_w",
+                    "pad_h", "pad_w", "dilation_h", "dilation_w", "groups")
+        cached = packed.__dict__.get(_CHECKED) if type(packed) is PackedConv2dWeight else None
+        if cached is not None:
+            f = cached[0]
+            if f[0] is packed.packed and f[1] is packed.scales and f[2] is packed.zero_points \
+                    and f[3] is packed.row_sums and f[4] == tuple(getattr(packed, g) for g in geometry):
+                return cached[1]
         if not isinstance(packed, PackedConv2dWeight):
             raise KernelInputError(f"{op}: packed must be a quantplug_fbgemm PackedConv2dWeight "
                                    f"(from pack_conv2d_weight), got {type(packed).__name__}")
@@ -349,7 +443,12 @@ class FbgemmKernels(CffiKernelLibrary):
         check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
         check_tensor(packed.zero_points, "packed.zero_points", dtype=torch.int32, shape=(n,), op=op)
         check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(n,), op=op)
-        return packed
+        ptrs = (self.ptr(packed.packed, "int8_t *"), self.ptr(packed.row_sums, "int32_t *"),
+                self.ptr(packed.scales, "float *"), self.ptr(packed.zero_points, "int32_t *"))
+        fields = (packed.packed, packed.scales, packed.zero_points, packed.row_sums,
+                  tuple(getattr(packed, g) for g in geometry))
+        packed.__dict__[_CHECKED] = (fields, ptrs)
+        return ptrs
 
     def conv2d(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedConv2dWeight,
                bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False, *,
@@ -361,13 +460,13 @@ class FbgemmKernels(CffiKernelLibrary):
         :meth:`linear`; padding is the activation zero point (i.e. real 0.0).
         """
         op = "fbgemm.conv2d"
-        self._check_packed_conv(packed, op)
+        w_p, rs_p, ws_p, wz_p = self._check_packed_conv(packed, op)
         x = _nhwc(x_q, "x_q", op, packed.in_channels_per_group * packed.groups)
         xs, os_ = _scalar_scale(x_scale, "x_scale", op), _scalar_scale(out_scale, "out_scale", op)
         xz = _scalar_zp(x_zero_point, "x_zero_point", op)
         oz = _scalar_zp(out_zero_point, "out_zero_point", op)
         lo, hi = self._out_range(op, oz, relu, out_quant_min, out_quant_max)
-        bias_p = self._check_bias(bias, packed.out_channels, op)
+        bias_p = self._check_bias(bias, packed.out_channels, op, packed)
         nb, c, h, w = (int(d) for d in x.shape)
         oh, ow = self.ffi.new("size_t *"), self.ffi.new("size_t *")
         if self.lib.fbgemm_conv2d_out_size(h, w, packed.kernel_h, packed.kernel_w, packed.stride_h, packed.stride_w,
@@ -378,9 +477,7 @@ class FbgemmKernels(CffiKernelLibrary):
         out = torch.empty((nb, packed.out_channels, oh[0], ow[0]), dtype=torch.uint8, memory_format=torch.channels_last)
         self.sync_threads()
         status = self.lib.fbgemm_conv2d_u8s8(
-            self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, self.ptr(packed.packed, "int8_t *"),
-            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.scales, "float *"),
-            self.ptr(packed.zero_points, "int32_t *"), packed.out_channels, packed.kernel_h, packed.kernel_w,
+            self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, w_p, rs_p, ws_p, wz_p, packed.out_channels, packed.kernel_h, packed.kernel_w,
             packed.stride_h, packed.stride_w, packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w,
             packed.groups, bias_p, os_, oz, lo, hi, self.ptr(out, "uint8_t *"))
         if status == 1 and bias is not None and not bool(torch.isfinite(bias).all()):

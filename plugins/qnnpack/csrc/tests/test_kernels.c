@@ -211,10 +211,13 @@ static int test_conv_case(int kind) {
             sh = sw = 1; ph = pw = 0; break;
     case 2: groups = 2 + rnd_below(3); cin_g = 1 + rnd_below(6);                   /* grouped */
             cout = groups * (1 + rnd_below(6)); break;
-    default: groups = 1 + rnd_below(40); cin_g = 1; cout = groups; break;          /* depthwise */
+    default: groups = 1 + rnd_below(80); cin_g = 1; cout = groups;                  /* depthwise */
+            if (rnd_below(8) == 0) kh = kw = 6; /* > 26 taps: the SIMD run kernels' scalar fallback */
+            break;
   }
   const size_t cin = cin_g * groups, batch = 1 + rnd_below(2);
   size_t in_h = dh * (kh - 1) + 1 + rnd_below(7), in_w = dw * (kw - 1) + 1 + rnd_below(7);
+  if (kind == 3) in_w += rnd_below(16); /* depthwise: long interior runs between the borders */
   if (in_h + 2 * ph < dh * (kh - 1) + 1) in_h = dh * (kh - 1) + 1;
   const size_t out_h = (in_h + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
   const size_t out_w = (in_w + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
@@ -284,36 +287,59 @@ static int test_conv_case(int kind) {
   return 0;
 }
 
-static int test_add_case(void) {
+/* The scalar contract of add (mul = 0) or mul (mul = 1) for element i. */
+static uint8_t binary_want(int mul, uint8_t a, uint8_t b, float as, float bs, float os, float mult,
+                           int32_t azp, int32_t bzp, int32_t ozp, int32_t qmin) {
+  float v;
+  if (mul) {
+    v = (float)(((int32_t)a - azp) * ((int32_t)b - bzp)) * mult;
+  } else {
+    volatile float fa = (float)((int32_t)a - azp) * as, fb = (float)((int32_t)b - bzp) * bs;
+    v = (fa + fb) * (1.0f / os);
+  }
+  return (uint8_t)(qp_round_clamp(v, qmin - ozp, 255 - ozp) + ozp);
+}
+
+/* add or mul on every usable path: the scalar one against the formula, the others against it. */
+static int test_binary_case(int mul) {
+  const char *name = mul ? "mul" : "add";
   const size_t n = 1 + rnd_below(rnd_below(4) == 0 ? 5000 : 100);
   uint8_t *a = malloc(n), *b = malloc(n), *got = malloc(n), *scalar = malloc(n);
   fill_bytes(a, n, rnd_below(6) == 0 ? (int)rnd_below(4) : 0);
   fill_bytes(b, n, rnd_below(6) == 0 ? (int)rnd_below(4) : 0);
   const float as = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10)), bs = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
   const float os = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
+  const float mult = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(16));
   const int32_t azp = (int32_t)rnd_below(256), bzp = (int32_t)rnd_below(256), ozp = (int32_t)rnd_below(256);
-  const int relu = (int)rnd_below(2);
+  const int32_t qmin = rnd_below(2) ? ozp : 0; /* fused relu or not */
   for (int u = 0; u < n_usable; u++) {
     int isa = usable_isas[u];
     CHECK(qp_set_isa(isa) == QP_OK, "set isa");
     qp_set_num_threads(1 + (int)rnd_below(3));
-    CHECK(qnnpack_add_u8(a, as, azp, b, bs, bzp, n, os, ozp, relu ? ozp : 0, 255, got) == QP_OK, "add");
-    if (isa == QP_ISA_SCALAR) {
-      const float inv = 1.0f / os;
-      for (size_t i = 0; i < n; i++) {
-        volatile float fa = (float)((int32_t)a[i] - azp) * as, fb = (float)((int32_t)b[i] - bzp) * bs;
-        const float v = (fa + fb) * inv;
-        const uint8_t want = (uint8_t)(qp_round_clamp(v, (relu ? ozp : 0) - ozp, 255 - ozp) + ozp);
-        CHECK(got[i] == want, "scalar add at %zu: %u vs %u", i, got[i], want);
-      }
-      memcpy(scalar, got, n);
-    } else {
-      for (size_t i = 0; i < n; i++)
-        CHECK(got[i] == scalar[i], "%s add vs scalar at %zu (n=%zu): %u vs %u", qp_isa_name(isa), i, n,
-              got[i], scalar[i]);
+    const int status = mul ? qnnpack_mul_u8(a, azp, b, bzp, n, mult, ozp, qmin, 255, got)
+                           : qnnpack_add_u8(a, as, azp, b, bs, bzp, n, os, ozp, qmin, 255, got);
+    CHECK(status == QP_OK, "%s status", name);
+    for (size_t i = 0; i < n; i++) {
+      const uint8_t want = isa == QP_ISA_SCALAR
+                               ? binary_want(mul, a[i], b[i], as, bs, os, mult, azp, bzp, ozp, qmin)
+                               : scalar[i];
+      CHECK(got[i] == want, "%s %s at %zu (n=%zu): %u vs %u", qp_isa_name(isa), name, i, n, got[i], want);
     }
+    if (isa == QP_ISA_SCALAR) memcpy(scalar, got, n);
   }
   free(a); free(b); free(got); free(scalar);
+  return 0;
+}
+
+static int test_lut_case(void) {
+  const size_t n = 1 + rnd_below(rnd_below(4) == 0 ? 70000 : 100);
+  uint8_t table[256], *x = malloc(n), *got = malloc(n);
+  fill_bytes(table, 256, 0);
+  fill_bytes(x, n, 0);
+  qp_set_num_threads(1 + (int)rnd_below(3));
+  CHECK(qnnpack_lut_u8(x, n, table, 256, got) == QP_OK, "lut");
+  for (size_t i = 0; i < n; i++) CHECK(got[i] == table[x[i]], "lut at %zu", i);
+  free(x); free(got);
   return 0;
 }
 
@@ -348,6 +374,11 @@ static int test_invalid_arguments(void) {
   CHECK(qp_set_isa(QP_ISA_COUNT) == QP_ERR_UNSUPPORTED_ISA, "bad isa");
   CHECK(qnnpack_add_u8(x, 0.1f, 0, w, 0.1f, 0, 4, 0.0f, 0, 0, 255, out) == 1, "add zero out scale");
   CHECK(qnnpack_add_u8(x, 0.1f, 300, w, 0.1f, 0, 4, 0.1f, 0, 0, 255, out) == 1, "add bad zp");
+  CHECK(qnnpack_mul_u8(x, 0, w, 0, 4, 0.0f, 0, 0, 255, out) == 1, "mul zero multiplier");
+  CHECK(qnnpack_mul_u8(x, 0, w, 256, 4, 1.0f, 0, 0, 255, out) == 1, "mul bad zp");
+  CHECK(qnnpack_mul_u8(x, 0, w, 0, 4, 1.0f, 0, 10, 5, out) == 1, "mul qmin > qmax");
+  CHECK(qnnpack_lut_u8(x, 4, x, 16, out) == 1, "lut table size");
+  CHECK(qnnpack_lut_u8(x, 4, NULL, 256, out) == 1, "lut null table");
   CHECK(qnnpack_conv2d_packed_size(4, 3, 3, 3, 3) == 0, "cout not divisible by groups");
   return 0;
 }
@@ -367,7 +398,8 @@ int main(int argc, char **argv) {
     if (test_static_case(m, k, n, (int)rnd_below(2), rnd_below(4) == 0)) return 1;
     if (test_dynamic_case(m, k, n, rnd_below(4) == 0)) return 1;
     if (test_conv_case(it % 4)) return 1;
-    if (test_add_case()) return 1;
+    if (test_binary_case(0) || test_binary_case(1)) return 1;
+    if (it % 8 == 0 && test_lut_case()) return 1;
   }
   /* Large K: 255 * 255 * K must not overflow anywhere on the way. */
   if (test_static_case(3, 16384, 17, 1, 1)) return 1;

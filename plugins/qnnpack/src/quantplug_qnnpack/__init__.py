@@ -11,7 +11,14 @@ Public API::
     QNNPACKQuantizer(is_per_channel=True, is_dynamic=False, is_qat=False, ...)
     get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=False, ...)
     get_qnnpack_backend_config()
-    load_kernels() -> QNNPACKKernels   (pack_linear_weight, linear, linear_dynamic, ...)
+    load_kernels() -> QNNPACKKernels   (pack_linear_weight, linear, linear_dynamic, pack_conv2d_weight,
+                                        conv2d, add, mul, sigmoid, tanh, hardsigmoid, lut_table, lookup,
+                                        max_pool2d, global_avg_pool)
+
+Converted models are lowered to these kernels: the core's generic patterns
+(``quantplug::linear`` / ``conv2d`` / ``add`` / ``mul`` / pools) plus the
+plugin's own ``quantplug_qnnpack::lookup`` for sigmoid / tanh / hardsigmoid
+(:mod:`quantplug_qnnpack.lowering`).
 """
 
 from ._version import __version__

@@ -97,11 +97,12 @@ def get_qnnpack_backend_config() -> BackendConfig:
             configs.append(BackendPatternConfig((conv, *tail), dtype_configs=[static], kernel=kernel))
         for tail in ((("hardtanh",), ("batch_norm", "hardtanh")) if conv == "conv2d" else (("hardtanh",),)):
             configs.append(BackendPatternConfig((conv, *tail), dtype_configs=[static], kernel=None))
-    # Elementwise: QNNPACK's q8add; mul stays reference (QNNPACK has no multiply).
+    # Elementwise: QNNPACK's q8add, and a uint8 multiply (QNNPACK has none; the plugin's keeps
+    # a model's mul in uint8 rather than falling back to float).
     configs += [
         BackendPatternConfig(("add",), dtype_configs=[act_only], kernel="qnnpack.add"),
         BackendPatternConfig(("add", "relu"), dtype_configs=[act_only], kernel="qnnpack.add"),
-        BackendPatternConfig(("mul",), dtype_configs=[act_only], kernel=None),
+        BackendPatternConfig(("mul",), dtype_configs=[act_only], kernel="qnnpack.mul"),
     ]
     # Value-preserving ops: the output shares the input's qparams. Max pooling and global
     # average pooling run quantplug's shared NHWC C kernels; the layout ops run on the integers.
@@ -109,9 +110,10 @@ def get_qnnpack_backend_config() -> BackendConfig:
     for op in ("cat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "permute"):
         configs.append(BackendPatternConfig((op,), ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT,
                                             [act_only], kernel=pool_kernels.get(op)))
-    # Lookup-table operators with fixed output qparams.
+    # Lookup-table operators with fixed output qparams (QNNPACK's x8lut; lowered by the
+    # plugin's own pass to quantplug_qnnpack::lookup).
     for op in FIXED_QPARAMS:
         configs.append(BackendPatternConfig(
             (op,), ObservationType.OUTPUT_FIXED_QPARAMS,
-            [DTypeConfig(input_dtype=act, output_dtype=_fixed_output(op))], kernel=None))
+            [DTypeConfig(input_dtype=act, output_dtype=_fixed_output(op))], kernel="qnnpack.lookup"))
     return BackendConfig(BACKEND_NAME, configs)

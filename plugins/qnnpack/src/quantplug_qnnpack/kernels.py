@@ -16,7 +16,11 @@ Numerics (QNNPACK's):
   :func:`quantplug.kernels.requant_params`;
 * dynamic linear: activations quantized per call to uint8 per tensor (QNNPACK
   has no per-row dynamic quantization; ``per_row=True`` raises
-  ``NotImplementedError``).
+  ``NotImplementedError``);
+* add (QNNPACK's q8add) and mul (not in QNNPACK) on uint8, float32
+  requantization; sigmoid / tanh / hardsigmoid as 256-entry lookup tables
+  (QNNPACK's x8lut) with QNNPACK's fixed output qparams; max pooling and
+  global average pooling are the core's shared NHWC kernels (inherited).
 
 Every wrapper validates its inputs with :func:`quantplug.kernels.check_tensor`
 before any pointer reaches C, and raises :class:`quantplug.KernelInputError`
@@ -35,9 +39,11 @@ import torch
 from torch import Tensor
 
 from quantplug.errors import KernelInputError
-from quantplug.kernels import CffiKernelLibrary, check_tensor, requant_params
+from quantplug.kernels import CffiKernelLibrary, check_binary_operands, check_tensor, requant_params
+from quantplug.quant_ops import ops as qops
 
 from ._version import __version__
+from .backend_config import FIXED_QPARAMS
 
 __all__ = ["PackedLinearWeight", "PackedConv2dWeight", "QNNPACKKernels", "ACT_SCALE_MIN", "load_kernels"]
 
@@ -47,6 +53,9 @@ ACT_SCALE_MIN = 2.0**-12
 NR, KR = 16, 4
 
 DISTRIBUTION = "quantplug-qnnpack"
+
+#: float32 function of each lookup-table op (QNNPACK's sigmoid / tanh / hardsigmoid operators).
+_LUT_FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "hardsigmoid": torch.nn.functional.hardsigmoid}
 
 
 @dataclass
@@ -154,12 +163,25 @@ def _check_zero_point(value: Any, name: str, op: str, lo: int = 0, hi: int = 255
     return int(value)
 
 
+def _binary_qparams(op: str, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point) -> tuple:
+    """``(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp)`` of a binary op, each checked (scales >= 2**-12)."""
+    return (_check_scale(a_scale, "a_scale", op, ACT_SCALE_MIN), _check_zero_point(a_zero_point, "a_zero_point", op),
+            _check_scale(b_scale, "b_scale", op, ACT_SCALE_MIN), _check_zero_point(b_zero_point, "b_zero_point", op),
+            _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN),
+            _check_zero_point(out_zero_point, "out_zero_point", op))
+
+
 class QNNPACKKernels(CffiKernelLibrary):
     """The compiled qnnpack kernels (scalar, SSE2, AVX2, AVX-512, AVX-512 VNNI, NEON, NEON dot product)."""
 
     #: activation dtype and range of every static kernel
     act_dtype = torch.uint8
     act_range = (0, 255)
+    #: QNNPACK quantizes dynamic activations per tensor only (``per_row=True`` is refused)
+    supports_dynamic_per_row = False
+    #: packed-weight dataclasses, for quantplug's lowered ops
+    packed_linear_type = PackedLinearWeight
+    packed_conv2d_type = PackedConv2dWeight
 
     def __init__(self, module) -> None:
         super().__init__(module, plugin_version=__version__, distribution=DISTRIBUTION)
@@ -169,6 +191,8 @@ class QNNPACKKernels(CffiKernelLibrary):
         # id(packed.packed) -> (weakref to it, row_sums, scales, zero_points, (n, k, shape)) it was
         # validated with; the entry goes away with the tensor (weakref callback).
         self._validated: dict[int, tuple] = {}
+        # (op, x_scale, x_zp, out_scale, out_zp) -> uint8 [256] table of a lookup-table op
+        self._tables: dict[tuple, Tensor] = {}
         self._ctypes = {c: self.ffi.typeof(c) for c in ("uint8_t *", "int8_t *", "int32_t *", "float *")}
 
     def ptr(self, t: Tensor, ctype: str):
@@ -218,7 +242,8 @@ class QNNPACKKernels(CffiKernelLibrary):
         self.check_status(status, op)
         return w, packed.scales, packed.zero_points
 
-    def _check_packed(self, packed: Any, op: str) -> None:
+    def _check_packed(self, packed: Any, op: str) -> tuple:
+        """Validate ``packed`` (once per set of tensors); returns C pointers to (packed, row_sums, zero_points)."""
         if not isinstance(packed, PackedLinearWeight):
             raise KernelInputError(
                 f"{op}: packed must be a quantplug_qnnpack PackedLinearWeight (from pack_linear_weight), "
@@ -229,7 +254,7 @@ class QNNPACKKernels(CffiKernelLibrary):
         if seen is not None and seen[0]() is packed.packed and seen[1] is packed.row_sums \
                 and seen[2] is packed.scales and seen[3] is packed.zero_points \
                 and seen[4] == (packed.n, packed.k, packed.packed.shape):
-            return
+            return seen[5]
         n, k = packed.n, packed.k
         if not (isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0):
             raise KernelInputError(f"{op}: packed has invalid n={n!r}, k={k!r}")
@@ -246,8 +271,12 @@ class QNNPACKKernels(CffiKernelLibrary):
             if entry is not None and entry[0] is _ref:
                 del cache[key]
 
+        # The C pointers too: three ffi casts cost more than the rest of a small call's checks.
+        ptrs = (self.ptr(packed.packed, "uint8_t *"), self.ptr(packed.row_sums, "int32_t *"),
+                self.ptr(packed.zero_points, "int32_t *"))
         cache[key] = (weakref.ref(packed.packed, forget), packed.row_sums, packed.scales, packed.zero_points,
-                      (n, k, packed.packed.shape))
+                      (n, k, packed.packed.shape), ptrs)
+        return ptrs
 
     # ------------------------------------------------------------- conv2d --
     def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor, stride=(1, 1),
@@ -330,7 +359,7 @@ class QNNPACKKernels(CffiKernelLibrary):
                                    f"dilated kernel {eff_h}x{eff_w}")
         oh = (h + 2 * p.pad_h - eff_h) // p.stride_h + 1
         ow = (w + 2 * p.pad_w - eff_w) // p.stride_w + 1
-        mult, bias_q = self._requant(x_scale, p.scales, out_scale, bias)
+        mult, bias_q, _, _ = self._requant(x_scale, p.scales, out_scale, bias)
         out = torch.empty((n, p.cout, oh, ow), dtype=torch.uint8, memory_format=torch.channels_last)
         if out.numel() == 0:
             return out
@@ -344,7 +373,7 @@ class QNNPACKKernels(CffiKernelLibrary):
         self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
         return out
 
-    # ---------------------------------------------------------------- add --
+    # -------------------------------------------------------- elementwise --
     def add(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
             out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
         """Elementwise quantized add of two uint8 tensors of the same shape (QNNPACK's q8add).
@@ -356,25 +385,9 @@ class QNNPACKKernels(CffiKernelLibrary):
         broadcasting is not supported.
         """
         op = "qnnpack.add"
-        for name, t in (("a_q", a_q), ("b_q", b_q)):
-            if not isinstance(t, Tensor):
-                raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-            if t.device.type != "cpu":
-                raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
-            if t.dtype != torch.uint8:
-                raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected torch.uint8")
-        if a_q.shape != b_q.shape:
-            raise KernelInputError(f"{op}: a_q {tuple(a_q.shape)} and b_q {tuple(b_q.shape)} differ in shape; "
-                                   f"broadcasting adds are not supported")
-        a_scale = _check_scale(a_scale, "a_scale", op, ACT_SCALE_MIN)
-        b_scale = _check_scale(b_scale, "b_scale", op, ACT_SCALE_MIN)
-        out_scale = _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN)
-        a_zp = _check_zero_point(a_zero_point, "a_zero_point", op)
-        b_zp = _check_zero_point(b_zero_point, "b_zero_point", op)
-        out_zp = _check_zero_point(out_zero_point, "out_zero_point", op)
-        dense = a_q.dim() == 4 and a_q.is_contiguous(memory_format=torch.channels_last)
-        if not ((a_q.is_contiguous() or dense) and a_q.stride() == b_q.stride()):
-            a_q, b_q = a_q.contiguous(), b_q.contiguous()
+        a_q, b_q = check_binary_operands(a_q, b_q, ("a_q", "b_q"), dtype=torch.uint8, op=op)
+        a_scale, a_zp, b_scale, b_zp, out_scale, out_zp = _binary_qparams(
+            op, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point)
         out = torch.empty_like(a_q)
         self.sync_threads()
         status = self.lib.qnnpack_add_u8(
@@ -383,18 +396,103 @@ class QNNPACKKernels(CffiKernelLibrary):
         self.check_status(status, op)
         return out
 
+    def mul(self, a_q: Tensor, a_scale: float, a_zero_point: int, b_q: Tensor, b_scale: float, b_zero_point: int,
+            out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
+        """Elementwise quantized multiply of two uint8 tensors of the same shape.
+
+        ``out = clamp(round(float((a - a_zp) * (b - b_zp)) * m) + out_zp)`` with
+        ``m = a_scale * b_scale / out_scale`` in float32: the integer product
+        is exact, then one rounding (the same contract as the fbgemm plugin's
+        mul; the reference graph rounds ``dq(a) * dq(b) / out_scale`` in
+        float32 instead, at most 1 LSB away). Layout rules as :meth:`add`.
+        QNNPACK itself has no multiply operator: this kernel keeps a
+        model's ``mul`` in uint8 instead of falling back to float.
+        """
+        op = "qnnpack.mul"
+        a_q, b_q = check_binary_operands(a_q, b_q, ("a_q", "b_q"), dtype=torch.uint8, op=op)
+        a_scale, a_zp, b_scale, b_zp, out_scale, out_zp = _binary_qparams(
+            op, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point)
+        mult = float(torch.tensor(a_scale, dtype=torch.float32) * torch.tensor(b_scale, dtype=torch.float32)
+                     / torch.tensor(out_scale, dtype=torch.float32))
+        out = torch.empty_like(a_q)
+        self.sync_threads()
+        status = self.lib.qnnpack_mul_u8(self.ptr(a_q, "uint8_t *"), a_zp, self.ptr(b_q, "uint8_t *"), b_zp,
+                                         a_q.numel(), mult, out_zp, out_zp if relu else 0, 255,
+                                         self.ptr(out, "uint8_t *"))
+        self.check_status(status, f"{op} (a_scale * b_scale / out_scale must be a finite float32 > 0)")
+        return out
+
+    # ------------------------------------------------- lookup-table ops --
+    def lut_table(self, op_name: str, x_scale: float, x_zero_point: int, out_scale: float | None = None,
+                  out_zero_point: int | None = None) -> Tensor:
+        """The uint8 ``[256]`` table of ``op_name`` (sigmoid, tanh, hardsigmoid) for these qparams.
+
+        ``table[v] = quantize(f(dequantize(v)))`` with quantplug's own
+        quantize/dequantize ops and torch's float32 ``f``: the very
+        arithmetic of the reference graph (dq -> f -> q), so a lowered op
+        is bit-exact with it. Output qparams default to QNNPACK's fixed
+        ones (:data:`quantplug_qnnpack.backend_config.FIXED_QPARAMS`).
+        """
+        op = f"qnnpack.{op_name}"
+        fn = _LUT_FUNCTIONS.get(op_name)
+        if fn is None:
+            raise KernelInputError(f"qnnpack.lut_table: unknown op {op_name!r}; expected one of {sorted(_LUT_FUNCTIONS)}")
+        fixed_scale, fixed_zp = FIXED_QPARAMS[op_name]
+        x_scale = _check_scale(x_scale, "x_scale", op, ACT_SCALE_MIN)
+        x_zp = _check_zero_point(x_zero_point, "x_zero_point", op)
+        out_scale = _check_scale(fixed_scale if out_scale is None else out_scale, "out_scale", op)
+        out_zp = _check_zero_point(fixed_zp if out_zero_point is None else out_zero_point, "out_zero_point", op)
+        key = (op_name, x_scale, x_zp, out_scale, out_zp)
+        table = self._tables.get(key)
+        if table is None:
+            levels = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+            x = qops.dequantize_per_tensor.default(levels, x_scale, x_zp, 0, 255, torch.uint8)
+            table = qops.quantize_per_tensor.default(fn(x), out_scale, out_zp, 0, 255, torch.uint8).contiguous()
+            if len(self._tables) >= 256:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[key] = table
+        return table
+
+    def lookup(self, x_q: Tensor, table: Tensor) -> Tensor:
+        """``out[i] = table[x_q[i]]`` (QNNPACK's x8lut) on a dense uint8 tensor; output has x_q's layout."""
+        op = "qnnpack.lookup"
+        # the core's elementwise check with x_q as both operands: dense in place (contiguous or
+        # channels_last), anything else made contiguous; the table lookup ignores the layout
+        x_q, _ = check_binary_operands(x_q, x_q, ("x_q", "x_q"), dtype=torch.uint8, op=op)
+        check_tensor(table, "table", dtype=torch.uint8, shape=(256,), op=op)
+        out = torch.empty_like(x_q)
+        self.sync_threads()
+        self.check_status(self.lib.qnnpack_lut_u8(self.ptr(x_q, "uint8_t *"), x_q.numel(),
+                                                  self.ptr(table, "uint8_t *"), 256, self.ptr(out, "uint8_t *")), op)
+        return out
+
+    def sigmoid(self, x_q: Tensor, x_scale: float, x_zero_point: int) -> Tensor:
+        """uint8 sigmoid; the output has QNNPACK's fixed qparams (scale 1/256, zero point 0)."""
+        return self.lookup(x_q, self.lut_table("sigmoid", x_scale, x_zero_point))
+
+    def tanh(self, x_q: Tensor, x_scale: float, x_zero_point: int) -> Tensor:
+        """uint8 tanh; the output has QNNPACK's fixed qparams (scale 2/256, zero point 128)."""
+        return self.lookup(x_q, self.lut_table("tanh", x_scale, x_zero_point))
+
+    def hardsigmoid(self, x_q: Tensor, x_scale: float, x_zero_point: int) -> Tensor:
+        """uint8 hardsigmoid; the output has QNNPACK's fixed qparams (scale 1/256, zero point 0)."""
+        return self.lookup(x_q, self.lut_table("hardsigmoid", x_scale, x_zero_point))
+
     # ------------------------------------------------------------- linear --
     def _requant(self, x_scale: float, scales: Tensor, out_scale: float, bias: Tensor | None):
+        """``(multipliers, bias_q, multipliers pointer, bias_q pointer or NULL)``, cached per qparams."""
         key = (x_scale, out_scale, id(scales), scales._version, id(bias), None if bias is None else bias._version)
         hit = self._requant_cache.get(key)
         if hit is not None and hit[0] is scales and hit[1] is bias:
             self._requant_cache.move_to_end(key)
-            return hit[2], hit[3]
+            return hit[2]
         mult, bias_q = requant_params(x_scale, scales, out_scale, bias)
-        self._requant_cache[key] = (scales, bias, mult, bias_q)
+        entry = (mult, bias_q, self.ptr(mult, "float *"),
+                 self.ffi.NULL if bias_q is None else self.ptr(bias_q, "int32_t *"))
+        self._requant_cache[key] = (scales, bias, entry)
         if len(self._requant_cache) > 64:
             self._requant_cache.popitem(last=False)
-        return mult, bias_q
+        return entry
 
     def linear(self, x_q: Tensor, x_scale: float, x_zero_point: int, packed: PackedLinearWeight,
                bias: Tensor | None, out_scale: float, out_zero_point: int, relu: bool = False) -> Tensor:
@@ -406,7 +504,7 @@ class QNNPACKKernels(CffiKernelLibrary):
         ``bias`` is float32 ``[N]`` (quantized with ``requant_params``) or None.
         """
         op = "qnnpack.linear"
-        self._check_packed(packed, op)
+        packed_p, sums_p, zps_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         check_tensor(x_q, "x_q", dtype=torch.uint8, op=op)
         if x_q.dim() < 1 or x_q.shape[-1] != k:
@@ -417,18 +515,15 @@ class QNNPACKKernels(CffiKernelLibrary):
         out_zp = _check_zero_point(out_zero_point, "out_zero_point", op)
         if bias is not None:
             check_tensor(bias, "bias", dtype=torch.float32, shape=(n,), op=op)
-        mult, bias_q = self._requant(x_scale, packed.scales, out_scale, bias)
+        mult, _, mult_p, bias_p = self._requant(x_scale, packed.scales, out_scale, bias)
         m = x_q.numel() // k
         out = torch.empty((*x_q.shape[:-1], n), dtype=torch.uint8)
         if m == 0:
             return out
         self.sync_threads()
-        ffi_null = self.ffi.NULL
         status = self.lib.qnnpack_linear_u8(
-            self.ptr(x_q, "uint8_t *"), m, k, x_zp, self.ptr(packed.packed, "uint8_t *"), packed.packed.numel(),
-            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.zero_points, "int32_t *"), n,
-            ffi_null if bias_q is None else self.ptr(bias_q, "int32_t *"), self.ptr(mult, "float *"), mult.numel(),
-            out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"))
+            self.ptr(x_q, "uint8_t *"), m, k, x_zp, packed_p, packed.packed.numel(), sums_p, zps_p, n, bias_p,
+            mult_p, mult.numel(), out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"))
         self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
         return out
 
@@ -461,7 +556,7 @@ class QNNPACKKernels(CffiKernelLibrary):
             raise NotImplementedError(
                 f"{op}: per_row=True is not supported: QNNPACK quantizes dynamic activations per tensor; "
                 f"use per_row=False")
-        self._check_packed(packed, op)
+        packed_p, sums_p, zps_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         check_tensor(x, "x", dtype=torch.float32, op=op)
         if x.dim() < 1 or x.shape[-1] != k:
@@ -475,8 +570,7 @@ class QNNPACKKernels(CffiKernelLibrary):
         self.sync_threads()
         null = self.ffi.NULL
         status = self.lib.qnnpack_linear_dynamic_f32(
-            self.ptr(x, "float *"), m, k, self.ptr(packed.packed, "uint8_t *"), packed.packed.numel(),
-            self.ptr(packed.row_sums, "int32_t *"), self.ptr(packed.zero_points, "int32_t *"),
+            self.ptr(x, "float *"), m, k, packed_p, packed.packed.numel(), sums_p, zps_p,
             self.ptr(packed.scales, "float *"), n, null if bias is None else self.ptr(bias, "float *"), null,
             self.ptr(out, "float *"), null, null)
         self.check_status(status, f"{op} (x must not contain infinities)")

@@ -15,6 +15,7 @@ import quantplug
 from ._version import __version__
 from .backend_config import BACKEND_NAME, get_qnnpack_backend_config
 from .kernels import DISTRIBUTION, load_kernels
+from .lowering import lower_qnnpack  # also defines the quantplug_qnnpack:: ops (needed by quantplug.load)
 from .quantizer import QNNPACKQuantizer
 
 
@@ -31,5 +32,6 @@ def quantplug_register_backends(register):
         backend_config=get_qnnpack_backend_config(),
         modes=("static", "dynamic", "qat"),
         kernels=load_kernels(),
+        lowering=lower_qnnpack,
         extras={"torch_engine": "qnnpack", "act_scale_min": 2.0**-12},
     ))

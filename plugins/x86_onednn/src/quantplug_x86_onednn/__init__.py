@@ -19,6 +19,7 @@ from .quantizer import (
     annotate_conv_add,
     get_default_x86_onednn_quantization_config,
     get_symmetric_quantization_config,
+    get_weight_only_quantization_config,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "get_x86_onednn_backend_config",
     "get_default_x86_onednn_quantization_config",
     "get_symmetric_quantization_config",
+    "get_weight_only_quantization_config",
     "annotate_conv_add",
     "load_kernels",
     "PackedLinearWeight",

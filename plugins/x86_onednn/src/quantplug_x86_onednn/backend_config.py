@@ -12,6 +12,9 @@ X86InductorQuantizer:
 * bias: int32 with ``scale = act_scale * weight_scale`` (the kernels quantize a
   float bias this way; a float, unannotated bias is accepted);
 * dynamic linear: activations quantized per call, per tensor, uint8 0..255;
+* weight-only linear (fp32 activations): int8 symmetric per-channel weights, or
+  int4 symmetric group-wise weights (-8..7, one scale per 32/64/128 inputs);
+  the kernels dequantize the weight in registers and compute in fp32;
 * fixed-qparams ops (sigmoid, hardsigmoid, tanh): quint8 outputs with torch's
   fixed qparams (1/256, 0) and (2/256, 128), matched exactly;
 * x86 special: conv2d (+ batch_norm) + add (+ relu) is one fused kernel (the
@@ -34,6 +37,8 @@ from quantplug.backend_config import (
     DTypeWithConstraints,
     ObservationType,
 )
+from quantplug.configs import INT4_GROUP_SIZES
+from quantplug.specs import INT4
 
 __all__ = [
     "BACKEND_NAME",
@@ -42,6 +47,8 @@ __all__ = [
     "WEIGHT",
     "STATIC_INT8",
     "DYNAMIC_INT8",
+    "WEIGHT_ONLY_INT8",
+    "WEIGHT_ONLY_INT4",
     "FIXED_QPARAMS",
     "CONV_ADD_PATTERNS",
 ]
@@ -59,6 +66,12 @@ STATIC_INT8 = DTypeConfig(input_dtype=ACT, output_dtype=ACT, weight_dtype=WEIGHT
 DYNAMIC_INT8 = DTypeConfig(input_dtype=ACT, output_dtype=None, weight_dtype=WEIGHT, bias_dtype=None,
                            is_dynamic=True)
 ACT_ONLY = DTypeConfig(input_dtype=ACT, output_dtype=ACT)
+#: weight-only linear: fp32 in / out, int8 per-channel or int4 group-wise symmetric weights
+WEIGHT_INT4 = DTypeWithConstraints(INT4, quant_min_lower_bound=-8, quant_max_upper_bound=7, symmetric_only=True,
+                                   group_sizes=INT4_GROUP_SIZES)
+WEIGHT_ONLY_INT8 = DTypeConfig(input_dtype=None, output_dtype=None, weight_dtype=WEIGHT, bias_dtype=torch.float32)
+WEIGHT_ONLY_INT4 = DTypeConfig(input_dtype=None, output_dtype=None, weight_dtype=WEIGHT_INT4,
+                               bias_dtype=torch.float32)
 
 #: torch's fixed qparams for quint8 outputs of these ops
 FIXED_QPARAMS = {
@@ -85,8 +98,13 @@ def get_x86_onednn_backend_config() -> BackendConfig:
     configs: list[BackendPatternConfig] = []
 
     # linear: static and dynamic int8 kernels; relu fused through the clamp range
-    for pattern, kernel in [(("linear",), "linear"), (("linear", "relu"), "linear"),
-                            (("linear", "hardtanh"), None)]:
+    # (and the weight-only linear, int8 or int4, on a single linear: a following relu stays float)
+    configs.append(BackendPatternConfig(("linear",), dtype_configs=[STATIC_INT8, DYNAMIC_INT8, WEIGHT_ONLY_INT8,
+                                                                   WEIGHT_ONLY_INT4],
+                                        kernel=" | ".join(_kernel(k) for k in (
+                                            "linear", "linear_dynamic", "linear_weight_only",
+                                            "linear_int4_weight_only"))))
+    for pattern, kernel in [(("linear", "relu"), "linear"), (("linear", "hardtanh"), None)]:
         configs.append(BackendPatternConfig(pattern, dtype_configs=[STATIC_INT8, DYNAMIC_INT8],
                                             kernel=_kernel(kernel)))
 

@@ -26,7 +26,7 @@ from quantplug.kernels import CffiKernelLibrary, check_tensor
 
 from ._version import __version__
 
-__all__ = ["PackedLinearWeight", "PackedConv2dWeight", "X86OneDNNKernels", "load_kernels",
+__all__ = ["PackedLinearWeight", "PackedInt4LinearWeight", "PackedConv2dWeight", "X86OneDNNKernels", "load_kernels",
            "ACT_DTYPE", "ACT_RANGE", "DISTRIBUTION"]
 
 DISTRIBUTION = "quantplug-x86-onednn"
@@ -34,6 +34,7 @@ DISTRIBUTION = "quantplug-x86-onednn"
 ACT_DTYPE = torch.uint8
 ACT_RANGE = (0, 255)
 _U8_LO, _U8_HI = ACT_RANGE
+_F32_MIN_NORMAL, _F32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38
 
 
 @dataclass
@@ -49,6 +50,26 @@ class PackedLinearWeight:
     col_sums: Tensor  # int32 [N]: sum over K of each output channel's weights
     n: int
     k: int
+
+    def __getstate__(self) -> dict:
+        # drop the kernels' caches (cffi pointers do not pickle; rebuilt on first use)
+        state = dict(self.__dict__)
+        state.pop("_xo_ptrs", None)
+        state.pop("_xo_rq", None)
+        return state
+
+
+@dataclass
+class PackedInt4LinearWeight:
+    """A symmetric int4 [N, K] weight with one fp32 scale per (column, group of K): tiles of 16
+    output channels, two weights per byte (low nibble = even k), scales [K/group, N padded to 16].
+    Plain tensors and ints."""
+
+    packed: Tensor  # uint8 [ceil(N/16) * K/2 * 16]
+    scales: Tensor  # float32 [K/group * ceil(N/16)*16]
+    n: int
+    k: int
+    group_size: int
 
 
 @dataclass
@@ -80,7 +101,7 @@ def _finite_positive(v: object, name: str, op: str) -> float:
         raise KernelInputError(f"{op}: {name} must be a number, got {type(v).__name__}") from None
     if not (f > 0.0 and math.isfinite(f)):
         raise KernelInputError(f"{op}: {name} must be finite and > 0, got {v!r}")
-    if not (f >= 1.1754943508222875e-38 and f <= 3.4028234663852886e38):
+    if not (f >= _F32_MIN_NORMAL and f <= _F32_MAX):
         raise KernelInputError(f"{op}: {name}={v!r} is not representable as a normal float32")
     return f
 
@@ -143,6 +164,7 @@ class X86OneDNNKernels(CffiKernelLibrary):
     #: packed-weight classes (read by the core's lowering to rebuild them from buffers)
     packed_linear_type = PackedLinearWeight
     packed_conv2d_type = PackedConv2dWeight
+    packed_int4_linear_type = PackedInt4LinearWeight
     packed_conv2d_add_type = PackedConv2dWeight  # the plugin's fused quantplug_x86_onednn::conv2d_add
 
     def __init__(self, module=None) -> None:
@@ -155,6 +177,7 @@ class X86OneDNNKernels(CffiKernelLibrary):
                     f"reinstall the plugin so pip compiles it: "
                     f"pip install --force-reinstall --no-deps {DISTRIBUTION}") from exc
         super().__init__(module, plugin_version=__version__, distribution=DISTRIBUTION)
+        self._sizes: dict[tuple[int, int], int] = {}
 
     def ukernel_name(self) -> str:
         """The GEMM microkernel the active ISA runs (XNNPACK-style name)."""
@@ -200,6 +223,68 @@ class X86OneDNNKernels(CffiKernelLibrary):
         check_tensor(packed.col_sums, "packed.col_sums", dtype=torch.int32, shape=(n,), op=op)
         check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n,), op=op)
 
+    def _packed_size(self, n: int, k: int) -> int:
+        key = (n, k)
+        size = self._sizes.get(key)
+        if size is None:
+            size = self._sizes[key] = int(self.lib.x86_onednn_packed_linear_size(n, k)) if n and k else 0
+        return size
+
+    def _fast_packed(self, packed: object):
+        """The C pointers (packed, col_sums, scales) of ``packed`` when it passes every check of
+        :meth:`_check_packed`, else None (the caller then runs the full check). The result is
+        cached on the object and reused while its three tensors are the same objects at the
+        same addresses, so a small call costs attribute reads, not validation."""
+        if type(packed) is not PackedLinearWeight:
+            return None
+        t0, t1, t2 = packed.packed, packed.col_sums, packed.scales
+        hit = packed.__dict__.get("_xo_ptrs")
+        if (hit is not None and hit[0] is t0 and hit[1] is t1 and hit[2] is t2 and hit[3] == packed.n
+                and hit[4] == packed.k and hit[5] == t0.data_ptr()):
+            return hit[6]
+        n, k = packed.n, packed.k
+        if type(n) is not int or type(k) is not int or n < 0 or k < 0:
+            return None
+        size = self._packed_size(n, k)
+        for t, dt, numel in ((t0, torch.int8, size), (t1, torch.int32, n), (t2, torch.float32, n)):
+            if not (type(t) is Tensor and t.dtype is dt and t.is_cpu and t.dim() == 1 and t.numel() == numel
+                    and t.is_contiguous()):
+                return None
+        cast = self.ffi.cast
+        ptrs = (cast("int8_t *", t0.data_ptr()), cast("int32_t *", t1.data_ptr()), cast("float *", t2.data_ptr()))
+        packed.__dict__["_xo_ptrs"] = (t0, t1, t2, n, k, t0.data_ptr(), ptrs)
+        return ptrs
+
+    def _cached_requant(self, packed: PackedLinearWeight, x_scale: float, out_scale: float,
+                        bias: Tensor | None):
+        """(multiplier ptr, int32 bias ptr) for these static qparams, computed once by the same C
+        code as the uncached call (bit-identical) and kept on ``packed`` while the scales, the
+        bias object and its in-place version counter stay the same. None if C rejects them."""
+        key = (x_scale, out_scale, bias, None if bias is None else bias._version)
+        hit = packed.__dict__.get("_xo_rq")
+        if hit is not None and hit[0][0] == x_scale and hit[0][1] == out_scale and hit[0][2] is bias \
+                and hit[0][3] == key[3]:
+            return hit[1]
+        n = packed.n
+        mult = torch.empty(n, dtype=torch.float32)
+        bias_q = torch.empty(n, dtype=torch.int32)
+        cast = self.ffi.cast
+        st = self.lib.x86_onednn_requant_params(
+            x_scale, cast("float *", packed.scales.data_ptr()), n, out_scale,
+            self.ffi.NULL if bias is None else cast("float *", bias.data_ptr()),
+            cast("float *", mult.data_ptr()), cast("int32_t *", bias_q.data_ptr()))
+        if st != 0:
+            return None
+        ptrs = (cast("float *", mult.data_ptr()), cast("int32_t *", bias_q.data_ptr()), mult, bias_q)
+        packed.__dict__["_xo_rq"] = (key, ptrs)
+        return ptrs
+
+    @staticmethod
+    def _fast_tensor(t: object, dtype: torch.dtype, last: int) -> bool:
+        """Cheap test of a CPU, contiguous tensor of ``dtype`` with last dim ``last``."""
+        return (type(t) is Tensor and t.dtype is dtype and t.is_cpu and t.dim() >= 1
+                and t.shape[-1] == last and t.is_contiguous())
+
     def _flatten_x(self, x: Tensor, k: int, dtype: torch.dtype, op: str, name: str) -> Tensor:
         check_tensor(x, name, dtype=dtype, op=op)
         if x.dim() < 1 or x.shape[-1] != k:
@@ -215,6 +300,32 @@ class X86OneDNNKernels(CffiKernelLibrary):
         with ``lo = out_zp`` when ``relu`` (fused relu) else 0.
         """
         op = "x86_onednn.linear"
+        # Hot path: cheap attribute tests, values (NaN bias, bad multipliers) checked in C;
+        # anything unusual or a C rejection goes through the full checks for a precise error.
+        pp = self._fast_packed(packed)
+        if (pp is not None and self._fast_tensor(x_q, torch.uint8, packed.k)
+                and (bias is None or (self._fast_tensor(bias, torch.float32, packed.n) and bias.dim() == 1))
+                and type(x_zero_point) is int and 0 <= x_zero_point <= 255
+                and type(out_zero_point) is int and 0 <= out_zero_point <= 255
+                and type(x_scale) is float and type(out_scale) is float
+                and _F32_MIN_NORMAL <= x_scale <= _F32_MAX and _F32_MIN_NORMAL <= out_scale <= _F32_MAX):
+            n, k = packed.n, packed.k
+            rq = self._cached_requant(packed, x_scale, out_scale, bias)
+            m = x_q.numel() // k if k else int(torch.Size(x_q.shape[:-1]).numel())
+            out = torch.empty(m, n, dtype=torch.uint8)
+            self.sync_threads()
+            cast = self.ffi.cast
+            if rq is not None:
+                st = self.lib.x86_onednn_linear_u8_requant(
+                    cast("uint8_t *", x_q.data_ptr()), m, k, x_zero_point, pp[0], pp[1], n, rq[1], rq[0], n,
+                    out_zero_point, out_zero_point if relu else 0, 255, cast("uint8_t *", out.data_ptr()))
+            else:
+                st = self.lib.x86_onednn_linear_u8(
+                    cast("uint8_t *", x_q.data_ptr()), m, k, x_scale, x_zero_point, pp[0], pp[1], pp[2], n,
+                    self.ffi.NULL if bias is None else cast("float *", bias.data_ptr()), out_scale,
+                    out_zero_point, out_zero_point if relu else 0, 255, cast("uint8_t *", out.data_ptr()))
+            if st == 0:
+                return out if x_q.dim() == 2 else out.view(x_q.shape[:-1] + (n,))
         self._check_packed(packed, op)
         n, k = packed.n, packed.k
         x2 = self._flatten_x(x_q, k, torch.uint8, op, "x_q")
@@ -313,6 +424,20 @@ class X86OneDNNKernels(CffiKernelLibrary):
         """Dynamic linear: fp32 x [..., K] quantized to uint8 per call (per tensor, or per
         row), int8 GEMM, fp32 out [..., N] = acc * (x_scale * w_scale) + bias."""
         op = "x86_onednn.linear_dynamic"
+        pp = self._fast_packed(packed)
+        if (pp is not None and self._fast_tensor(x, torch.float32, packed.k) and packed.k <= 65793
+                and (bias is None or (self._fast_tensor(bias, torch.float32, packed.n) and bias.dim() == 1))):
+            n, k = packed.n, packed.k
+            m = x.numel() // k if k else int(torch.Size(x.shape[:-1]).numel())
+            out = torch.empty(m, n, dtype=torch.float32)
+            self.sync_threads()
+            cast = self.ffi.cast
+            st = self.lib.x86_onednn_linear_dynamic_f32(
+                cast("float *", x.data_ptr()), m, k, pp[0], pp[1], pp[2], n,
+                self.ffi.NULL if bias is None else cast("float *", bias.data_ptr()), 1 if per_row else 0,
+                cast("float *", out.data_ptr()), self.ffi.NULL, self.ffi.NULL)
+            if st == 0:
+                return out if x.dim() == 2 else out.view(x.shape[:-1] + (n,))
         self._check_packed(packed, op)
         n, k = packed.n, packed.k
         x2 = self._flatten_x(x, k, torch.float32, op, "x")
@@ -328,6 +453,70 @@ class X86OneDNNKernels(CffiKernelLibrary):
             self.ffi.NULL if bias is None else self.ptr(bias, "float *"), int(bool(per_row)),
             self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL), op, " (x contains NaN or inf)")
         return out.reshape(*x.shape[:-1], n)
+
+    # ------------------------------------------------------- weight-only --
+    def _weight_only(self, x: Tensor, packed_t: Tensor, scales: Tensor, n: int, k: int, group: int,
+                     bias: Tensor | None, op: str) -> Tensor:
+        x2 = self._flatten_x(x, k, torch.float32, op, "x")
+        bias = _check_bias(bias, n, op)
+        m = x2.shape[0]
+        out = torch.empty((m, n), dtype=torch.float32)
+        self.sync_threads()
+        self._call(self.lib.x86_onednn_linear_weight_only_f32(
+            self.ptr(x2, "float *"), m, k, self.ptr(packed_t, "uint8_t *"), self.ptr(scales, "float *"), n, group,
+            self.ffi.NULL if bias is None else self.ptr(bias, "float *"), self.ptr(out, "float *")), op)
+        return out.reshape(*x.shape[:-1], n)
+
+    def linear_weight_only(self, x: Tensor, packed: PackedLinearWeight, bias: Tensor | None) -> Tensor:
+        """int8 weight-only linear: fp32 x [..., K] times the int8 weight of ``packed`` (from
+        :meth:`pack_linear_weight`, dequantized in registers), fp32 out [..., N].
+
+        ``y[n] = fma-chain_k(x[k] * w[n][k]) * w_scale[n] + bias[n]`` (fp32, k in order, one
+        rounding per multiply-add); equal to ``x @ (w * s).T + b`` within fp32 rounding."""
+        op = "x86_onednn.linear_weight_only"
+        self._check_packed(packed, op)
+        return self._weight_only(x, packed.packed, packed.scales, packed.n, packed.k, 0, bias, op)
+
+    def pack_linear_weight_int4(self, w_q: Tensor, scales: Tensor, group_size: int) -> PackedInt4LinearWeight:
+        """Pack a symmetric int4 weight (int8 tensor [N, K] with values in -8..7) and its
+        per-group scales [N, K/group_size] (group_size 32, 64 or 128, or any even divisor of K)."""
+        op = "x86_onednn.pack_linear_weight_int4"
+        check_tensor(w_q, "w_q", dtype=torch.int8, ndim=2, op=op)
+        n, k = (int(d) for d in w_q.shape)
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2 \
+                or k % group_size:
+            raise KernelInputError(f"{op}: group_size={group_size!r} must be an even divisor of K={k} "
+                                   f"(32, 64 or 128 for the usual int4 schemes)")
+        check_tensor(scales, "scales", dtype=torch.float32, shape=(n, k // group_size), op=op)
+        if n and not bool(torch.isfinite(scales).all() and (scales > 0).all()):
+            raise KernelInputError(f"{op}: every scale must be finite and > 0")
+        if w_q.numel() and (int(w_q.min()) < -8 or int(w_q.max()) > 7):
+            raise KernelInputError(f"{op}: w_q holds values outside the int4 range -8..7")
+        tiles = (n + 15) // 16
+        w = torch.zeros(tiles * 16, k, dtype=torch.int16)
+        w[:n] = w_q.to(torch.int16)
+        w = w.reshape(tiles, 16, k).permute(0, 2, 1)  # [t][k][16]
+        byte = (w[:, 0::2, :] & 15) | ((w[:, 1::2, :] & 15) << 4)
+        packed = byte.to(torch.uint8).contiguous().reshape(-1)
+        sp = torch.ones(k // group_size, tiles * 16, dtype=torch.float32)
+        sp[:, :n] = scales.t()
+        return PackedInt4LinearWeight(packed, sp.contiguous().reshape(-1), n, k, int(group_size))
+
+    def linear_int4_weight_only(self, x: Tensor, packed: PackedInt4LinearWeight, bias: Tensor | None) -> Tensor:
+        """int4 group-wise weight-only linear: fp32 x [..., K] -> fp32 [..., N]. Per group the
+        partial sum ``p = fma-chain(x[k] * q[n][k])`` is scaled and accumulated,
+        ``acc = fma(p, s[n][g], acc)``; then ``+ bias``."""
+        op = "x86_onednn.linear_int4_weight_only"
+        if not isinstance(packed, PackedInt4LinearWeight):
+            raise KernelInputError(f"{op}: packed must be a PackedInt4LinearWeight from pack_linear_weight_int4, "
+                                   f"got {type(packed).__name__}")
+        n, k, g = packed.n, packed.k, packed.group_size
+        if g < 2 or g % 2 or k % g:
+            raise KernelInputError(f"{op}: packed.group_size={g} does not divide K={k}")
+        np_ = (n + 15) // 16 * 16
+        check_tensor(packed.packed, "packed.packed", dtype=torch.uint8, shape=(np_ * k // 2,), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(k // g * np_,), op=op)
+        return self._weight_only(x, packed.packed, packed.scales, n, k, g, bias, op)
 
     # ------------------------------------------------------------ conv2d --
     def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor,

@@ -1,4 +1,5 @@
-"""The x86 plugin's own lowering: conv2d + add (+ relu) as one fused kernel.
+"""The x86 plugin's own lowering: conv2d + add (+ relu) as one fused kernel, and the
+weight-only linears (which the core's generic lowering does not know).
 
 The core lowers single-op patterns (``dq -> conv2d [-> relu] -> q``). The x86
 quantizer annotates ``conv2d -> add(other) [-> relu]`` as one pattern, so after
@@ -12,6 +13,13 @@ rescaled, the dequantized ``other`` is added in float32, and the sum is
 rounded once (oneDNN's "sum" post-op). The op lives in the plugin namespace
 ``quantplug_x86_onednn`` (which ``quantplug.save``/``load`` accept) and has a
 fake implementation, so lowered models still export and compile.
+
+Weight-only linears (fp32 activations) after ``convert_pt2e``::
+
+    linear(x_fp32, dequantize_per_channel(w_q, s, 0, 0, lo, hi, int8), b)   -> linear_weight_only
+    linear(x_fp32, dequantize_per_group(w_q, s, 0, g, -8, 7), b)            -> linear_int4_weight_only
+
+(``dequantize_per_tensor`` int8 weights too); the packed weight is a list of buffers.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from quantplug.kernels import unflatten_packed
 from quantplug.ops import is_op
 from quantplug.quant_ops import ops as qops
 
-from .kernels import PackedConv2dWeight, load_kernels
+from .kernels import PackedConv2dWeight, PackedInt4LinearWeight, PackedLinearWeight, load_kernels
 
 __all__ = ["lower_x86_onednn", "LIB", "EXPLAIN_KEY"]
 
@@ -53,13 +61,39 @@ def _(x, x_scale, x_zero_point, packed, bias, other, other_scale, other_zero_poi
     return torch.empty_like(other)
 
 
+LIB.define("linear_weight_only(Tensor x, Tensor[] packed, Tensor? bias, int n) -> Tensor")
+LIB.define("linear_int4_weight_only(Tensor x, Tensor[] packed, Tensor? bias, int n) -> Tensor")
+
+
+def _linear_weight_only_impl(x, packed, bias, n):
+    return load_kernels().linear_weight_only(x, unflatten_packed(PackedLinearWeight, packed), bias)
+
+
+def _linear_int4_weight_only_impl(x, packed, bias, n):
+    return load_kernels().linear_int4_weight_only(x, unflatten_packed(PackedInt4LinearWeight, packed), bias)
+
+
+LIB.impl("linear_weight_only", _linear_weight_only_impl, "CPU")
+LIB.impl("linear_int4_weight_only", _linear_int4_weight_only_impl, "CPU")
+
+
+@torch.library.register_fake("quantplug_x86_onednn::linear_weight_only", lib=LIB)
+def _(x, packed, bias, n):
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.register_fake("quantplug_x86_onednn::linear_int4_weight_only", lib=LIB)
+def _(x, packed, bias, n):
+    return x.new_empty((*x.shape[:-1], n))
+
+
 def _single_user(n: Node) -> Node | None:
     return next(iter(n.users)) if len(n.users) == 1 else None
 
 
 def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     # Pattern helpers of the core's lowering (kept private there; see the plugin report).
-    from quantplug.lowering import _bias_attr, _erase_chain, _float_bias, _packed_attrs, _quantized_tail, _weight_qparams
+    from quantplug.lowering import erase_unused, float_bias, quantized_tail, store_bias, store_packed, weight_qparams
 
     if len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return False
@@ -76,13 +110,13 @@ def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     stride, padding, dilation, groups = stride or [1, 1], padding or [0, 0], dilation or [1, 1], groups or 1
     if isinstance(padding, str) or not (isinstance(x_dq, Node) and x_dq.target == qops.dequantize_per_tensor.default):
         return False
-    w = _weight_qparams(gm, w_dq)
+    w = weight_qparams(gm, w_dq)
     if w is None or w[0].dim() != 4 or w[0].dtype != torch.int8 or bool((w[2] != 0).any()):
         return False
-    bias = _float_bias(gm, bias_node)
+    bias = float_bias(gm, bias_node)
     if bias is False:
         return False
-    relu, q_out, last = _quantized_tail(add)
+    relu, q_out, last = quantized_tail(add)
     if q_out is None or x_dq.args[5] != torch.uint8 or other.args[5] != torch.uint8 or q_out.args[5] != torch.uint8:
         return False
     oval, cval = other.meta.get("val"), conv.meta.get("val")
@@ -95,8 +129,8 @@ def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
                                   int(groups))
     graph = gm.graph
     with graph.inserting_before(add):
-        packed_nodes = _packed_attrs(gm, conv, packed)
-        bias_attr = _bias_attr(gm, conv, bias)
+        packed_nodes = store_packed(gm, conv, packed)
+        bias_attr = store_bias(gm, conv, bias)
         new = graph.call_function(torch.ops.quantplug_x86_onednn.conv2d_add.default, (
             x_dq.args[0], float(x_dq.args[1]), int(x_dq.args[2]), packed_nodes, bias_attr,
             other.args[0], float(other.args[1]), int(other.args[2]), float(q_out.args[1]), int(q_out.args[2]),
@@ -106,7 +140,66 @@ def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     new.meta[EXPLAIN_KEY] = (f"{backend_name} int8 conv2d+add{'+relu' if relu else ''} fused kernel "
                              f"({k.selected_isa()})")
     q_out.replace_all_uses_with(new)
-    _erase_chain(graph, q_out, last, add, conv)
+    erase_unused(graph, q_out, last, add, conv)
+    return True
+
+
+def _weight_only_packed(gm: GraphModule, w_dq: Node, k) -> tuple[object, object] | str:
+    """(packed weight, op) for a weight-only linear's weight dequantize, or why it stays reference."""
+    from quantplug.lowering import constant, weight_qparams
+
+    if w_dq.target == qops.dequantize_per_group.default:
+        q, s, z = (constant(gm, a) for a in w_dq.args[:3])
+        group_size, qmin, qmax = w_dq.args[3:6]
+        if q is None or s is None or z is None:
+            return "int4 weight is not a constant"
+        if q.dim() != 2 or q.dtype != torch.int8 or qmin < -8 or qmax > 7:
+            return f"weight is not 2-D int4 in [-8, 7] (shape {tuple(q.shape)}, range [{qmin}, {qmax}])"
+        if bool((z != 0).any()) or group_size not in (32, 64, 128) or q.shape[1] % group_size:
+            return f"int4 weight is asymmetric or its group size {group_size} does not fit K={q.shape[1]}"
+        packed = k.pack_linear_weight_int4(q.contiguous(), s.float().reshape(q.shape[0], -1).contiguous(),
+                                           int(group_size))
+        return packed, torch.ops.quantplug_x86_onednn.linear_int4_weight_only.default
+    w = weight_qparams(gm, w_dq)
+    if w is None:
+        return "weight is not a constant int8 dequantize"
+    q, s, z = w
+    if q.dim() != 2 or q.dtype != torch.int8 or bool((z != 0).any()):
+        return "weight is not 2-D symmetric int8"
+    packed = k.pack_linear_weight(q.contiguous(), s.float().contiguous(), z.contiguous())
+    return packed, torch.ops.quantplug_x86_onednn.linear_weight_only.default
+
+
+def _lower_weight_only(gm: GraphModule, lin: Node, backend_name: str) -> bool:
+    """``linear(x_fp32, dq(w), b)`` -> the weight-only kernel (int8 per channel / tensor, int4 per group)."""
+    from quantplug.lowering import float_bias, store_bias, store_packed
+
+    x, w_dq = lin.args[0], lin.args[1]
+    if not isinstance(x, Node) or not isinstance(w_dq, Node) or "dequantize" in str(x.target):
+        return False  # a static / dynamic linear: the core lowers it
+    if w_dq.target not in (qops.dequantize_per_group.default, qops.dequantize_per_channel.default,
+                           qops.dequantize_per_tensor.default):
+        return False
+    x_val = x.meta.get("val")
+    bias = float_bias(gm, lin.args[2] if len(lin.args) > 2 else None)
+    k = load_kernels()
+    got = _weight_only_packed(gm, w_dq, k)
+    if not isinstance(x_val, torch.Tensor) or x_val.dtype != torch.float32:
+        got = "input is not fp32"
+    elif bias is False:
+        got = "bias is not a constant"
+    if isinstance(got, str):
+        lin.meta[EXPLAIN_KEY] = f"reference: {got}"
+        return False
+    packed, op = got
+    with gm.graph.inserting_before(lin):
+        new = gm.graph.call_function(op, (x, store_packed(gm, lin, packed), store_bias(gm, lin, bias),
+                                          int(packed.n)))
+    new.meta["val"] = lin.meta.get("val")
+    kind = "int4 group-wise" if op is torch.ops.quantplug_x86_onednn.linear_int4_weight_only.default else "int8"
+    new.meta[EXPLAIN_KEY] = f"{backend_name} {kind} weight-only linear kernel ({k.selected_isa()})"
+    lin.replace_all_uses_with(new)
+    gm.graph.erase_node(lin)
     return True
 
 
@@ -119,13 +212,13 @@ def lower_x86_onednn(gm: GraphModule) -> GraphModule:
 
     backend_name = gm.meta.get(META_KEY, {}).get("backend") or "x86_onednn"
     count = 0
+    wo = 0
     for n in list(gm.graph.nodes):
         if n.graph is gm.graph and n.op == "call_function" and n.target == torch.ops.aten.add.Tensor:
             count += _lower_conv_add(gm, n, backend_name)
-    if count:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    info = gm.meta.setdefault(META_KEY, {})
-    info["x86_onednn_fused_conv_add"] = info.get("x86_onednn_fused_conv_add", 0) + count
-    return gm
+        elif n.op == "call_function" and n.target == torch.ops.aten.linear.default and len(n.args) >= 2:
+            wo += _lower_weight_only(gm, n, backend_name)
+    from quantplug.lowering import finish_plugin_pass
+
+    finish_plugin_pass(gm, wo, "x86_onednn_weight_only_linear")
+    return finish_plugin_pass(gm, count, "x86_onednn_fused_conv_add")

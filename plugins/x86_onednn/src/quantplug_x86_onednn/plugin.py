@@ -32,10 +32,10 @@ def quantplug_register_backends(register):
         distribution=DISTRIBUTION,
         version=__version__,
         description="oneDNN/x86 numerics: uint8 0..255 activations, int8 symmetric per-channel weights, "
-                    "VNNI kernels, conv+add fusion",
+                    "VNNI kernels, conv+add fusion, int8/int4 weight-only linear",
         quantizer_factory=X86OneDNNQuantizer,
         backend_config=get_x86_onednn_backend_config(),
-        modes=("static", "dynamic", "qat"),
+        modes=("static", "dynamic", "weight_only", "qat"),
         kernels=_KERNELS,
         lowering=lower_x86_onednn,
         extras={"torch_engines": ("x86", "onednn"), "act_dtype": "uint8", "act_range": (0, 255)},

@@ -19,14 +19,16 @@ from torch.fx import Node
 
 from quantplug.annotators import DEFAULT_RULES, PatternQuantizer, make_quantization_config
 from quantplug.annotators import annotate_weighted
+from quantplug.configs import INT4_GROUP_SIZES
 from quantplug.ops import is_op, op_name
-from quantplug.specs import ANNOTATION_KEY, FixedQParamsQuantizationSpec, QuantizationAnnotation, QuantizationConfig
+from quantplug.specs import INT4, ANNOTATION_KEY, FixedQParamsQuantizationSpec, QuantizationAnnotation, QuantizationConfig
 
 from .backend_config import BACKEND_NAME, FIXED_QPARAMS, get_x86_onednn_backend_config
 
 __all__ = [
     "X86OneDNNQuantizer",
     "get_default_x86_onednn_quantization_config",
+    "get_weight_only_quantization_config",
     "get_symmetric_quantization_config",
     "annotate_conv_add",
 ]
@@ -92,6 +94,41 @@ def get_symmetric_quantization_config(
     asymmetric uint8 on x86.
     """
     return get_default_x86_onednn_quantization_config(is_per_channel, is_dynamic, is_qat, **options)
+
+
+def get_weight_only_quantization_config(dtype: str = "int8", group_size: int = 32,
+                                        is_per_channel: bool = True) -> QuantizationConfig:
+    """Weight-only linear (fp32 activations, the kernels dequantize weights in registers).
+
+    :param dtype: ``"int8"`` (symmetric, -128..127, per channel unless ``is_per_channel=False``)
+        or ``"int4"`` (symmetric group-wise, -8..7, one scale per ``group_size`` inputs).
+    :param group_size: with int4: 32, 64 or 128.
+    :raises ValueError: for another dtype or group size.
+    """
+    if dtype == "int8":
+        return make_quantization_config(
+            act_dtype=torch.uint8, weight_dtype=torch.int8, weight_range=(-128, 127),
+            weight_per_channel=is_per_channel, weight_symmetric=True, weight_only=True, scale_min=DEFAULT_EPS)
+    if dtype == "int4":
+        if isinstance(group_size, bool) or group_size not in INT4_GROUP_SIZES:
+            raise ValueError(f"group_size={group_size!r} is not supported by x86_onednn's int4 weight-only "
+                             f"linear: use one of {list(INT4_GROUP_SIZES)}")
+        return make_quantization_config(
+            act_dtype=torch.uint8, weight_dtype=INT4, weight_range=(-8, 7), weight_symmetric=True,
+            weight_group_size=group_size, weight_only=True)
+    raise ValueError(f"weight_only_dtype={dtype!r} is not supported by x86_onednn: use 'int8' or 'int4'")
+
+
+def _annotate_linear(node: Node, config: QuantizationConfig, quantizer: PatternQuantizer) -> bool:
+    """The core's linear rule, except that int4 group-wise weights need K a multiple of the
+    group size (other linears stay float)."""
+    group_size = config.weight.group_size if config.weight is not None else None
+    if group_size is not None:
+        weight = node.args[1] if len(node.args) > 1 else None
+        val = weight.meta.get("val") if isinstance(weight, Node) else None
+        if val is None or val.dim() != 2 or val.shape[1] % group_size:
+            return False
+    return DEFAULT_RULES["linear"](node, config, quantizer)
 
 
 # ------------------------------------------------------------ conv + add --
@@ -198,24 +235,40 @@ class X86OneDNNQuantizer(PatternQuantizer):
     :param reduce_range: uint8 activations over 0..127 (torch's ``x86`` qconfig
         default, for fbgemm-compatible numerics); default False: the full 0..255.
     :param act_observer: ``"histogram"`` (default), ``"minmax"`` or ``"moving_average"``.
+    :param is_weight_only: weight-only linears (fp32 activations; other layers stay float).
+    :param weight_only_dtype: with ``is_weight_only``: ``"int8"`` (per channel, default) or
+        ``"int4"`` (group-wise; linears whose K is not a multiple of ``group_size`` stay float).
+    :param group_size: with int4 weight-only: 32, 64 or 128.
     :raises ValueError: for options the backend cannot run (``per_row``,
         ``weight_symmetric=False``, ``is_dynamic`` with ``is_qat``).
     """
 
     backend_name = BACKEND_NAME
-    rules = {**DEFAULT_RULES, "conv2d": annotate_conv_add}
+    rules = {**DEFAULT_RULES, "conv2d": annotate_conv_add, "linear": _annotate_linear}
     fixed_qparams = _fixed_specs()
 
     def __init__(self, *, is_per_channel: bool = True, is_dynamic: bool = False, is_qat: bool = False,
                  reduce_range: bool = False, act_observer: str = "histogram", per_row: bool = False,
-                 weight_symmetric: bool = True) -> None:
-        config = get_default_x86_onednn_quantization_config(
-            is_per_channel, is_dynamic, is_qat, reduce_range=reduce_range, act_observer=act_observer,
-            per_row=per_row, weight_symmetric=weight_symmetric)
+                 weight_symmetric: bool = True, is_weight_only: bool = False, weight_only_dtype: str = "int8",
+                 group_size: int = 32) -> None:
+        if is_weight_only:
+            for name, v in (("is_dynamic", is_dynamic), ("is_qat", is_qat), ("per_row", per_row),
+                            ("reduce_range", reduce_range)):
+                if v:
+                    raise ValueError(f"{name}=True cannot be combined with is_weight_only=True in x86_onednn: "
+                                     f"the weight-only linear takes fp32 activations")
+            if not weight_symmetric:
+                raise ValueError("weight_symmetric=False is not supported by x86_onednn: its weight-only "
+                                 "kernels take symmetric weights (zero point 0)")
+            config = get_weight_only_quantization_config(weight_only_dtype, group_size, is_per_channel)
+        else:
+            config = get_default_x86_onednn_quantization_config(
+                is_per_channel, is_dynamic, is_qat, reduce_range=reduce_range, act_observer=act_observer,
+                per_row=per_row, weight_symmetric=weight_symmetric)
         super().__init__(config, get_x86_onednn_backend_config())
         self.is_per_channel, self.is_dynamic, self.is_qat = is_per_channel, is_dynamic, is_qat
-        self.reduce_range = reduce_range
+        self.reduce_range, self.is_weight_only = reduce_range, is_weight_only
 
     def __repr__(self) -> str:
         return (f"X86OneDNNQuantizer(is_per_channel={self.is_per_channel}, is_dynamic={self.is_dynamic}, "
-                f"is_qat={self.is_qat}, reduce_range={self.reduce_range})")
+                f"is_qat={self.is_qat}, reduce_range={self.reduce_range}, is_weight_only={self.is_weight_only})")

@@ -1,0 +1,154 @@
+/*
+ * AVX-512 VNNI wide microkernels (the fast path on Ice Lake+ / Zen 4).
+ *
+ * vpdpbusd adds four u8 x s8 products straight into each int32 lane, so there is no int16
+ * intermediate and no saturation for any uint8 input (reduce_range is not needed here, it is
+ * kept only so every ISA sees the same quantized model).
+ *
+ * Why wider than the 4x16 kernels: vpdpbusd has a latency of about 4-5 cycles and a throughput
+ * of about one zmm per cycle, so at least ~5 independent accumulator chains are needed to keep
+ * the unit busy. The 4x16 kernel has 4 (and only 1 for M = 1, which made GEMV latency bound).
+ *   8x32c4: 8 rows x 2 packed 16-column blocks = 16 chains; per k group 2 weight loads and
+ *           8 activation broadcasts feed 16 vpdpbusd.
+ *   1x64c4: GEMV (M = 1), 4 blocks x 2 interleaved k groups = 8 chains, streaming weights.
+ * Output: acc[blk * FB_WMR * 16 + r * 16 + j] (the per-block layout the epilogues read).
+ * Rows past mr / blocks past nb alias the last valid ones: computed, never stored.
+ */
+#include "fbgemm_kernels.h"
+#include "quantplug/qp_runtime.h"
+
+#if defined(FB_HAVE_X86)
+#include <immintrin.h>
+#include <string.h>
+
+/* vpdpbusd through inline asm: with the intrinsic, GCC copies every accumulator through a
+ * temporary register (and spills some) on each iteration, which tripled the instruction count
+ * of the inner loop. The asm ties the accumulator in place. Operands: acc (int32), u8, s8. */
+#define FB_DPBUSD(c, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(u), "v"(s))
+
+#define FB_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define FB_ZERO_ROW(R) __m512i c##R##0 = _mm512_setzero_si512(), c##R##1 = c##R##0;
+#define FB_STEP_ROW(R)                                  \
+  {                                                     \
+    const __m512i b = _mm512_set1_epi32(LOADA(R));      \
+    FB_DPBUSD(c##R##0, b, wv0);                         \
+    FB_DPBUSD(c##R##1, b, wv1);                         \
+  }
+#define FB_STORE_ROW(R)                                                    \
+  if (mr > (R)) {                                                          \
+    _mm512_storeu_si512((void *)(acc + (R) * FB_NR), c##R##0);             \
+    _mm512_storeu_si512((void *)(acc + (FB_WMR + (R)) * FB_NR), c##R##1);  \
+  }
+
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(
+    size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w,
+    size_t w_bstride, int32_t *acc) {
+  const uint8_t *ar[FB_WMR];
+  for (size_t r = 0; r < FB_WMR; r++) ar[r] = a + (r < mr ? r : mr - 1) * a_stride;
+  const uint8_t *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
+  const uint8_t *a4 = ar[4], *a5 = ar[5], *a6 = ar[6], *a7 = ar[7];
+  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
+  FB_ROWS8(FB_ZERO_ROW)
+  const size_t kfull = k / FB_KR, tail = k % FB_KR;
+  size_t off = 0;
+  for (size_t g = 0; g < kfull; g++, off += 4) {
+    const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
+    const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+    w0 += 64;
+    w1 += 64;
+#define LOADA(R) (int)fb_load_u32(a##R + off)
+    FB_ROWS8(FB_STEP_ROW)
+#undef LOADA
+  }
+  if (tail) {
+    const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
+    const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+#define LOADA(R) (int)fb_load_tail(a##R + off, tail)
+    FB_ROWS8(FB_STEP_ROW)
+#undef LOADA
+  }
+  /* nb == 1: the second block's sums are the first block's again; storing them is harmless
+   * (acc has room for FB_VNB blocks) and keeps the store loop branch-free. */
+  FB_ROWS8(FB_STORE_ROW)
+}
+
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(
+    size_t nb, size_t k, const uint8_t *a, const int8_t *w, size_t w_bstride, int32_t *acc) {
+  const int8_t *w0 = w;
+  const int8_t *w1 = nb > 1 ? w0 + w_bstride : w0;
+  const int8_t *w2 = nb > 2 ? w1 + w_bstride : w1;
+  const int8_t *w3 = nb > 3 ? w2 + w_bstride : w2;
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  __m512i d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+  const size_t kfull = k / FB_KR, tail = k % FB_KR;
+  size_t g = 0;
+  for (; g + 2 <= kfull; g += 2) {
+    const __m512i b0 = _mm512_set1_epi32((int)fb_load_u32(a + g * 4));
+    const __m512i b1 = _mm512_set1_epi32((int)fb_load_u32(a + g * 4 + 4));
+    const size_t o = g * 64;
+    FB_DPBUSD(c0, b0, _mm512_loadu_si512((const void *)(w0 + o)));
+    FB_DPBUSD(c1, b0, _mm512_loadu_si512((const void *)(w1 + o)));
+    FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
+    FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+    FB_DPBUSD(d0, b1, _mm512_loadu_si512((const void *)(w0 + o + 64)));
+    FB_DPBUSD(d1, b1, _mm512_loadu_si512((const void *)(w1 + o + 64)));
+    FB_DPBUSD(d2, b1, _mm512_loadu_si512((const void *)(w2 + o + 64)));
+    FB_DPBUSD(d3, b1, _mm512_loadu_si512((const void *)(w3 + o + 64)));
+  }
+  for (; g < kfull + (tail != 0); g++) {
+    const __m512i b0 = _mm512_set1_epi32(g < kfull ? (int)fb_load_u32(a + g * 4) : (int)fb_load_tail(a + g * 4, tail));
+    const size_t o = g * 64;
+    FB_DPBUSD(c0, b0, _mm512_loadu_si512((const void *)(w0 + o)));
+    FB_DPBUSD(c1, b0, _mm512_loadu_si512((const void *)(w1 + o)));
+    FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
+    FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+  }
+  /* int32 adds wrap like the scalar path's uint32 sums */
+  _mm512_storeu_si512((void *)acc, _mm512_add_epi32(c0, d0));
+  _mm512_storeu_si512((void *)(acc + FB_WMR * FB_NR), _mm512_add_epi32(c1, d1));
+  _mm512_storeu_si512((void *)(acc + 2 * FB_WMR * FB_NR), _mm512_add_epi32(c2, d2));
+  _mm512_storeu_si512((void *)(acc + 3 * FB_WMR * FB_NR), _mm512_add_epi32(c3, d3));
+}
+
+/* Dynamic linear helpers: min / max / finiteness of x, then x -> uint8 with the same
+ * arithmetic as qp_quantize (multiply by the reciprocal, clamp, round half to even). */
+QP_TARGET_AVX512 int fb_minmax_f32__avx512(const float *x, size_t n, float *mn_out, float *mx_out) {
+  __m512 mn = _mm512_set1_ps(x[0]), mx = mn, bad = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    mn = _mm512_min_ps(mn, v);
+    mx = _mm512_max_ps(mx, v);
+    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v)); /* NaN exactly when v is inf or NaN */
+  }
+  if (i < n) {
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(x[0]), m, x + i);
+    mn = _mm512_min_ps(mn, v);
+    mx = _mm512_max_ps(mx, v);
+    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v));
+  }
+  *mn_out = _mm512_reduce_min_ps(mn);
+  *mx_out = _mm512_reduce_max_ps(mx);
+  return _mm512_reduce_add_ps(bad) != 0.0f || *mn_out != *mn_out || *mx_out != *mx_out;
+}
+
+QP_TARGET_AVX512 size_t fb_quantize_row_u8__avx512(const float *x, size_t n, float inv_scale,
+                                                   int32_t zp, int32_t qmin, int32_t qmax,
+                                                   uint8_t *out) {
+  const __m512 s = _mm512_set1_ps(inv_scale);
+  const __m512 lo = _mm512_set1_ps((float)(qmin - zp)), hi = _mm512_set1_ps((float)(qmax - zp));
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  size_t i = 0;
+  for (; i < n; i += 16) {
+    const size_t left = n - i;
+    const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), vzp);
+    _mm_mask_storeu_epi8(out + i, m, _mm512_cvtepi32_epi8(q));
+  }
+  return n;
+}
+
+#endif /* FB_HAVE_X86 */

@@ -1,0 +1,163 @@
+"""Row-wise quantized Embedding / EmbeddingBag on the fbgemm kernels (mixed into FbgemmKernels).
+
+Tables use FBGEMM's fused row formats, byte for byte the ones of
+``torch.ops.quantized.embedding_bag_byte_prepack`` / ``embedding_bag_4bit_prepack``:
+
+* 8 bit: ``[rows, dim + 8]`` uint8: ``dim`` codes, then float32 scale and float32 bias;
+* 4 bit: ``[rows, dim / 2 + 4]`` uint8: two codes per byte (even element in the low nibble),
+  then float16 scale and float16 bias.
+
+A value is ``code * scale + bias``. Packing is done here in PyTorch (once per table);
+lookups run in C (scalar and AVX-512 paths, bit-identical) on the thread pool.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from quantplug.errors import KernelInputError
+from quantplug.kernels import check_tensor
+
+__all__ = ["EmbeddingKernelsMixin", "embedding_dim"]
+
+_MODES = {"sum": 0, "mean": 1}
+
+
+def embedding_dim(packed: Tensor, bits: int) -> int:
+    """Embedding dimension of a fused table with ``packed.shape[1]`` bytes per row."""
+    return packed.shape[1] - 8 if bits == 8 else (packed.shape[1] - 4) * 2
+
+
+def _check_bits(bits: object, op: str) -> int:
+    if bits not in (8, 4) or isinstance(bits, bool):
+        raise KernelInputError(f"{op}: bits must be 8 or 4, got {bits!r}")
+    return int(bits)
+
+
+def _index_tensor(t: object, name: str, op: str) -> Tensor:
+    check_tensor(t, name, dtype=(torch.int64, torch.int32), ndim=1, op=op)
+    return t
+
+
+class EmbeddingKernelsMixin:
+    """``pack_embedding_rowwise``, ``embedding_bag_rowwise``, ``embedding_rowwise``,
+    ``unpack_embedding_rowwise`` (needs ``self.lib``/``self.ffi``/``self.ptr`` of a kernel library)."""
+
+    def pack_embedding_rowwise(self, weight: Tensor, bits: int = 8) -> Tensor:
+        """Quantize a float32 table ``[rows, dim]`` row-wise (asymmetric, min/max) into the fused format.
+
+        8 bit: ``scale = (max - min) / 255``, ``bias = min``, codes ``round((w - min) * 255 / (max - min + 1e-8))``
+        (FBGEMM's choice; the 1e-8 keeps a constant row finite). 4 bit: scale and bias are rounded to
+        float16 first and the codes computed from the rounded values, so dequantization matches.
+        """
+        op = "fbgemm.pack_embedding_rowwise"
+        bits = _check_bits(bits, op)
+        check_tensor(weight, "weight", dtype=torch.float32, ndim=2, op=op)
+        rows, dim = weight.shape
+        if rows == 0 or self.lib.fbgemm_embedding_row_bytes(dim, bits) == 0:
+            raise KernelInputError(f"{op}: weight shape {tuple(weight.shape)} is not supported with bits={bits} "
+                                   f"(need rows > 0, dim > 0{', dim even' if bits == 4 else ''})")
+        if not bool(torch.isfinite(weight).all()):
+            raise KernelInputError(f"{op}: weight contains inf or NaN")
+        lo, hi = weight.amin(1, keepdim=True), weight.amax(1, keepdim=True)
+        if bits == 8:
+            scale = (hi - lo) / 255.0
+            codes = torch.round((weight - lo) * (255.0 / (hi - lo + 1e-8))).clamp(0, 255).to(torch.uint8)
+            tail = torch.cat([scale, lo], 1).contiguous().view(torch.uint8)
+            return torch.cat([codes, tail], 1)
+        bias_h = lo.to(torch.float16)
+        scale_h = ((hi - bias_h.float()) / 15.0).to(torch.float16)
+        scale_h = torch.where(scale_h == 0, torch.ones_like(scale_h), scale_h)
+        codes = torch.round((weight - bias_h.float()) / scale_h.float()).clamp(0, 15).to(torch.uint8)
+        nib = codes[:, 0::2] | (codes[:, 1::2] << 4)
+        tail = torch.cat([scale_h, bias_h], 1).contiguous().view(torch.uint8)
+        return torch.cat([nib, tail], 1)
+
+    def unpack_embedding_rowwise(self, packed: Tensor, bits: int = 8) -> Tensor:
+        """Dequantized float32 table ``[rows, dim]`` of a fused table (pure PyTorch; the reference)."""
+        op = "fbgemm.unpack_embedding_rowwise"
+        bits = _check_bits(bits, op)
+        self._check_table(packed, bits, op)
+        dim = embedding_dim(packed, bits)
+        if bits == 8:
+            codes = packed[:, :dim].float()
+            qp = packed[:, dim:].flatten().clone().view(torch.float32).reshape(-1, 2)
+        else:
+            nib = packed[:, : dim // 2]
+            codes = torch.stack([nib & 15, nib >> 4], 2).reshape(packed.shape[0], dim).float()
+            qp = packed[:, dim // 2:].flatten().clone().view(torch.float16).reshape(-1, 2).float()
+        return codes * qp[:, :1] + qp[:, 1:2]
+
+    def _check_table(self, packed: Tensor, bits: int, op: str) -> int:
+        check_tensor(packed, "weight", dtype=torch.uint8, ndim=2, op=op)
+        dim = embedding_dim(packed, bits)
+        if packed.shape[0] == 0 or dim <= 0 or self.lib.fbgemm_embedding_row_bytes(dim, bits) != packed.shape[1]:
+            raise KernelInputError(f"{op}: weight of shape {tuple(packed.shape)} is not a fused {bits}-bit table "
+                                   f"(build it with pack_embedding_rowwise(weight, bits={bits}))")
+        return dim
+
+    def embedding_bag_rowwise(self, weight: Tensor, indices: Tensor, offsets: Tensor | None = None,
+                              mode: str = "sum", per_sample_weights: Tensor | None = None,
+                              include_last_offset: bool = False, *, bits: int = 8) -> Tensor:
+        """EmbeddingBag over a fused table: float32 ``[num_bags, dim]``.
+
+        ``indices`` int32/int64 1-D, ``offsets`` the start of each bag (torch's convention; with
+        ``include_last_offset`` the last entry is the end). ``offsets=None`` needs 2-D
+        ``indices [bags, n]`` (fixed-size bags). ``mode`` is ``"sum"`` or ``"mean"``;
+        ``per_sample_weights`` (float32, same length as indices) needs ``"sum"``.
+        """
+        op = "fbgemm.embedding_bag_rowwise"
+        bits = _check_bits(bits, op)
+        dim = self._check_table(weight, bits, op)
+        if mode not in _MODES:
+            raise KernelInputError(f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
+        if offsets is None:
+            check_tensor(indices, "indices", dtype=(torch.int64, torch.int32), ndim=2, op=op)
+            bags, per_bag = indices.shape
+            indices = indices.reshape(-1)
+            offsets = torch.arange(0, bags * per_bag + 1, max(per_bag, 1), dtype=torch.int64)[: bags + 1]
+            if per_bag == 0:
+                offsets = torch.zeros(bags + 1, dtype=torch.int64)
+        else:
+            _index_tensor(indices, "indices", op)
+            _index_tensor(offsets, "offsets", op)
+            if not include_last_offset:
+                offsets = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
+            if offsets.numel() < 1:
+                raise KernelInputError(f"{op}: offsets is empty; with include_last_offset=True it needs the end too")
+        num_bags = offsets.numel() - 1
+        psw = self.ffi.NULL
+        if per_sample_weights is not None:
+            if mode != "sum":
+                raise KernelInputError(f"{op}: per_sample_weights needs mode='sum' (torch's rule), got {mode!r}")
+            check_tensor(per_sample_weights, "per_sample_weights", dtype=torch.float32,
+                         shape=(indices.numel(),), op=op)
+            psw = self.ptr(per_sample_weights, "float *")
+        out = torch.empty(num_bags, dim, dtype=torch.float32)
+        self.sync_threads()
+        status = self.lib.fbgemm_embedding_bag_rowwise(
+            self.ptr(weight, "uint8_t *"), weight.shape[0], dim, bits, self.ptr(indices, "void *"),
+            int(indices.dtype == torch.int64), indices.numel(), self.ptr(offsets, "void *"),
+            int(offsets.dtype == torch.int64), num_bags, psw, _MODES[mode], self.ptr(out, "float *"))
+        if status == 1:
+            self._explain_bag_error(weight, indices, offsets, op)
+        self.check_status(status, op)
+        return out
+
+    def _explain_bag_error(self, weight: Tensor, indices: Tensor, offsets: Tensor, op: str) -> None:
+        rows = weight.shape[0]
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= rows):
+            raise KernelInputError(f"{op}: indices must lie in [0, {rows}) (rows of the table), got values in "
+                                   f"[{int(indices.min())}, {int(indices.max())}]")
+        raise KernelInputError(f"{op}: offsets must start at 0, never decrease and not pass len(indices)="
+                               f"{indices.numel()}; got {offsets.tolist()[:8]}...")
+
+    def embedding_rowwise(self, weight: Tensor, indices: Tensor, *, bits: int = 8) -> Tensor:
+        """Embedding lookup over a fused table: float32 ``[*indices.shape, dim]``."""
+        op = "fbgemm.embedding_rowwise"
+        if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
+            raise KernelInputError(f"{op}: indices must be an int64 or int32 tensor")
+        flat = indices.reshape(-1, 1).contiguous()
+        out = self.embedding_bag_rowwise(weight, flat, None, "sum", bits=bits)
+        return out.reshape(*indices.shape, out.shape[-1])
