@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from quantplug.errors import KernelInputError
-from quantplug.kernels import check_binary_operands, check_tensor
+from quantplug.kernels import check_binary_operands, check_dense, check_tensor
 
 
 def test_check_tensor_accepts_a_good_tensor_and_returns_it():
@@ -64,3 +64,13 @@ def test_binary_operands_reject_bad_input_by_name(b, message):
     with pytest.raises(KernelInputError, match="k.mul") as err:
         check_binary_operands(torch.zeros(2, 3, dtype=torch.uint8), b, dtype=torch.uint8, op="k.mul")
     assert message in str(err.value)
+
+
+def test_check_dense_keeps_channels_last_and_densifies_views():
+    nhwc = torch.zeros(1, 3, 4, 5, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    assert check_dense(nhwc, "x_q", dtype=torch.uint8) is nhwc
+    view = torch.arange(12, dtype=torch.uint8).reshape(3, 4)[:, ::2]
+    out = check_dense(view, "x_q", dtype=torch.uint8)
+    assert out.is_contiguous() and torch.equal(out, view)
+    with pytest.raises(KernelInputError, match="k.lut: x_q has dtype torch.int8"):
+        check_dense(torch.zeros(3, dtype=torch.int8), "x_q", dtype=torch.uint8, op="k.lut")

@@ -17,7 +17,7 @@ import torch
 
 from .errors import KernelBuildMismatchError, KernelInputError
 
-__all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "check_binary_operands", "requant_params",
+__all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "check_dense", "check_binary_operands", "requant_params",
            "flatten_packed", "unflatten_packed"]
 
 #: Must equal QP_RUNTIME_API_VERSION in csrc/include/quantplug/qp_runtime.h.
@@ -69,6 +69,26 @@ def check_tensor(
     return t
 
 
+def check_dense(
+    t: object,
+    name: str,
+    *,
+    dtype: torch.dtype | Sequence[torch.dtype],
+    op: str = "kernel",
+) -> torch.Tensor:
+    """Validate the operand of an elementwise kernel, whose C loop only needs a dense buffer.
+
+    :func:`check_tensor`'s type / device / dtype checks; a contiguous or 4-D ``channels_last``
+    tensor is returned as is (no copy), any other strides are made contiguous.
+    """
+    if isinstance(t, torch.Tensor) and not t.is_contiguous():
+        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+            check_tensor(t.permute(0, 2, 3, 1), name, dtype=dtype, op=op)  # a dense NHWC buffer
+            return t
+        t = t.contiguous()
+    return check_tensor(t, name, dtype=dtype, op=op)
+
+
 def check_binary_operands(
     a: object,
     b: object,
@@ -79,22 +99,12 @@ def check_binary_operands(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the two operands of an elementwise kernel (add, mul) and give them one layout.
 
-    Each operand gets :func:`check_tensor`'s type / device / dtype checks. Dense operands are
-    used in place: contiguous, or 4-D ``channels_last`` (elementwise kernels do not care about
-    the order of a dense buffer, only that both operands share it); any other strides are made
-    contiguous. The shapes must be equal (no broadcasting), and if the two layouts differ both
-    operands are made contiguous. Returns the two tensors to hand to C.
+    Each operand goes through :func:`check_dense` (elementwise kernels do not care about the
+    order of a dense buffer, only that both operands share it). The shapes must be equal (no
+    broadcasting), and if the two layouts differ both operands are made contiguous. Returns
+    the two tensors to hand to C.
     """
-
-    def dense(t: object, name: str) -> torch.Tensor:
-        if isinstance(t, torch.Tensor) and not t.is_contiguous():
-            if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-                check_tensor(t.permute(0, 2, 3, 1), name, dtype=dtype, op=op)  # dense NHWC buffer
-                return t
-            t = t.contiguous()
-        return check_tensor(t, name, dtype=dtype, op=op)
-
-    a_t, b_t = dense(a, names[0]), dense(b, names[1])
+    a_t, b_t = check_dense(a, names[0], dtype=dtype, op=op), check_dense(b, names[1], dtype=dtype, op=op)
     if a_t.shape != b_t.shape:
         raise KernelInputError(f"{op}: {names[0]} {tuple(a_t.shape)} and {names[1]} {tuple(b_t.shape)} "
                                f"differ in shape; broadcasting is not supported (expand and .contiguous() first)")

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from quantplug.errors import KernelInputError
-from quantplug.kernels import CffiKernelLibrary, check_binary_operands, check_tensor, requant_params
+from quantplug.kernels import CffiKernelLibrary, check_binary_operands, check_dense, check_tensor, requant_params
 from quantplug.quant_ops import ops as qops
 
 from ._version import __version__
@@ -456,9 +456,9 @@ class QNNPACKKernels(CffiKernelLibrary):
     def lookup(self, x_q: Tensor, table: Tensor) -> Tensor:
         """``out[i] = table[x_q[i]]`` (QNNPACK's x8lut) on a dense uint8 tensor; output has x_q's layout."""
         op = "qnnpack.lookup"
-        # the core's elementwise check with x_q as both operands: dense in place (contiguous or
-        # channels_last), anything else made contiguous; the table lookup ignores the layout
-        x_q, _ = check_binary_operands(x_q, x_q, ("x_q", "x_q"), dtype=torch.uint8, op=op)
+        # dense in place (contiguous or channels_last), anything else made contiguous: the table
+        # lookup ignores the layout
+        x_q = check_dense(x_q, "x_q", dtype=torch.uint8, op=op)
         check_tensor(table, "table", dtype=torch.uint8, shape=(256,), op=op)
         out = torch.empty_like(x_q)
         self.sync_threads()
