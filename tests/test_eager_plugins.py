@@ -173,3 +173,59 @@ def test_qat_fake_quant_matches_the_plugin_kernels(backend, target):
             for name, (inp, ref) in seen.items():
                 out = model.get_submodule(name)(inp)
                 assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item()), name
+
+
+#: the ``quantplug::`` kernel ops an exported model of each config must contain (at least)
+_EXPORTED_OPS = {
+    "dynamic": {"linear_dynamic"},
+    "dynamic+embeddings": {"linear_dynamic", "embedding_int8", "embedding_bag_int8"},
+    "int8 weight-only": {"linear_weight_only"},
+    "int4 weight-only": {"linear_int4_weight_only"},
+    "static": {"quantize_per_tensor", "linear", "conv2d", "dequantize_per_tensor"},
+    "qat static": {"quantize_per_tensor", "linear", "conv2d", "dequantize_per_tensor"},
+    "qat dynamic": {"linear_dynamic"},
+    "qat int4": {"linear_int4_weight_only"},
+}
+
+
+@pytest.mark.parametrize("config_name", sorted(_PLUGIN_CONFIGS))
+@pytest.mark.parametrize("backend", _plugin_backends())
+def test_eager_quantized_model_exports_and_reloads_bit_exactly(backend, config_name, tmp_path):
+    """torch.export of an eager-quantized model keeps the plugin's kernels (as registered ``quantplug::``
+    ops) and, saved with ``torch.export.save`` and loaded back, computes exactly what the eager model does."""
+    config = _PLUGIN_CONFIGS[config_name]
+    torch.manual_seed(0)
+    img, ids = torch.randn(16, 3, 8, 8), torch.randint(0, 50, (16, 6))
+    model = _AllLayers()
+    try:
+        _quantize_all(model, config, backend, img, ids)
+    except qc.BackendCapabilityError:
+        pytest.skip(f"{backend} refuses {config_name} (tested above)")
+    with torch.no_grad():
+        eager = model(img, ids)
+    program = torch.export.export(model, (img, ids))
+    kernel_ops = {str(n.target).split(".")[1] for n in program.graph.nodes
+                  if n.op == "call_function" and str(n.target).startswith("quantplug.")}
+    assert _EXPORTED_OPS[config_name] <= kernel_ops, kernel_ops
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, path)
+    loaded = torch.export.load(path).module()
+    with torch.no_grad():
+        assert torch.equal(program.module()(img, ids), eager)
+        assert torch.equal(loaded(img, ids), eager)
+
+
+@pytest.mark.parametrize("backend", _plugin_backends())
+def test_exported_eager_model_takes_any_batch_and_compiles(backend):
+    """A dynamic batch dimension survives export, and ``torch.compile`` runs the same kernels."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 48), nn.ReLU(), nn.Linear(48, 8)).eval()
+    quantplug.quantize_(model, qc.Int8DynamicActivationInt8WeightConfig(), backend=backend)
+    batch = torch.export.Dim("batch", min=1, max=256)
+    program = torch.export.export(model, (torch.randn(4, 24),), dynamic_shapes=({0: batch},))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        for n in (1, 7, 33):
+            x = torch.randn(n, 24)
+            assert torch.equal(program.module()(x), model(x))
+            assert torch.equal(compiled(x), model(x))

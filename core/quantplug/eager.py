@@ -2,7 +2,10 @@
 
 No export, no tracing requirement: modules are swapped in place, so it works
 for any ``nn.Module`` (models with data-dependent control flow, HF
-transformers, recurrent nets)::
+transformers, recurrent nets). The quantized model can still be exported
+afterwards: traced by ``torch.export`` / ``torch.compile``, each module calls
+its kernel through a registered ``quantplug::`` op (see
+:mod:`quantplug.nn._traced`)::
 
     import quantplug
     info = quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig())

@@ -138,22 +138,24 @@ def flatten_packed(packed: Any) -> list[torch.Tensor]:
     """A plugin's packed-weight dataclass as a list of tensors (ints/floats/bools become 0-d tensors)."""
     if not dataclasses.is_dataclass(packed):
         raise TypeError(f"packed weights must be a dataclass of tensors, got {type(packed).__name__}")
-    out = []
-    for f in dataclasses.fields(packed):
-        v = getattr(packed, f.name)
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif v is None:
-            out.append(torch.empty(0, dtype=torch.uint8))
-        elif isinstance(v, bool):
-            out.append(torch.tensor(v, dtype=torch.bool))
-        elif isinstance(v, int):
-            out.append(torch.tensor(v, dtype=torch.int64))
-        elif isinstance(v, float):
-            out.append(torch.tensor(v, dtype=torch.float64))
-        else:
-            raise TypeError(f"{type(packed).__name__}.{f.name}: unsupported field type {type(v).__name__}")
-    return out
+    return [packed_field_tensor(getattr(packed, f.name), f"{type(packed).__name__}.{f.name}")
+            for f in dataclasses.fields(packed)]
+
+
+def packed_field_tensor(v: Any, what: str = "packed field") -> torch.Tensor:
+    """One packed-weight field as a tensor: tensors as they are, ``None`` as an empty uint8 tensor,
+    bool / int / float as 0-d bool / int64 / float64 tensors (what :func:`unflatten_packed` reads back)."""
+    if isinstance(v, torch.Tensor):
+        return v
+    if v is None:
+        return torch.empty(0, dtype=torch.uint8)
+    if isinstance(v, bool):
+        return torch.tensor(v, dtype=torch.bool)
+    if isinstance(v, int):
+        return torch.tensor(v, dtype=torch.int64)
+    if isinstance(v, float):
+        return torch.tensor(v, dtype=torch.float64)
+    raise TypeError(f"{what}: unsupported field type {type(v).__name__}")
 
 
 def unflatten_packed(cls: type, tensors: list[torch.Tensor]) -> Any:

@@ -82,14 +82,17 @@ _packed_types: dict[tuple[str, str], type] = {}
 
 
 def _packed_type(backend: str, kind: str) -> type:
-    """The plugin's packed-weight dataclass for ``kind`` ("linear" or "conv2d")."""
+    """The plugin's packed-weight dataclass for ``kind`` ("linear", "conv2d" or "int4_linear")."""
     cls = _packed_types.get((backend, kind))
     if cls is None:
         k = _kernels(backend)
         cls = getattr(k, f"packed_{kind}_type", None)
-        if cls is None and kind == "linear":  # older plugins: learn the type from a tiny pack
+        # a plugin without the class attribute: learn the type from a tiny pack
+        if cls is None and kind == "linear":
             cls = type(k.pack_linear_weight(torch.zeros(1, 1, dtype=torch.int8), torch.ones(1), torch.zeros(1, dtype=torch.int32)))
-        if cls is None:
+        elif cls is None and kind == "int4_linear":
+            cls = type(k.pack_linear_weight_int4(torch.zeros(1, 32, dtype=torch.int8), torch.ones(1, 1), 32))
+        elif cls is None:
             cls = type(k.pack_conv2d_weight(torch.zeros(1, 1, 1, 1, dtype=torch.int8), torch.ones(1), torch.zeros(1, dtype=torch.int32)))
         _packed_types[(backend, kind)] = cls
     return cls

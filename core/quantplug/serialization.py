@@ -1063,7 +1063,8 @@ def load_exported(path: str | os.PathLike[str], **kwargs: Any):
     backend plugins are found lazily when the ops first run). This function is
     that import plus the call.
     """
-    from . import lowering  # noqa: F401  (defines quantplug::linear / linear_dynamic)
+    from . import lowering  # noqa: F401  (defines quantplug::linear / linear_dynamic / conv2d ...)
+    from .nn import _traced  # noqa: F401  (weight-only and embedding ops of exported eager models)
 
     return torch.export.load(path, **kwargs)
 

@@ -298,6 +298,7 @@ class QuantizedModule(nn.Module):
             self.kernel_path = f"pytorch reference ({backend.name} is the reference backend, no C kernels)"
         self._packed_meta: dict[str, dict[str, Any]] = {}
         self._packed_types: dict[str, type] = {}
+        self._packed_fields: dict[str, tuple[str, ...]] = {}  # field order, for the traced ops' tensor list
         self._runtime: dict[str, Any] = {}
 
     # -- kernels -----------------------------------------------------------------
@@ -336,6 +337,7 @@ class QuantizedModule(nn.Module):
                                      f"fields must be tensors or plain int/float/bool/str")
         self._packed_meta[prefix] = meta
         self._packed_types[prefix] = type(packed)
+        self._packed_fields[prefix] = tuple(f.name for f in dataclasses.fields(packed))
         self._runtime.pop(f"packed:{prefix}", None)
 
     def _packed(self, prefix: str) -> Any:
@@ -374,15 +376,34 @@ class QuantizedModule(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):  # noqa: D401 - torch hook
         self._runtime = {}
         super()._load_from_state_dict(*args, **kwargs)
+        self._warm_runtime()
 
     def _apply(self, fn, recurse=True):
         self._runtime = {}
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._warm_runtime()
+        return out
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_runtime"] = {}  # the kernel handle and cached dataclasses are rebuilt after loading
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_packed_fields" not in state:  # pickled by quantplug 0.1 before the field order was recorded
+            self._packed_fields = {k: tuple(f.name for f in dataclasses.fields(cls))
+                                   for k, cls in self._packed_types.items()}
+        self._warm_runtime()
+
+    def _warm_runtime(self) -> None:
+        """Refill caches that read buffer *values* into Python numbers (subclasses: activation qparams).
+
+        Called whenever buffers may have changed (construction, ``load_state_dict``,
+        ``.to()``, unpickling, deep copies): a forward traced by ``torch.export``
+        sees fake buffers whose values it cannot read, so the numbers must be
+        known before tracing starts.
+        """
 
     # -- repr -------------------------------------------------------------------------
     def _backend_repr(self) -> str:

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from ..errors import QuantplugError
 from ._common import BackendNumerics, QuantizedModule, quantize_weight
+from ._traced import is_tracing, packed_tensors
+from ._traced import ops as traced
 
 __all__ = ["DynamicLinear", "DynamicLSTM", "DynamicGRU", "DynamicLSTMCell", "DynamicGRUCell", "DynamicRNNCell"]
 
@@ -70,13 +72,20 @@ class DynamicLinear(QuantizedModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """fp32 (or bf16/fp16, converted) ``[..., in_features]`` -> same dtype ``[..., out_features]``."""
-        k = self._runtime.get("kernels") or self.kernels()
+        # None = traced by torch.export / compile: call the registered op instead of the library
+        k = None if self.uses_plugin_kernel and is_tracing(x) else (self._runtime.get("kernels") or self.kernels())
         x32, dtype = _float_input(x)
         if self.row_equalize:
             y = self._row_equalized(k, x32)
         else:
-            y = k.linear_dynamic(x32, self._packed("packed"), self.bias, per_row=self.per_row)
+            y = self._kernel(k, x32, self.bias, self.per_row)
         return y if dtype == torch.float32 else y.to(dtype)
+
+    def _kernel(self, k: Any, x: Tensor, bias: Tensor | None, per_row: bool) -> Tensor:
+        if k is None:
+            return traced.linear_dynamic(x, packed_tensors(self, "packed"), bias, per_row, self.out_features,
+                                         self.backend_name)
+        return k.linear_dynamic(x, self._packed("packed"), bias, per_row=per_row)
 
     def _row_equalized(self, k: Any, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features)
@@ -85,7 +94,7 @@ class DynamicLinear(QuantizedModule):
         center, radius = (hi + lo) * 0.5, (hi - lo) * 0.5
         inv = torch.where(radius > 0, torch.reciprocal(radius), torch.ones_like(radius))  # constant row: x' = 0
         # one fused pass (x * inv - center * inv allocates two [M, K] temporaries: 4x slower at K=1536)
-        y = k.linear_dynamic(torch.addcmul(-center * inv, flat, inv), self._packed("packed"), None, per_row=False)
+        y = self._kernel(k, torch.addcmul(-center * inv, flat, inv), None, False)
         # y = radius * y' + center * rowsum(W) + bias, in place on the kernel's fresh output
         y.mul_(radius).addmm_(center, self.weight_row_sums.reshape(1, -1))
         if self.bias is not None:

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from ..errors import QuantplugError
 from ..quant_ops import ops as qops
 from ._common import BackendNumerics, QuantizedModule, quantize_weight
+from ._traced import is_tracing, packed_tensors
+from ._traced import ops as traced
 
 __all__ = [
     "ObservedLinear",
@@ -108,23 +110,34 @@ class _StaticBase(QuantizedModule):
         self.register_buffer("input_zero_point", torch.tensor(int(in_q[1]), dtype=torch.int32))
         self.register_buffer("output_scale", torch.tensor(float(out_q[0])))
         self.register_buffer("output_zero_point", torch.tensor(int(out_q[1]), dtype=torch.int32))
+        self._warm_runtime()
 
     def _q(self) -> tuple[float, int, float, int]:
         q = self._runtime.get("qparams")
         if q is None:  # read once: python floats for the kernel call
+            if is_tracing(self.input_scale):
+                raise QuantplugError(
+                    f"{type(self).__name__}: its activation qparams were not read before tracing started "
+                    f"(buffers replaced after construction?); run the model once eagerly, then export it")
             q = self._runtime["qparams"] = (float(self.input_scale), int(self.input_zero_point),
                                             float(self.output_scale), int(self.output_zero_point))
         return q
 
+    def _warm_runtime(self) -> None:
+        """Read the activation qparams into Python numbers while the buffers hold real values."""
+        t = getattr(self, "input_scale", None)
+        if isinstance(t, Tensor) and not is_tracing(t) and t.device.type == "cpu":
+            self._q()
+
     def _quantize(self, k: Any, x: Tensor, scale: float, zp: int) -> Tensor:
         n = self.numerics
         lo, hi = n.act_range
-        if self.uses_plugin_kernel and hasattr(k, "quantize_per_tensor"):
+        if k is not None and self.uses_plugin_kernel and hasattr(k, "quantize_per_tensor"):
             return k.quantize_per_tensor(x, scale, zp, n.act_dtype, lo, hi)
         return qops.quantize_per_tensor(x, scale, zp, lo, hi, n.act_dtype)
 
     def _dequantize(self, k: Any, q: Tensor, scale: float, zp: int) -> Tensor:
-        if self.uses_plugin_kernel and hasattr(k, "dequantize_per_tensor") and q.is_contiguous():
+        if k is not None and self.uses_plugin_kernel and hasattr(k, "dequantize_per_tensor") and q.is_contiguous():
             return k.dequantize_per_tensor(q, scale, zp)
         lo, hi = self.numerics.act_range
         return qops.dequantize_per_tensor(q, scale, zp, lo, hi, q.dtype)
@@ -157,10 +170,14 @@ class QuantizedLinear(_StaticBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """Float ``[..., in_features]`` -> float ``[..., out_features]``."""
-        k = self._runtime.get("kernels") or self.kernels()
         s_in, z_in, s_out, z_out = self._q()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
+        if self.uses_plugin_kernel and is_tracing(x):  # torch.export / compile: the registered op
+            y_q = traced.linear(self._quantize(None, x2, s_in, z_in), s_in, z_in, packed_tensors(self, "packed"),
+                                self.bias, s_out, z_out, self.relu, self.out_features, self.backend_name)
+            return self._dequantize(None, y_q, s_out, z_out).reshape(*lead, self.out_features)
+        k = self._runtime.get("kernels") or self.kernels()
         y_q = k.linear(self._quantize(k, x2, s_in, z_in), s_in, z_in, self._packed("packed"), self.bias,
                        s_out, z_out, relu=self.relu)
         return self._dequantize(k, y_q, s_out, z_out).reshape(*lead, self.out_features)
@@ -202,6 +219,9 @@ class QuantizedConv2d(_StaticBase):
         packed = self.kernels().pack_conv2d_weight(w_q, w_scales, w_zero_points, _pair(conv.stride), self.padding,
                                                    _pair(conv.dilation), conv.groups)
         self._store_packed("packed", packed)
+        # the 2-d geometry the kernel runs (a Conv1d subclass keeps its own 1-d attributes for repr)
+        self.geometry_2d = ((int(conv.kernel_size[0]), int(conv.kernel_size[1])), _pair(conv.stride),
+                            _pair(conv.dilation))
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().float().contiguous().clone())
         self._init_qparams(input_qparams, output_qparams, relu)
 
@@ -214,11 +234,18 @@ class QuantizedConv2d(_StaticBase):
                    backend=backend, numerics=numerics)
 
     def _run(self, x: Tensor) -> Tensor:
-        k = self._runtime.get("kernels") or self.kernels()
         s_in, z_in, s_out, z_out = self._q()
         x = x.to(torch.float32)
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad, mode=self.pad_mode)
+        if self.uses_plugin_kernel and is_tracing(x):  # torch.export / compile: the registered op
+            (kh, kw), stride, dilation = self.geometry_2d
+            x_q = self._quantize(None, x.contiguous(), s_in, z_in)
+            y_q = traced.conv2d(x_q, s_in, z_in, packed_tensors(self, "packed"), self.bias, s_out, z_out, self.relu,
+                                self.out_channels, [kh, kw], list(stride), list(self.padding), list(dilation),
+                                self.backend_name)
+            return self._dequantize(None, y_q, s_out, z_out)
+        k = self._runtime.get("kernels") or self.kernels()
         x_q = self._quantize(k, x.contiguous(), s_in, z_in)
         y_q = k.conv2d(x_q, s_in, z_in, self._packed("packed"), self.bias, s_out, z_out, relu=self.relu)
         return self._dequantize(k, y_q, s_out, z_out)

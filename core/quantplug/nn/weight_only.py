@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from ..affine import choose_qparams, dequantize_affine, pack_int4, quantize_affine, unpack_int4
 from ..errors import QuantplugError
 from ._common import BackendNumerics, QuantizedModule, quantize_weight
+from ._traced import is_tracing, packed_tensors
+from ._traced import ops as traced
 
 __all__ = [
     "Int8WeightOnlyLinear",
@@ -105,7 +107,10 @@ class Int8WeightOnlyLinear(QuantizedModule):
     def forward(self, x: Tensor) -> Tensor:
         """Float in, float out."""
         x32, dtype = _float(x)
-        if self.uses_plugin_kernel:
+        if self.uses_plugin_kernel and is_tracing(x):  # torch.export / compile: the registered op
+            y = traced.linear_weight_only(x32, packed_tensors(self, "packed"), self.bias, self.out_features,
+                                          self.backend_name)
+        elif self.uses_plugin_kernel:
             y = self.kernels().linear_weight_only(x32, self._packed("packed"), self.bias)
         else:
             y = F.linear(x32, self.dequantized_weight(), self.bias)
@@ -178,7 +183,10 @@ class Int4WeightOnlyLinear(QuantizedModule):
     def forward(self, x: Tensor) -> Tensor:
         """Float in, float out."""
         x32, dtype = _float(x)
-        if self.uses_plugin_kernel:
+        if self.uses_plugin_kernel and is_tracing(x):
+            y = traced.linear_int4_weight_only(x32, packed_tensors(self, "packed"), self.bias, self.out_features,
+                                               self.backend_name)
+        elif self.uses_plugin_kernel:
             y = self.kernels().linear_int4_weight_only(x32, self._packed("packed"), self.bias)
         else:
             y = F.linear(x32, self.dequantized_weight(), self.bias)
@@ -249,6 +257,9 @@ class QuantizedEmbedding(_EmbeddingBase):
         """Integer indices of any shape -> float ``[*indices.shape, embedding_dim]``."""
         if indices.dtype not in (torch.int64, torch.int32):
             raise QuantplugError(f"QuantizedEmbedding: indices must be int64 or int32, got {indices.dtype}")
+        if self.uses_plugin_kernel and is_tracing(indices):
+            return traced.embedding_int8(indices, self.weight_q, self.weight_scales, self.weight_zero_points,
+                                         self.backend_name)
         if self.uses_plugin_kernel:
             return self.kernels().embedding_int8(indices, self.weight_q, self.weight_scales, self.weight_zero_points)
         return self._rows(indices.long())
@@ -271,6 +282,10 @@ class QuantizedEmbeddingBag(_EmbeddingBase):
 
     def forward(self, input: Tensor, offsets: Tensor | None = None, per_sample_weights: Tensor | None = None) -> Tensor:
         """Same arguments as ``nn.EmbeddingBag.forward``."""
+        if self.uses_plugin_kernel and is_tracing(input):
+            return traced.embedding_bag_int8(input, offsets, self.weight_q, self.weight_scales,
+                                             self.weight_zero_points, self.mode, per_sample_weights,
+                                             self.include_last_offset, self.padding_idx, self.backend_name)
         if self.uses_plugin_kernel:
             return self.kernels().embedding_bag_int8(input, offsets, self.weight_q, self.weight_scales,
                                                      self.weight_zero_points, mode=self.mode,

@@ -809,13 +809,14 @@ class TestEagerFlow:
     """``quantplug.quantize_`` / ``prepare_qat`` / ``convert`` for every mode, graph or eager-only.
 
     Declared modes must quantize, stay close to float and survive ``quantplug.save`` /
-    ``load`` bit-identically; undeclared ones must be refused without touching the model.
+    ``load``, ``load_state_dict`` and ``torch.export`` save / load bit-identically;
+    undeclared ones must be refused without touching the model.
     """
 
     @pytest.mark.parametrize("mode", ["static", "dynamic", "weight_only", "qat"])
     def test_mode(self, backend, capabilities, mode, tmp_path):
         from quantplug.configs import BackendCapabilityError
-        from quantplug.serialization import load, save
+        from quantplug.serialization import load, load_exported, save
 
         batches = [torch.randn(8, 128, generator=_gen(i)) for i in range(4)]
         x = torch.randn(5, 128, generator=_gen(9))
@@ -856,6 +857,12 @@ class TestEagerFlow:
             with torch.no_grad():
                 assert torch.equal(loaded(x), y), f"{label}: output changed after quantplug.save/load"
                 assert torch.equal(other(x), y), f"{label}: output differs after load_state_dict"
+            # torch.export: traced modules call the registered quantplug:: ops, which must reach the
+            # same kernels after torch.export.save / load
+            torch.export.save(torch.export.export(model, (x,)), tmp_path / f"{mode}-{label}.pt2")
+            program = load_exported(tmp_path / f"{mode}-{label}.pt2")
+            with torch.no_grad():
+                assert torch.equal(program.module()(x), y), f"{label}: output differs after torch.export save/load"
 
 
 # ---------------------------------------------------------- serialization --
