@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from quantplug.errors import KernelInputError
-from quantplug.kernels import check_binary_operands, check_dense, check_tensor
+from quantplug.kernels import check_binary_operands, check_dense, check_finite, check_tensor
 
 
 def test_check_tensor_accepts_a_good_tensor_and_returns_it():
@@ -74,3 +74,33 @@ def test_check_dense_keeps_channels_last_and_densifies_views():
     assert out.is_contiguous() and torch.equal(out, view)
     with pytest.raises(KernelInputError, match="k.lut: x_q has dtype torch.int8"):
         check_dense(torch.zeros(3, dtype=torch.int8), "x_q", dtype=torch.uint8, op="k.lut")
+
+
+def test_check_finite_remembers_a_passing_tensor_until_it_is_modified():
+    bias = torch.randn(8)
+    assert check_finite(bias, "bias", op="k.conv2d") is bias
+    bias[3] = float("nan")  # in place: _version moves on, so the check runs again
+    with pytest.raises(KernelInputError, match=r"k.conv2d: bias contains NaN or inf"):
+        check_finite(bias, "bias", op="k.conv2d")
+    with pytest.raises(KernelInputError, match="inf"):
+        check_finite(torch.tensor([1.0, float("inf")]), "scales", op="k.linear")
+
+
+def test_unflatten_packed_reuses_its_object_until_a_tensor_changes():
+    import dataclasses
+
+    from quantplug.kernels import flatten_packed, unflatten_packed
+
+    @dataclasses.dataclass
+    class Packed:
+        w: torch.Tensor
+        k: int
+
+    tensors = flatten_packed(Packed(torch.ones(4, dtype=torch.int8), 4))
+    first = unflatten_packed(Packed, tensors)
+    assert unflatten_packed(Packed, list(tensors)) is first  # same tensors: same object
+    tensors[1].fill_(5)  # an in-place load_state_dict into the buffers
+    again = unflatten_packed(Packed, tensors)
+    assert again is not first and again.k == 5
+    other = [tensors[0].clone(), tensors[1]]
+    assert unflatten_packed(Packed, other) is not again  # a different tensor object: rebuilt

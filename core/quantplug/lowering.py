@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
-from .kernels import flatten_packed, unflatten_packed
+from .kernels import cached_packed, flatten_packed, remember_packed, unflatten_packed
 from .ops import is_op, op_name
 from .prepare import META_KEY
 from .quant_ops import LIB
@@ -98,36 +98,11 @@ def _packed_type(backend: str, kind: str) -> type:
     return cls
 
 
-# Rebuilding a plugin's packed dataclass from the op's tensor list costs 3-5 us (``.item()``
-# per int field) and defeats the caches plugins key on the packed object (requantization
-# multipliers, int32 bias): together more than the arithmetic of a small GEMV. A lowered model
-# passes the same buffer tensors on every call, so the object built on the first call is kept
-# on the first tensor itself (attribute ``_HOLDER_ATTR``) and reused while every tensor of the
-# call is the very object it was built from. Holder and weights form a cycle the garbage
-# collector frees with the model (no global cache to leak), and a holder pickles and
-# deep-copies as ``None`` (copies rebuild once; pickles never carry plugin classes).
-_HOLDER_ATTR = "_quantplug_packed_holder"
-
-
-class _PackedHolder:
-    __slots__ = ("tensors", "obj")
-
-    def __init__(self, tensors: list, obj: Any) -> None:
-        self.tensors, self.obj = list(tensors), obj
-
-    def __reduce__(self):
-        return type(None), ()
-
-
 def _packed_object(backend: str, kind: str, tensors: list) -> Any:
-    first = tensors[0]
-    holder = getattr(first, _HOLDER_ATTR, None)
-    if holder is not None and len(holder.tensors) == len(tensors) and all(a is b for a, b in zip(holder.tensors, tensors)):
-        return holder.obj
-    obj = unflatten_packed(_packed_type(backend, kind), tensors)
-    if type(first) is torch.Tensor or isinstance(first, torch.nn.Parameter):  # not a fake / functional tensor
-        setattr(first, _HOLDER_ATTR, _PackedHolder(tensors, obj))
-    return obj
+    # unflatten_packed keeps the object built on the first call (see its comment): the type
+    # lookup is only paid when it has to build one
+    hit = cached_packed(tensors)
+    return hit if hit is not None else unflatten_packed(_packed_type(backend, kind), tensors)
 
 
 def _linear_impl(x, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point, relu, n, backend):
@@ -667,7 +642,7 @@ def _packed_attrs(gm: GraphModule, anchor: Node, packed: Any) -> list[Node]:
         gm.register_buffer(name, t)
         nodes.append(gm.graph.get_attr(name))
     stored = [getattr(gm, f"{anchor.name}_packed_{i}") for i in range(len(tensors))]
-    setattr(stored[0], _HOLDER_ATTR, _PackedHolder(stored, packed))  # the object lowering built
+    remember_packed(stored, packed)  # the object lowering built is what the op's first call gets
     return nodes
 
 
