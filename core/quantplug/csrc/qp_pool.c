@@ -81,6 +81,7 @@ typedef struct {
 static void qp_maxpool_task(void *ctx, size_t begin, size_t end) {
   const qp_maxpool_job *j = (const qp_maxpool_job *)ctx;
   int level = qp_pool_level();
+  (void)level; /* only the x86 paths read it */
   size_t in_img = j->h * j->w * j->c, out_img = j->oh * j->ow * j->c;
   for (size_t b = begin; b < end; b++) {
     if (j->is_signed) {

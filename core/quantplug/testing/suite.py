@@ -448,6 +448,32 @@ class TestKernels:
         with pytest.raises(ValueError):
             kernels.set_isa("no-such-isa")
 
+    @pytest.mark.parametrize("dtype,qmin,qmax", [(torch.uint8, 0, 255), (torch.uint8, 0, 127), (torch.int8, -128, 127)])
+    def test_shared_quantize_per_tensor_bit_exact_on_every_isa(self, kernels, capabilities, dtype, qmin, qmax):
+        """The core's quantize kernel (compiled into every plugin) equals ``quantize_affine`` on each path:
+        ties to even, NaN to the zero point, +-inf and huge values clamped, SIMD bodies and scalar tails."""
+        if not callable(getattr(kernels, "quantize_per_tensor", None)):
+            pytest.skip("the kernel library has no quantize_per_tensor")
+        from quantplug.affine import quantize_affine
+
+        g = _gen(5)
+        scale = 0.0625  # a power of two: x * (1/scale) is exact, so the .5 steps below are true ties
+        # 1000 elements: whole 16- and 32-wide blocks plus a tail
+        x = torch.randn(1000, generator=g) * 4
+        x[:64] = (torch.arange(64, dtype=torch.float32) - 32 + 0.5) * scale
+        x[64:72] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0, -0.0, 3e-39])
+        for zp in (qmin, (qmin + qmax) // 2, qmax):
+            ref = quantize_affine(x, torch.tensor(scale), torch.tensor(zp), quant_min=qmin, quant_max=qmax, dtype=dtype)
+
+            def check(isa, zp=zp, ref=ref):
+                for n in (1000, 31, 7):
+                    out = kernels.quantize_per_tensor(x[:n].contiguous(), scale, zp, dtype, qmin, qmax)
+                    diff = (out.to(torch.int32) - ref[:n].to(torch.int32)).abs()
+                    assert torch.equal(out, ref[:n]), \
+                        f"[{isa}] zp={zp} n={n}: {int((diff > 0).sum())} values differ (first at {int(diff.argmax())})"
+
+            _for_each_isa(kernels, capabilities, check)
+
     @requires.static_linear
     def test_packed_linear_weight_is_plain_data(self, kernels, capabilities):
         w, s, z = _weight(capabilities, _gen(1), (5, 7))
