@@ -27,6 +27,7 @@ from torch.fx import GraphModule
 from .ops import op_name
 from .prepare import META_KEY
 from .quant_ops import ops as qops
+from .lowering import QDQ_KERNEL_OPS
 from .specs import ANNOTATION_KEY, EXPLAIN_KEY, INTEGER_OP_PREFIX
 
 __all__ = ["explain", "ExplainReport", "ExplainRow", "REASONS"]
@@ -38,6 +39,7 @@ REASONS = ("no pattern", "constraint violated", "op unsupported by backend", "ex
 _QDQ = {
     qops.quantize_per_tensor.default, qops.dequantize_per_tensor.default, qops.quantize_per_channel.default,
     qops.dequantize_per_channel.default, qops.dequantize_per_group.default, qops.quantize_dequantize_dynamic.default,
+    *QDQ_KERNEL_OPS.values(),  # the same quantize / dequantize, run by the backend's kernel after lowering
 }
 _DATA_MOVEMENT = {"view", "reshape", "flatten", "permute", "transpose", "t", "getitem", "_guards_fn", "sym_size", "contiguous", "clone", "expand", "unsqueeze", "squeeze", "detach"}
 
@@ -90,7 +92,8 @@ def _op_label(target) -> str:
     return name.split(".")[0]
 
 
-_QUANTIZE = {qops.quantize_per_tensor.default, qops.quantize_per_channel.default}
+_QUANTIZE = {qops.quantize_per_tensor.default, qops.quantize_per_channel.default,
+             QDQ_KERNEL_OPS[qops.quantize_per_tensor.default]}
 _FUSED_TAIL = {"relu", "hardtanh", "batch_norm"}
 
 

@@ -18,6 +18,7 @@ dq(x) -> avg_pool2d / adaptive_avg_pool2d -> q       ``quantplug::avg_pool2d`` /
 dq(x) -> adaptive_avg_pool2d(1) / mean(H,W) -> q     ``quantplug::global_avg_pool``
 dq(x) -> flatten/reshape/permute -> q (same)         the same op on the integer tensor
 dq(a), dq(b).. -> cat -> q (all the same qparams)    ``aten.cat`` on the integer tensors
+q / dq left over (model input and output, floats)   ``quantplug::(de)quantize_per_tensor_kernel``
 ==================================================  ===============================
 
 A ``hardtanh`` / ``relu6`` / ``clamp`` after conv or linear fuses when the
@@ -52,7 +53,7 @@ from .quant_ops import LIB
 from .quant_ops import ops as qops
 from .specs import ANNOTATION_KEY, EXPLAIN_KEY, INTEGER_OP_PREFIX
 
-__all__ = ["lower_model", "EXPLAIN_KEY",
+__all__ = ["lower_model", "EXPLAIN_KEY", "QDQ_KERNEL_OPS",
            # for plugins' own passes (Backend.lowering)
            "constant", "weight_qparams", "float_bias", "store_packed", "store_bias", "quantized_tail",
            "erase_unused", "finish_plugin_pass"]
@@ -143,6 +144,52 @@ def _max_pool2d_impl(x, kernel_size, stride, padding, dilation, ceil_mode, backe
 
 def _global_avg_pool_impl(x, x_scale, x_zero_point, out_scale, out_zero_point, backend):
     return _kernels(backend).global_avg_pool(x, x_scale, x_zero_point, out_scale, out_zero_point)
+
+
+# Quantize / dequantize left in a lowered graph (the model's float input and output, float
+# islands such as attention matmuls) run the backend's C kernel (bit-exact with the reference
+# op: tested on every ISA by the conformance suite) instead of the reference op's five torch
+# passes: 1x3x224x224 costs ~370 us that way, ~20 us in the kernel. Layouts the kernels do not
+# take (non-contiguous) fall back to the reference computation.
+LIB.define("quantize_per_tensor_kernel(Tensor input, float scale, int zero_point, int quant_min, int quant_max, ScalarType dtype, str backend) -> Tensor")
+LIB.define("dequantize_per_tensor_kernel(Tensor input, float scale, int zero_point, int quant_min, int quant_max, ScalarType dtype, str backend) -> Tensor")
+
+
+def _quantize_kernel_impl(x, scale, zero_point, quant_min, quant_max, dtype, backend):
+    if x.dtype == torch.float32 and x.is_contiguous():
+        return _kernels(backend).quantize_per_tensor(x, scale, zero_point, dtype, quant_min, quant_max)
+    return qops.quantize_per_tensor(x, scale, zero_point, quant_min, quant_max, dtype)
+
+
+def _dequantize_kernel_impl(q, scale, zero_point, quant_min, quant_max, dtype, backend):
+    if q.is_contiguous():
+        return _kernels(backend).dequantize_per_tensor(q, scale, zero_point)
+    return qops.dequantize_per_tensor(q, scale, zero_point, quant_min, quant_max, dtype)
+
+
+LIB.impl("quantize_per_tensor_kernel", _quantize_kernel_impl, "CPU")
+LIB.impl("dequantize_per_tensor_kernel", _dequantize_kernel_impl, "CPU")
+torch.library.register_fake("quantplug::quantize_per_tensor_kernel",
+                            lambda x, scale, zp, qmin, qmax, dtype, backend: torch.empty_like(x, dtype=dtype), lib=LIB)
+torch.library.register_fake("quantplug::dequantize_per_tensor_kernel",
+                            lambda q, scale, zp, qmin, qmax, dtype, backend: torch.empty_like(q, dtype=torch.float32),
+                            lib=LIB)
+
+#: reference quantize / dequantize -> the op that runs them on the backend's kernel
+QDQ_KERNEL_OPS = {qops.quantize_per_tensor.default: torch.ops.quantplug.quantize_per_tensor_kernel.default,
+                  qops.dequantize_per_tensor.default: torch.ops.quantplug.dequantize_per_tensor_kernel.default}
+
+
+def _lower_qdq(gm: GraphModule, backend: Any, kernels: Any) -> None:
+    """Point the per-tensor quantize / dequantize nodes still in ``gm`` at the backend's kernels."""
+    if not (callable(getattr(kernels, "quantize_per_tensor", None))
+            and callable(getattr(kernels, "dequantize_per_tensor", None))):
+        return
+    for n in gm.graph.nodes:
+        kernel_op = QDQ_KERNEL_OPS.get(n.target)
+        if kernel_op is not None and n.args[5] in (torch.uint8, torch.int8):
+            n.target = kernel_op
+            n.args = (*n.args[:6], backend.name)
 
 
 LIB.impl("max_pool2d", _max_pool2d_impl, "CPU")
@@ -706,6 +753,7 @@ def lower_model(gm: GraphModule, backend_name: str | None = None) -> GraphModule
     from .convert import _drop_unused
 
     gm.graph.eliminate_dead_code()
+    _lower_qdq(gm, backend, kernels)
     _drop_unused(gm)
     gm.graph.lint()
     gm.recompile()

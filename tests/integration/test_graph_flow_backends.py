@@ -16,6 +16,7 @@ import torch
 
 import quantplug
 from quantplug.affine import sqnr
+from quantplug.lowering import QDQ_KERNEL_OPS
 from quantplug.backend_config import _observer_kwargs
 from quantplug.observers import MinMaxObserver
 from quantplug.quant_ops import ops as qops
@@ -26,6 +27,8 @@ torch.manual_seed(0)
 MODELS = {"MLP": (MLP, (8, 32)), "OpsCNN": (OpsCNN, (2, 3, 16, 16)), "Attention": (AttentionBlock, (2, 6, 32))}
 #: patterns every backend must run in its kernels (beyond these, explain gives the reason)
 MUST_LOWER = {"linear", "conv2d"}
+#: a dequantize node before and after lowering (then it runs the backend's kernel)
+_DEQUANTIZE = (qops.dequantize_per_tensor.default, QDQ_KERNEL_OPS[qops.dequantize_per_tensor.default])
 
 
 def _convert(backend, model, x, quantizer=None, modes=(False, True)):
@@ -144,7 +147,7 @@ def test_agrees_with_torch_quantized_engine(name, model_name, monkeypatch):
     theirs = _torch_fx(model, x, data, act_kw, w_kw)
     with torch.no_grad():
         y_ours, y_torch, y_float = ours(x), theirs(x), model(x)
-    step = [n for n in ours.graph.nodes if n.target == qops.dequantize_per_tensor.default][-1].args[1]
+    step = [n for n in ours.graph.nodes if n.target in _DEQUANTIZE][-1].args[1]
     assert (y_ours - y_torch).abs().max() <= step * 1.0001
     assert sqnr(y_float, y_ours) >= sqnr(y_float, y_torch) - 0.5
 
@@ -209,6 +212,6 @@ def test_qat_conv_bn_lowered_matches_fake_quant(backend):
     gm = quantplug.prepare_qat_pt2e(ConvBNDrop().train(), backend.get_quantizer(is_qat=True), (torch.randn(4, 3, 8, 8),))
     fake, real, converted = qat_train_and_convert(gm, steps=4, lower=True)
     assert not [r for r in quantplug.explain(converted).not_lowered if r.op in MUST_LOWER]
-    out_scale = [n for n in converted.graph.nodes if n.target == qops.dequantize_per_tensor.default][-1].args[1]
+    out_scale = [n for n in converted.graph.nodes if n.target in _DEQUANTIZE][-1].args[1]
     # fake quant rounds in float on the folded weight; the kernels compute in integers: <= 2 steps
     assert (fake - real).abs().max() <= 2 * out_scale + 1e-6

@@ -694,11 +694,13 @@ def static_flow(backend, capabilities):
 
 
 def _output_step(gm) -> float | None:
+    from quantplug.lowering import QDQ_KERNEL_OPS
     from quantplug.quant_ops import ops as qops
 
+    dequantize = (qops.dequantize_per_tensor.default, QDQ_KERNEL_OPS[qops.dequantize_per_tensor.default])
     out = next(n for n in gm.graph.nodes if n.op == "output")
     for node in out.all_input_nodes:
-        if node.target == qops.dequantize_per_tensor.default:
+        if node.target in dequantize:
             return float(node.args[1])
     return None
 
