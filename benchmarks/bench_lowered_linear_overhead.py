@@ -18,7 +18,7 @@ import warnings
 import torch
 
 import quantplug
-from quantplug import lowering
+from quantplug.kernels import _HOLDER_ATTR
 from quantplug.lowering import _packed_object
 
 warnings.filterwarnings("ignore")
@@ -36,7 +36,8 @@ def lowered_linear(backend: str):
     node = next(n for n in gm.graph.nodes if n.target == torch.ops.quantplug.linear.default)
     fetch = lambda a: getattr(gm, a.target) if isinstance(a, torch.fx.Node) and a.op == "get_attr" else a  # noqa: E731
     args = [([fetch(t) for t in a] if isinstance(a, list) else fetch(a)) for a in node.args]
-    q_in = next(n for n in gm.graph.nodes if n.target == torch.ops.quantplug.quantize_per_tensor.default)
+    quantize = (torch.ops.quantplug.quantize_per_tensor.default, torch.ops.quantplug.quantize_per_tensor_kernel.default)
+    q_in = next(n for n in gm.graph.nodes if n.target in quantize)
     args[0] = q_in.target(torch.randn(1, K), *q_in.args[1:])
     return model, args
 
@@ -76,7 +77,7 @@ def main() -> None:
             pk = torch.ops.quantized.linear_prepack(wq, model[0].bias.detach())
             tx = torch.quantize_per_tensor(torch.randn(1, K), 0.05, 64, torch.quint8)
             fns["torch"] = lambda: torch.ops.quantized.linear(tx, pk, 0.1, 64)
-        fns["op_nocache"] = lambda: (delattr(packed[0], lowering._HOLDER_ATTR),
+        fns["op_nocache"] = lambda: (delattr(packed[0], _HOLDER_ATTR),
                                      torch.ops.quantplug.linear.default(*args))
         t = timed(fns)
         print(f"{backend:<11} {t['op']:>10.1f} {t['op_nocache']:>12.1f} {t['raw']:>10.1f} {t.get('torch', float('nan')):>10.1f} "
