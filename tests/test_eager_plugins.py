@@ -229,3 +229,25 @@ def test_exported_eager_model_takes_any_batch_and_compiles(backend):
             x = torch.randn(n, 24)
             assert torch.equal(program.module()(x), model(x))
             assert torch.equal(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("backend", _plugin_backends())
+def test_static_conv_takes_channels_last_and_nchw_alike(backend):
+    """Quantize / dequantize run on a channels_last tensor's dense buffer (no layout copies): same numbers."""
+    b = quantplug.get_backend(backend)
+    from quantplug.nn._common import missing_kernel_ops
+    from quantplug.nn.static import CONV_OPS
+
+    if missing_kernel_ops(b, CONV_OPS):
+        pytest.skip(f"{backend} has no int8 conv kernel")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
+    quantplug.quantize_(model, qc.Int8StaticActivationInt8WeightConfig(), backend=backend)
+    x = torch.randn(2, 3, 9, 7)
+    with torch.no_grad():
+        model(x)
+        quantplug.convert(model)
+        y = model(x)
+        y_cl = model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(y, y_cl)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the kernels' layout is kept, not copied back

@@ -133,12 +133,18 @@ class _StaticBase(QuantizedModule):
         n = self.numerics
         lo, hi = n.act_range
         if k is not None and self.uses_plugin_kernel and hasattr(k, "quantize_per_tensor"):
-            return k.quantize_per_tensor(x, scale, zp, n.act_dtype, lo, hi)
+            if _is_nhwc(x):  # a conv's channels_last output: quantize its dense buffer, keep the layout
+                return k.quantize_per_tensor(x.permute(0, 2, 3, 1), scale, zp, n.act_dtype, lo, hi).permute(0, 3, 1, 2)
+            return k.quantize_per_tensor(x.contiguous(), scale, zp, n.act_dtype, lo, hi)
         return qops.quantize_per_tensor(x, scale, zp, lo, hi, n.act_dtype)
 
     def _dequantize(self, k: Any, q: Tensor, scale: float, zp: int) -> Tensor:
-        if k is not None and self.uses_plugin_kernel and hasattr(k, "dequantize_per_tensor") and q.is_contiguous():
-            return k.dequantize_per_tensor(q, scale, zp)
+        if k is not None and self.uses_plugin_kernel and hasattr(k, "dequantize_per_tensor"):
+            # conv kernels return channels_last: the elementwise kernel runs on the dense NHWC buffer
+            if _is_nhwc(q):
+                return k.dequantize_per_tensor(q.permute(0, 2, 3, 1), scale, zp).permute(0, 3, 1, 2)
+            if q.is_contiguous():
+                return k.dequantize_per_tensor(q, scale, zp)
         lo, hi = self.numerics.act_range
         return qops.dequantize_per_tensor(q, scale, zp, lo, hi, q.dtype)
 
@@ -186,6 +192,11 @@ class QuantizedLinear(_StaticBase):
         """Shape, qparams, backend, dtypes and kernel path."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, {self._qparams_repr()}, "
                 f"{self._backend_repr()}")
+
+
+def _is_nhwc(t: Tensor) -> bool:
+    """A 4-D tensor stored channels_last (and not also plain contiguous, as a 1x1 image is)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -246,7 +257,7 @@ class QuantizedConv2d(_StaticBase):
                                 self.backend_name)
             return self._dequantize(None, y_q, s_out, z_out)
         k = self._runtime.get("kernels") or self.kernels()
-        x_q = self._quantize(k, x.contiguous(), s_in, z_in)
+        x_q = self._quantize(k, x, s_in, z_in)  # NCHW or channels_last: the kernels take both
         y_q = k.conv2d(x_q, s_in, z_in, self._packed("packed"), self.bias, s_out, z_out, relu=self.relu)
         return self._dequantize(k, y_q, s_out, z_out)
 
