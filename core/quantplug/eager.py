@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -333,6 +333,10 @@ def _qat_numerics(backend: Any, config: QATConfig) -> qat_nn.QATNumerics:
     dynamic = backend_numerics(backend, "dynamic", per_channel=config.weight_per_channel) \
         if config.target == "dynamic" else None
     row_eq = config.target == "dynamic" and config.per_row and not dyn.kernels_support_per_row(backend.kernels)
+    rows = dyn.per_row_act_range(backend.kernels)
+    if dynamic is not None and config.per_row and not row_eq and rows is not None:
+        # the kernel quantizes per-row activations on its own range (fbgemm: all 8 bits): train on that grid
+        dynamic = replace(dynamic, act_range=rows)
     return qat_nn.QATNumerics(static, dynamic, config, row_equalize=row_eq)
 
 

@@ -8,6 +8,7 @@ projection once per time step.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -55,6 +56,9 @@ class DynamicLinear(QuantizedModule):
         # quantizes x' per tensor, and y = r_m * (x' W^T) + c_m * sum_k W[n, k] + b. Every row then
         # gets the resolution of its own range, as with per-row asymmetric qparams.
         self.row_equalize = self.per_row and not supports_per_row(self)
+        rows = per_row_act_range(backend.kernels) if self.per_row and not self.row_equalize else None
+        if rows is not None and self.numerics is not None:  # repr shows the grid the kernel really uses
+            self.numerics = dataclasses.replace(self.numerics, act_range=rows)
         w_sum = None
         if self.row_equalize:
             w = (w_q.to(torch.float64) - w_zero_points.to(torch.float64).reshape(-1, 1)) * \
@@ -123,6 +127,13 @@ def supports_per_row(module: QuantizedModule) -> bool:
     if not module.uses_plugin_kernel:
         return True  # ReferenceKernels.linear_dynamic has per_row
     return kernels_support_per_row(module.kernels())
+
+
+def per_row_act_range(k: Any) -> tuple[int, int] | None:
+    """The activation range the kernel library ``k`` quantizes per-row dynamic activations to, when it
+    declares one (``dynamic_per_row_act_range``) that differs from its per-tensor range; else ``None``."""
+    rows = getattr(k, "dynamic_per_row_act_range", None) if k is not None else None
+    return None if rows is None else (int(rows[0]), int(rows[1]))
 
 
 def kernels_support_per_row(k: Any) -> bool:

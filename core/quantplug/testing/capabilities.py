@@ -6,19 +6,19 @@ linear tests and skips the conv ones, and a new kernel is tested the moment
 the kernel library grows the method.
 
 Most flags are *inferred* (modes from ``Backend.modes``, kernels from the
-methods of the kernel library, numerics from the default quantizer). Two facts
+methods of the kernel library, numerics from the default quantizer). Three facts
 cannot be inferred and are **declared** by the backend as plain class
 attributes (absent means the default, which is what the suite then checks):
 
 ``supports_dynamic_per_row`` on the kernel library (default ``True``)
     ``linear_dynamic(x, packed, bias, per_row=True)`` quantizes each row of
     ``x`` with its own scale. A backend whose real library quantizes dynamic
-    activations per tensor only (FBGEMM, QNNPACK) declares ``False``; the suite
+    activations per tensor only declares ``False``; the suite
     then checks that ``per_row=True`` is *refused* with an error naming
     ``per_row`` (``KernelInputError``, ``ValueError`` or
     ``NotImplementedError``) instead of testing its numerics::
 
-        class FbgemmKernels(CffiKernelLibrary):
+        class MyKernels(CffiKernelLibrary):
             supports_dynamic_per_row = False
 
 ``eager_only_modes`` on the quantizer class (default ``()``)
@@ -31,7 +31,12 @@ attributes (absent means the default, which is what the suite then checks):
         class MyQuantizer(PatternQuantizer):
             eager_only_modes = ("weight_only",)
 
-:data:`DECLARATIONS` lists both with their defaults.
+``dynamic_per_row_act_range`` (kernel library, default ``None``)
+    ``(qmin, qmax)`` of per-row dynamic activations when it differs from
+    the per-tensor range (fbgemm: ``(0, 255)`` per row, reduce_range
+    ``(0, 127)`` per tensor); the eager flow's repr and QAT follow it.
+
+:data:`DECLARATIONS` lists them with their defaults.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = ["Capabilities", "DECLARATIONS", "capabilities", "mode_options", "refe
 #: Declared capabilities: attribute name -> (where it is declared, default when absent).
 DECLARATIONS: dict[str, tuple[str, Any]] = {
     "supports_dynamic_per_row": ("kernel library", True),
+    "dynamic_per_row_act_range": ("kernel library", None),
     "eager_only_modes": ("quantizer class", ()),
 }
 

@@ -39,11 +39,13 @@ What is checked, each part tagged by the capability it needs (see
   bit-identical outputs; damaged files are rejected.
 * :class:`TestErrors`: uncalibrated convert and unknown options fail clearly.
 
-Two facts are declared by the backend rather than inferred
+Three facts are declared by the backend rather than inferred
 (:data:`quantplug.testing.capabilities.DECLARATIONS`):
 ``supports_dynamic_per_row = False`` on a kernel library whose dynamic linear is
-per tensor only (the suite then requires ``per_row=True`` to be refused), and
-``eager_only_modes`` on a quantizer class for modes only ``quantize_`` runs.
+per tensor only (the suite then requires ``per_row=True`` to be refused),
+``dynamic_per_row_act_range`` when per-row dynamic activations use another grid
+than per-tensor ones, and ``eager_only_modes`` on a quantizer class for modes
+only ``quantize_`` runs.
 
 Override a test a backend cannot pass by subclassing its class under the same
 name in the adopting module and redefining the test (SQLAlchemy style).

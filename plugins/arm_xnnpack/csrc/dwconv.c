@@ -22,6 +22,12 @@ xnn_dwconv_acc_fn xnn_dwconv_acc_for(int isa) {
   return NULL;
 }
 #endif
+#if !defined(__x86_64__) && !defined(__i386__)
+xnn_dwconv_rows_fn xnn_dwconv_rows_for(int isa) {
+  (void)isa;
+  return NULL;
+}
+#endif
 
 static void xnn_dwconv_acc__scalar(size_t nc, size_t taps, const int8_t *const *rows, const int32_t *w,
                                    size_t w_stride, int32_t x_zp, int32_t *acc) {
@@ -88,6 +94,14 @@ int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, s
   for (size_t ch = 0; ch < c; ch++) {
     for (size_t k = 0; k < taps; k++) wt[k * c + ch] = xnn_packed_w(packed + ch * group_packed, kp, 0, k);
     b32[ch] = bias ? bias[ch] : 0;
+  }
+  const xnn_dwconv_rows_fn rows = xnn_dwconv_rows_for(qp_active_isa());
+  if (rows) {
+    const xnn_dwconv_problem pr = {x, batch, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_zp, out_zp, qmin, qmax,
+                                   wt, b32, mult, per_channel, out};
+    const int st = rows(&pr);
+    free(buf);
+    return st;
   }
   const xnn_dwconv_task t = {cfg, acc16, x, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_zp, wt, b32, mult,
                              per_channel, out_zp, qmin, qmax, out};

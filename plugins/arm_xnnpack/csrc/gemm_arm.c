@@ -142,7 +142,7 @@ static void xnn_qs8_vadd_minmax_ukernel__neon(size_t n, const int8_t *a, const i
 }
 
 const xnn_gemm_config xnn_config_neon = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__neon_mlal, xnn_qs8_requant__neon,
-                                         xnn_qd8_f32_dequant__neon, xnn_qs8_vadd_minmax_ukernel__neon, 0, NULL};
+                                         xnn_qd8_f32_dequant__neon, xnn_qs8_vadd_minmax_ukernel__neon, 0, NULL, NULL, NULL};
 
 /* -------------------------------------------------------------- NEON dot -- */
 
@@ -176,7 +176,7 @@ QP_TARGET_NEONDOT static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__neondot(size_t m
 
 const xnn_gemm_config xnn_config_neondot = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__neondot,
                                             xnn_qs8_requant__neon, xnn_qd8_f32_dequant__neon,
-                                            xnn_qs8_vadd_minmax_ukernel__neon, 0, NULL};
+                                            xnn_qs8_vadd_minmax_ukernel__neon, 0, NULL, NULL, NULL};
 
 #else
 typedef int xnn_gemm_arm_unused; /* ISO C forbids an empty translation unit */

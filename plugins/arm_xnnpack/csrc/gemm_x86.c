@@ -153,7 +153,7 @@ QP_TARGET_AVX2 static void xnn_qs8_vadd_minmax_ukernel__avx2(size_t n, const int
 }
 
 const xnn_gemm_config xnn_config_avx2 = {2, xnn_qs8_qc8w_gemm_ukernel_2x16c4__avx2, xnn_qs8_requant__avx2,
-                                         xnn_qd8_f32_dequant__avx2, xnn_qs8_vadd_minmax_ukernel__avx2, 0, NULL};
+                                         xnn_qd8_f32_dequant__avx2, xnn_qs8_vadd_minmax_ukernel__avx2, 0, NULL, NULL, NULL};
 
 /* --------------------------------------------------------------- AVX-512 -- */
 
@@ -245,37 +245,54 @@ QP_TARGET_AVX512 static void xnn_qs8_vadd_minmax_ukernel__avx512(size_t n, const
 
 const xnn_gemm_config xnn_config_avx512 = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx,
                                            xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
-                                           xnn_qs8_vadd_minmax_ukernel__avx512, 0, NULL};
+                                           xnn_qs8_vadd_minmax_ukernel__avx512, 0, NULL, NULL, NULL};
 
 /* ---------------------------------------------------------- AVX-512 VNNI -- */
+
+/* Four activation bytes broadcast to every lane as u8: x + 128 (x ^ 0x80) for int8 rows
+ * (FLIP), as stored for rows the qd8 conversion already wrote as x + 128. */
+#define XNN_VNNI_BCAST(FLIP, x4) \
+  ((FLIP) ? _mm512_xor_si512(_mm512_set1_epi32(x4), _mm512_set1_epi32((int32_t)0x80808080)) : _mm512_set1_epi32(x4))
+
+/* 4 rows x 16 channels (one packed block); MR and FLIP are constants after inlining. */
+__attribute__((always_inline)) QP_TARGET_AVX512VNNI static inline void xnn_vnni_4x16_body(
+    const size_t MR, const int FLIP, size_t k, const int8_t *a, size_t a_stride, const int8_t *w,
+    const int32_t *row_sums, int32_t *raw) {
+  XNN_ROW_PTRS(a, a_stride, MR, a0, a1, a2, a3);
+  const int8_t *rows[4] = {a0, a1, a2, a3};
+  __m512i c[4];
+#pragma GCC unroll 4
+  for (size_t r = 0; r < MR; r++) c[r] = _mm512_setzero_si512();
+  size_t p = 0;
+  for (; p + 4 <= k; p += 4, w += 64) {
+    const __m512i vw = _mm512_loadu_si512(w);
+#pragma GCC unroll 4
+    for (size_t r = 0; r < MR; r++) XNN_DPBUSD(c[r], XNN_VNNI_BCAST(FLIP, xnn_load_x4(rows[r] + p)), vw);
+  }
+  if (p < k) { /* padded k: the packed weights there are 0, whatever x is */
+    const __m512i vw = _mm512_loadu_si512(w);
+#pragma GCC unroll 4
+    for (size_t r = 0; r < MR; r++)
+      XNN_DPBUSD(c[r], XNN_VNNI_BCAST(FLIP, xnn_load_x4_tail(rows[r] + p, k - p)), vw);
+  }
+  const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(row_sums), 7); /* 128 * sum w */
+#pragma GCC unroll 4
+  for (size_t r = 0; r < MR; r++) _mm512_storeu_si512(raw + r * 16, _mm512_sub_epi32(c[r], corr));
+}
 
 QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
     size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, const int32_t *row_sums,
     int32_t *raw) {
-  XNN_ROW_PTRS(a, a_stride, mr, a0, a1, a2, a3);
-  const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080); /* s8 -> u8: x + 128 */
-  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-  size_t p = 0;
-  for (; p + 4 <= k; p += 4, w += 64) {
-    const __m512i vw = _mm512_loadu_si512(w);
-    c0 = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a0 + p)), flip), vw);
-    c1 = _mm512_dpbusd_epi32(c1, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a1 + p)), flip), vw);
-    c2 = _mm512_dpbusd_epi32(c2, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a2 + p)), flip), vw);
-    c3 = _mm512_dpbusd_epi32(c3, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(a3 + p)), flip), vw);
-  }
-  if (p < k) { /* padded k: the packed weights there are 0, whatever x is */
-    const __m512i vw = _mm512_loadu_si512(w);
-    const size_t t = k - p;
-    c0 = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a0 + p, t)), flip), vw);
-    c1 = _mm512_dpbusd_epi32(c1, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a1 + p, t)), flip), vw);
-    c2 = _mm512_dpbusd_epi32(c2, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a2 + p, t)), flip), vw);
-    c3 = _mm512_dpbusd_epi32(c3, _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(a3 + p, t)), flip), vw);
-  }
-  const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(row_sums), 7); /* 128 * sum w */
-  _mm512_storeu_si512(raw, _mm512_sub_epi32(c0, corr));
-  if (mr > 1) _mm512_storeu_si512(raw + 16, _mm512_sub_epi32(c1, corr));
-  if (mr > 2) _mm512_storeu_si512(raw + 32, _mm512_sub_epi32(c2, corr));
-  if (mr > 3) _mm512_storeu_si512(raw + 48, _mm512_sub_epi32(c3, corr));
+#define XNN_VNNI_4X16(R, FLIP) xnn_vnni_4x16_body(R, FLIP, k, a, a_stride, w, row_sums, raw)
+  XNN_DISPATCH_MR4(mr, XNN_VNNI_4X16, 1)
+}
+
+/* The same on rows already stored as x + 128 (see xnn_gemm_config.gemm_u8). */
+QP_TARGET_AVX512VNNI static void xnn_qu8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
+    size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, const int32_t *row_sums,
+    int32_t *raw) {
+  XNN_DISPATCH_MR4(mr, XNN_VNNI_4X16, 0)
+#undef XNN_VNNI_4X16
 }
 
 /* 8 rows x 32 channels: 16 accumulators, two weight loads and eight activation broadcasts per
@@ -283,11 +300,10 @@ QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
  * is instantiated for each row count (MR a constant after inlining): a 1-row call does 1/8 of
  * the work, not 8 rows of which 7 are thrown away. */
 __attribute__((always_inline)) QP_TARGET_AVX512VNNI static inline void xnn_vnni_8x32_body(
-    const size_t MR, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, size_t w_block_stride,
-    const int32_t *row_sums, int32_t *raw) {
+    const size_t MR, const int FLIP, size_t k, const int8_t *a, size_t a_stride, const int8_t *w,
+    size_t w_block_stride, const int32_t *row_sums, int32_t *raw) {
   const int8_t *rows[8];
   for (size_t r = 0; r < 8; r++) rows[r] = a + (r < MR ? r : 0) * a_stride;
-  const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080); /* s8 -> u8: x + 128 */
   const int8_t *w1 = w + w_block_stride;
   __m512i c[8][2];
 #pragma GCC unroll 8
@@ -297,18 +313,18 @@ __attribute__((always_inline)) QP_TARGET_AVX512VNNI static inline void xnn_vnni_
     const __m512i vw0 = _mm512_loadu_si512(w), vw1 = _mm512_loadu_si512(w1);
 #pragma GCC unroll 8
     for (size_t r = 0; r < MR; r++) {
-      const __m512i x = _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4(rows[r] + p)), flip);
-      c[r][0] = _mm512_dpbusd_epi32(c[r][0], x, vw0);
-      c[r][1] = _mm512_dpbusd_epi32(c[r][1], x, vw1);
+      const __m512i x = XNN_VNNI_BCAST(FLIP, xnn_load_x4(rows[r] + p));
+      XNN_DPBUSD(c[r][0], x, vw0);
+      XNN_DPBUSD(c[r][1], x, vw1);
     }
   }
   if (p < k) { /* padded k: the packed weights there are 0, whatever x is */
     const __m512i vw0 = _mm512_loadu_si512(w), vw1 = _mm512_loadu_si512(w1);
 #pragma GCC unroll 8
     for (size_t r = 0; r < MR; r++) {
-      const __m512i x = _mm512_xor_si512(_mm512_set1_epi32(xnn_load_x4_tail(rows[r] + p, k - p)), flip);
-      c[r][0] = _mm512_dpbusd_epi32(c[r][0], x, vw0);
-      c[r][1] = _mm512_dpbusd_epi32(c[r][1], x, vw1);
+      const __m512i x = XNN_VNNI_BCAST(FLIP, xnn_load_x4_tail(rows[r] + p, k - p));
+      XNN_DPBUSD(c[r][0], x, vw0);
+      XNN_DPBUSD(c[r][1], x, vw1);
     }
   }
   const __m512i corr0 = _mm512_slli_epi32(_mm512_loadu_si512(row_sums), 7); /* 128 * sum w */
@@ -320,23 +336,38 @@ __attribute__((always_inline)) QP_TARGET_AVX512VNNI static inline void xnn_vnni_
   }
 }
 
+#define XNN_VNNI_8X32_CASES(FLIP)                                                                         \
+  switch (mr) {                                                                                            \
+    case 1: xnn_vnni_8x32_body(1, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 2: xnn_vnni_8x32_body(2, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 3: xnn_vnni_8x32_body(3, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 4: xnn_vnni_8x32_body(4, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 5: xnn_vnni_8x32_body(5, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 6: xnn_vnni_8x32_body(6, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 7: xnn_vnni_8x32_body(7, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    case 8: xnn_vnni_8x32_body(8, FLIP, k, a, a_stride, w, w_block_stride, row_sums, raw); break;          \
+    default: break; /* the driver never passes more than mr_wide rows */                                  \
+  }
+
 QP_TARGET_AVX512VNNI static void xnn_qs8_qc8w_gemm_ukernel_8x32c4__avx512vnni(
     size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, size_t w_block_stride,
     const int32_t *row_sums, int32_t *raw) {
-  switch (mr) {
-#define XNN_VNNI_CASE(R) \
-  case R: xnn_vnni_8x32_body(R, k, a, a_stride, w, w_block_stride, row_sums, raw); break;
-    XNN_VNNI_CASE(1) XNN_VNNI_CASE(2) XNN_VNNI_CASE(3) XNN_VNNI_CASE(4)
-    XNN_VNNI_CASE(5) XNN_VNNI_CASE(6) XNN_VNNI_CASE(7) XNN_VNNI_CASE(8)
-#undef XNN_VNNI_CASE
-    default: break; /* the driver never passes more than mr_wide rows */
-  }
+  XNN_VNNI_8X32_CASES(1)
 }
+
+QP_TARGET_AVX512VNNI static void xnn_qu8_qc8w_gemm_ukernel_8x32c4__avx512vnni(
+    size_t mr, size_t k, const int8_t *a, size_t a_stride, const int8_t *w, size_t w_block_stride,
+    const int32_t *row_sums, int32_t *raw) {
+  XNN_VNNI_8X32_CASES(0)
+}
+#undef XNN_VNNI_8X32_CASES
 
 const xnn_gemm_config xnn_config_avx512vnni = {4, xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512vnni,
                                                xnn_qs8_requant__avx512, xnn_qd8_f32_dequant__avx512,
                                                xnn_qs8_vadd_minmax_ukernel__avx512, 8,
-                                               xnn_qs8_qc8w_gemm_ukernel_8x32c4__avx512vnni};
+                                               xnn_qs8_qc8w_gemm_ukernel_8x32c4__avx512vnni,
+                                               xnn_qu8_qc8w_gemm_ukernel_4x16c4__avx512vnni,
+                                               xnn_qu8_qc8w_gemm_ukernel_8x32c4__avx512vnni};
 
 #else
 typedef int xnn_gemm_x86_unused; /* ISO C forbids an empty translation unit */

@@ -34,8 +34,9 @@ static void xnn_f32_minmax__neon(const float *x, size_t n, float *lo, float *hi,
   }
 }
 
-static void xnn_f32_qs8_convert__neon(const float *x, size_t n, float inv, int32_t zp, int8_t *out) {
+static void xnn_f32_qs8_convert__neon(const float *x, size_t n, float inv, int32_t zp, uint8_t flip, int8_t *out) {
   const float32x4_t lo = vdupq_n_f32((float)(-128 - zp)), hi = vdupq_n_f32((float)(127 - zp));
+  const int8x8_t vflip = vdup_n_s8((int8_t)flip);
   const int32x4_t vzp = vdupq_n_s32(zp);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -43,9 +44,9 @@ static void xnn_f32_qs8_convert__neon(const float *x, size_t n, float inv, int32
     const float32x4_t b = vminq_f32(vmaxq_f32(vmulq_n_f32(vld1q_f32(x + i + 4), inv), lo), hi);
     const int16x8_t q16 = vcombine_s16(vqmovn_s32(vaddq_s32(vcvtnq_s32_f32(a), vzp)),
                                        vqmovn_s32(vaddq_s32(vcvtnq_s32_f32(b), vzp)));
-    vst1_s8(out + i, vqmovn_s16(q16));
+    vst1_s8(out + i, veor_s8(vqmovn_s16(q16), vflip));
   }
-  for (; i < n; i++) out[i] = (int8_t)qp_quantize(x[i], inv, zp, -128, 127);
+  for (; i < n; i++) out[i] = (int8_t)((uint8_t)qp_quantize(x[i], inv, zp, -128, 127) ^ flip);
 }
 
 static const xnn_qd8_config xnn_qd8_neon = {xnn_f32_minmax__neon, xnn_f32_qs8_convert__neon};

@@ -51,6 +51,14 @@ static inline int32_t xnn_load_x4_tail(const int8_t *p, size_t count) {
 #define XNN_FP_BARRIER(v) ((void)0)
 #endif
 
+/* In-place vpdpbusd (u8 activations x, s8 weights w): GCC copies the accumulator of
+ * _mm512_dpbusd_epi32 to a fresh register and back on every step; the asm form ties it. */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define XNN_DPBUSD(c, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(x), "v"(w))
+#else
+#define XNN_DPBUSD(c, x, w) ((c) = _mm512_dpbusd_epi32((c), (x), (w)))
+#endif
+
 /* The core's qp_runtime.h has no AArch64 target macros; dot product needs
  * ARMv8.2-A + dotprod, enabled per function so the extension still loads on
  * any ARMv8-A CPU (the dotprod path is chosen only when HWCAP_ASIMDDP says so). */
@@ -111,6 +119,12 @@ typedef struct {
   xnn_vadd_fn vadd;
   size_t mr_wide;                     /* 0 when there is no wide microkernel */
   xnn_gemm_wide_ukernel_fn gemm_wide; /* optional; linear only (conv uses gemm) */
+  /* Optional twins of gemm / gemm_wide for rows stored as x + 128 (x ^ 0x80, as uint8), same raw
+   * results: the qd8 conversion writes its rows that way for them (xnn_qd8_config.convert with
+   * flip 0x80), which saves the VNNI kernels one xor per activation broadcast. Either both or
+   * neither are set. */
+  xnn_gemm_ukernel_fn gemm_u8;
+  xnn_gemm_wide_ukernel_fn gemm_wide_u8;
 } xnn_gemm_config;
 
 /* The kernel table for `isa` (never the scalar path, which has its own
@@ -141,6 +155,21 @@ typedef void (*xnn_dwconv_acc_fn)(size_t taps, const int8_t *const *rows, const 
 #define XNN_DW_MAX_TAPS 121 /* up to 11x11 kernels; larger ones take the gemm path */
 /* The SIMD accumulation for `isa` (16 full channels), NULL for the scalar path. */
 xnn_dwconv_acc_fn xnn_dwconv_acc_for(int isa);
+/* A whole depthwise convolution, for ISAs with a faster row-wise kernel than the per-pixel
+ * accumulation above (same results bit for bit). wt is [kh * kw][c] int32 (tap ky * kw + kx),
+ * bias [c] int32 (zeros when the layer has none), mult c entries or 1 (per_channel). */
+typedef struct {
+  const int8_t *x;
+  size_t batch, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
+  int32_t x_zp, out_zp, qmin, qmax;
+  const int32_t *wt, *bias;
+  const float *mult;
+  int per_channel;
+  int8_t *out;
+} xnn_dwconv_problem;
+typedef int (*xnn_dwconv_rows_fn)(const xnn_dwconv_problem *p);
+/* The row-wise depthwise kernel for `isa` (dwconv_x86.c: AVX-512 VNNI), NULL when there is none. */
+xnn_dwconv_rows_fn xnn_dwconv_rows_for(int isa);
 /* The depthwise path of xnnpack_qs8_qc8w_conv2d_nhwc (groups == cin == cout), for a SIMD `cfg`
  * whose xnn_dwconv_acc_for is not NULL and kh * kw <= XNN_DW_MAX_TAPS (arguments already checked). */
 int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, size_t h, size_t w, size_t c,
@@ -153,10 +182,11 @@ int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, s
  * scalar code in gemm.c (xnn_minmax, the core's qp_quantize_per_tensor_s8), equal bit for bit:
  * minmax folds x[0 .. n) into *lo / *hi and sets *nan on a NaN (min / max are exact, so the
  * order does not matter; the qparams treat -0 and +0 alike); convert writes
- * clamp(round_half_even(x * inv), -128 - zp, 127 - zp) + zp for finite x. */
+ * (clamp(round_half_even(x * inv), -128 - zp, 127 - zp) + zp) ^ flip for finite x, flip 0 (int8)
+ * or 0x80 (the same value + 128 as uint8, for xnn_gemm_config.gemm_u8). */
 typedef struct {
   void (*minmax)(const float *x, size_t n, float *lo, float *hi, int *nan);
-  void (*convert)(const float *x, size_t n, float inv_scale, int32_t zp, int8_t *out);
+  void (*convert)(const float *x, size_t n, float inv_scale, int32_t zp, uint8_t flip, int8_t *out);
 } xnn_qd8_config;
 /* The SIMD conversion for `isa` (qd8_x86.c / qd8_arm.c), NULL for the scalar path. */
 const xnn_qd8_config *xnn_qd8_config_for(int isa);

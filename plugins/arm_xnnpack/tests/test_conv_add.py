@@ -50,7 +50,9 @@ def test_conv2d_bit_exact_vs_reference(kernels, ref, isa, problem, seed, x_zp, o
     assert torch.equal(got, want), f"{isa}: {(got.int() - want.int()).abs().max()} LSB off"
 
 
-@pytest.mark.parametrize("kernel, stride, padding, channels", [(3, 1, 1, 48), (5, 2, 2, 37), (3, 1, 0, 16)])
+# 144 channels: two full 64-channel groups and a 16-channel tail of the AVX-512 VNNI row kernel
+@pytest.mark.parametrize("kernel, stride, padding, channels", [(3, 1, 1, 48), (5, 2, 2, 37), (3, 1, 0, 16),
+                                                               (3, 1, 1, 144)])
 def test_depthwise_conv2d_bit_exact_vs_reference(kernels, ref, isa, kernel, stride, padding, channels):
     """Depthwise, multiplier 1 (the dwconv path): every path equals the reference, borders included."""
     g = torch.Generator().manual_seed(kernel * 100 + channels)

@@ -136,9 +136,6 @@ typedef struct {
   fb_emb_row_fn row_fn;
 } fb_emb_ctx;
 
-static inline int64_t fb_get_index(const void *p, int is64, size_t i) {
-  return is64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
-}
 
 static void fb_emb_task(void *vctx, size_t begin, size_t end) {
   const fb_emb_ctx *c = (const fb_emb_ctx *)vctx;
@@ -161,6 +158,23 @@ static void fb_emb_task(void *vctx, size_t begin, size_t end) {
   }
 }
 
+int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
+                      int off64, size_t num_bags, size_t rows) {
+  if (offsets == NULL || (num_indices > 0 && indices == NULL)) return QP_ERR_INVALID_ARGUMENT;
+  /* offsets: start at 0, never decrease, end at num_indices (offsets has num_bags + 1 entries) */
+  if (fb_get_index(offsets, off64, 0) != 0 ||
+      fb_get_index(offsets, off64, num_bags) != (int64_t)num_indices)
+    return QP_ERR_INVALID_ARGUMENT;
+  for (size_t b = 0; b < num_bags; b++)
+    if (fb_get_index(offsets, off64, b + 1) < fb_get_index(offsets, off64, b))
+      return QP_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < num_indices; i++) {
+    const int64_t v = fb_get_index(indices, idx64, i);
+    if (v < 0 || (uint64_t)v >= rows) return QP_ERR_INVALID_ARGUMENT;
+  }
+  return QP_OK;
+}
+
 int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim, int bits,
                                  const void *indices, int indices_are_int64, size_t num_indices,
                                  const void *offsets, int offsets_are_int64, size_t num_bags,
@@ -169,29 +183,32 @@ int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim,
   if (row_bytes == 0 || weight == NULL || rows == 0 || offsets == NULL || out == NULL ||
       (num_indices > 0 && indices == NULL))
     return QP_ERR_INVALID_ARGUMENT;
-  /* offsets: start at 0, never decrease, end at num_indices (offsets has num_bags + 1 entries) */
-  if (fb_get_index(offsets, offsets_are_int64, 0) != 0 ||
-      fb_get_index(offsets, offsets_are_int64, num_bags) != (int64_t)num_indices)
+  if (fb_emb_check_bags(indices, indices_are_int64, num_indices, offsets, offsets_are_int64,
+                        num_bags, rows) != QP_OK)
     return QP_ERR_INVALID_ARGUMENT;
-  for (size_t b = 0; b < num_bags; b++)
-    if (fb_get_index(offsets, offsets_are_int64, b + 1) <
-        fb_get_index(offsets, offsets_are_int64, b))
-      return QP_ERR_INVALID_ARGUMENT;
-  for (size_t i = 0; i < num_indices; i++) {
-    const int64_t v = fb_get_index(indices, indices_are_int64, i);
-    if (v < 0 || (uint64_t)v >= rows) return QP_ERR_INVALID_ARGUMENT;
-  }
   fb_emb_ctx c = {weight, rows, dim, row_bytes, bits, indices, indices_are_int64, offsets,
                   offsets_are_int64, num_indices, per_sample_weights, mode_mean, out,
                   fb_emb_row_acc__scalar};
 #if defined(FB_HAVE_X86)
-  const int isa = qp_active_isa();
-  if (isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI) c.row_fn = fb_emb_row_acc__avx512;
+  if (fb_emb_use_avx512()) c.row_fn = fb_emb_row_acc__avx512;
 #endif
-  if (num_bags == 0) return QP_OK;
-  if (num_indices * dim < ((size_t)1 << 16))
-    fb_emb_task(&c, 0, num_bags);
-  else
-    qp_parallel_for(num_bags, 8, fb_emb_task, &c);
+  fb_emb_run(num_bags, num_indices * dim, fb_emb_task, &c);
   return QP_OK;
+}
+
+int fb_emb_use_avx512(void) {
+#if defined(FB_HAVE_X86)
+  const int isa = qp_active_isa();
+  return isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI;
+#else
+  return 0;
+#endif
+}
+
+void fb_emb_run(size_t num_bags, size_t work, void (*task)(void *, size_t, size_t), void *ctx) {
+  if (num_bags == 0) return;
+  if (work < ((size_t)1 << 16))
+    task(ctx, 0, num_bags);
+  else
+    qp_parallel_for(num_bags, 8, task, ctx);
 }

@@ -1,7 +1,8 @@
 /*
  * quantplug-fbgemm kernels: FBGEMM numerics on x86.
  *
- *   activations  uint8, asymmetric, reduce_range: quantized to 0..127
+ *   activations  uint8, asymmetric, reduce_range: quantized to 0..127 (the per-row dynamic
+ *                linear uses 0..255 per row: the split form below keeps it exact everywhere)
  *   weights      int8 (-128..127), symmetric per output channel (per tensor allowed;
  *                the kernels also accept non-zero weight zero points)
  *   bias         float32 in the API, rounded to int32 with scale x_scale * w_scale[n]
@@ -85,6 +86,21 @@ int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *
                               int32_t act_qmin, int32_t act_qmax, float *out,
                               float *x_scale_out, int32_t *x_zp_out);
 
+/* Dynamic linear with per-row activation qparams: row i of x gets its own asymmetric
+ * scale / zero point from its own min / max (quantplug.affine.choose_qparams per row, range
+ * [act_qmin, act_qmax]); one pass per row finds min / max and quantizes (the row is still in
+ * L1 for the second read), then the GEMM epilogue applies the row's terms:
+ *   acc[i, j] = sum_k q[i,k] * w[j,k] - zp[i] * row_sums[j]  (+ w_zp terms)
+ *   out[i, j] = (float)acc[i, j] * (x_scale[i] * w_scale[j]) + bias[j]   (float32, no FMA).
+ * Every ISA path is exact for the whole uint8 range (VNNI: int32 sums; AVX2 / AVX-512:
+ * the split form when act_qmax > 127), so the row range may use all 8 bits.
+ * x_scales_out / x_zps_out ([m], may be NULL) receive the chosen qparams. */
+int fbgemm_linear_dynamic_per_row_f32(const float *x, size_t m, size_t k, const int8_t *packed,
+                                      const int32_t *row_sums, const float *w_scales,
+                                      const int32_t *w_zps, size_t n, const float *bias,
+                                      int32_t act_qmin, int32_t act_qmax, float *out,
+                                      float *x_scales_out, int32_t *x_zps_out);
+
 /* The requantization parameters the static linear uses (for tests and inspection). */
 int fbgemm_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,
                           const float *bias, float *multipliers, int32_t *bias_q);
@@ -140,12 +156,45 @@ int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim,
                                  const void *offsets, int offsets_are_int64, size_t num_bags,
                                  const float *per_sample_weights, int mode_mean, float *out);
 
+/* The same over an int8 table with separate per-row qparams (the core's QuantizedEmbedding /
+ * QuantizedEmbeddingBag storage, so no second copy of the table is needed):
+ *   value[r, j] = (float)(weight[r, j] - zero_points[r]) * scales[r]   (exactly the core's rows)
+ * mode 0 sum (optionally times per_sample_weights[i]), 1 mean, 2 max; entries equal to
+ * padding_idx (>= 0; -1 for none) are skipped and do not count in a mean; a bag with no
+ * entries left gives zeros. Same offsets / indices rules as fbgemm_embedding_bag_rowwise. */
+int fbgemm_embedding_bag_int8(const int8_t *weight, const float *scales, const int32_t *zero_points,
+                              size_t rows, size_t dim, const void *indices, int indices_are_int64,
+                              size_t num_indices, const void *offsets, int offsets_are_int64,
+                              size_t num_bags, const float *per_sample_weights, int mode,
+                              int64_t padding_idx, float *out);
+/* The same with 4-bit codes: weight [rows, dim / 2] uint8 (dim even; element 2i in the low
+ * nibble of byte i, 2i+1 in the high one), codes 0..15:
+ *   value[r, j] = (float)(code[r, j] - zero_points[r]) * scales[r] */
+int fbgemm_embedding_bag_int4(const uint8_t *weight, const float *scales,
+                              const int32_t *zero_points, size_t rows, size_t dim,
+                              const void *indices, int indices_are_int64, size_t num_indices,
+                              const void *offsets, int offsets_are_int64, size_t num_bags,
+                              const float *per_sample_weights, int mode, int64_t padding_idx,
+                              float *out);
+
 /* ---- diagnostics ----------------------------------------------------------- */
 /* Name of the GEMM microkernel the current ISA dispatches to. */
 const char *fbgemm_gemm_ukernel_name(void);
 /* QP_CDEF_END */
 
 /* ---- C-only internals ----------------------------------------------------- */
+/* Embedding bags: entry i of an int32 / int64 index array, and the shared validation of
+ * offsets (num_bags + 1 entries, from 0, non-decreasing, ending at num_indices) and indices
+ * (in [0, rows)); QP_OK or QP_ERR_INVALID_ARGUMENT. */
+static inline int64_t fb_get_index(const void *p, int is64, size_t i) {
+  return is64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
+}
+int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
+                      int off64, size_t num_bags, size_t rows);
+/* Whether the AVX-512 row functions are active; then run task over the bags (on the thread
+ * pool when num_indices * dim is large: bags are independent, results do not depend on it). */
+int fb_emb_use_avx512(void);
+void fb_emb_run(size_t num_bags, size_t work, void (*task)(void *, size_t, size_t), void *ctx);
 #define FB_NR 16 /* columns per packed block */
 #define FB_KR 4  /* k per group */
 #define FB_MR 4  /* rows per microkernel call */
@@ -182,6 +231,14 @@ typedef void (*fb_epilogue_f32_fn)(size_t mr, size_t nc, const int32_t *acc,
                                    const int32_t *row_sums, const fb_block_params *p,
                                    int has_bias, float *out, size_t out_stride);
 
+/* Per-row dynamic epilogue: p->mult[j] = w_scale[j], p->col[j] = weight row sum[j];
+ * v = acc - rzp[r] * col[j] (+ wz[j] * (k * rzp[r] - xsum[r]) when xsum != NULL),
+ * out = (float)v * (rscale[r] * mult[j]) (+ bias[j]). */
+typedef void (*fb_epilogue_rows_fn)(size_t mr, size_t nc, const int32_t *acc,
+                                    const int32_t *xsum, const fb_block_params *p,
+                                    const float *rscale, const int32_t *rzp, int32_t k,
+                                    int has_bias, float *out, size_t out_stride);
+
 void fbgemm_qu8_gemm_ukernel_4x16c4__scalar(size_t mr, size_t k, const uint8_t *a,
                                             size_t a_stride, const int8_t *w, int32_t *acc,
                                             int split);
@@ -191,6 +248,9 @@ void fb_epilogue_u8__scalar(size_t mr, size_t nc, const int32_t *acc, const int3
 void fb_epilogue_f32__scalar(size_t mr, size_t nc, const int32_t *acc, const int32_t *row_sums,
                              const fb_block_params *p, int has_bias, float *out,
                              size_t out_stride);
+void fb_epilogue_rows__scalar(size_t mr, size_t nc, const int32_t *acc, const int32_t *xsum,
+                              const fb_block_params *p, const float *rscale, const int32_t *rzp,
+                              int32_t k, int has_bias, float *out, size_t out_stride);
 size_t fb_quantize_row_u8__scalar(const float *x, size_t n, float inv_scale, int32_t zp,
                                   int32_t qmin, int32_t qmax, uint8_t *out);
 
@@ -218,6 +278,12 @@ size_t fb_quantize_row_u8__avx512(const float *x, size_t n, float inv_scale, int
 void fb_epilogue_u8__avx2(size_t mr, size_t nc, const int32_t *acc, const int32_t *row_sums,
                           const fb_block_params *p, int32_t zp, int32_t qmin, int32_t qmax,
                           uint8_t *out, size_t out_stride);
+void fb_epilogue_rows__avx2(size_t mr, size_t nc, const int32_t *acc, const int32_t *xsum,
+                            const fb_block_params *p, const float *rscale, const int32_t *rzp,
+                            int32_t k, int has_bias, float *out, size_t out_stride);
+void fb_epilogue_rows__avx512(size_t mr, size_t nc, const int32_t *acc, const int32_t *xsum,
+                              const fb_block_params *p, const float *rscale, const int32_t *rzp,
+                              int32_t k, int has_bias, float *out, size_t out_stride);
 void fb_epilogue_f32__avx2(size_t mr, size_t nc, const int32_t *acc, const int32_t *row_sums,
                            const fb_block_params *p, int has_bias, float *out, size_t out_stride);
 void fb_epilogue_u8__avx512(size_t mr, size_t nc, const int32_t *acc, const int32_t *row_sums,
@@ -303,6 +369,7 @@ typedef struct {
   fb_gemm_wide_fn wide; /* optional: many-chain kernels (NULL: the 4x16 ukernel is used) */
   fb_gemv_fn gemv;
   const char *wide_name;
+  fb_epilogue_rows_fn epi_rows; /* per-row dynamic epilogue */
 } fb_gemm_impl;
 
 /* One GEMM problem: weights (already offset to a conv group), qparams, epilogue kind. */
@@ -316,6 +383,9 @@ typedef struct {
   int32_t x_zp, out_zp, qmin, qmax;
   int has_wz, split, dynamic;
   const fb_block_params *pre; /* prepared per-block parameters (static linear), or NULL */
+  /* per-row dynamic: qparams of the rows this call's `a` starts at (else NULL) */
+  const float *row_scales;
+  const int32_t *row_zps;
 } fb_gemm_params;
 
 fb_gemm_impl fb_select(void);

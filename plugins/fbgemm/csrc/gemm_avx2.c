@@ -156,4 +156,32 @@ QP_TARGET_AVX2 void fb_epilogue_f32__avx2(size_t mr, size_t nc, const int32_t *a
   }
 }
 
+QP_TARGET_AVX2 void fb_epilogue_rows__avx2(size_t mr, size_t nc, const int32_t *acc,
+                                           const int32_t *xsum, const fb_block_params *p,
+                                           const float *rscale, const int32_t *rzp, int32_t k,
+                                           int has_bias, float *out, size_t out_stride) {
+  for (size_t r = 0; r < mr; r++) {
+    const __m256i zr = _mm256_set1_epi32(rzp[r]);
+    const __m256i wc = _mm256_set1_epi32(
+        xsum != NULL ? (int32_t)((uint32_t)k * (uint32_t)rzp[r] - (uint32_t)xsum[r]) : 0);
+    const __m256 sr = _mm256_set1_ps(rscale[r]);
+    float tmp[16];
+    for (size_t h = 0; h < 2; h++) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(acc + r * FB_NR + h * 8));
+      v = _mm256_sub_epi32(v, _mm256_mullo_epi32(
+                                  zr, _mm256_loadu_si256((const __m256i *)(p->col + h * 8))));
+      v = _mm256_add_epi32(v, _mm256_mullo_epi32(
+                                  wc, _mm256_loadu_si256((const __m256i *)(p->wz + h * 8))));
+      const __m256 mult = _mm256_mul_ps(sr, _mm256_loadu_ps(p->mult + h * 8));
+      __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), mult);
+      if (has_bias) {
+        FB_VBARRIER(f); /* no FMA: PyTorch multiplies, rounds, then adds */
+        f = _mm256_add_ps(f, _mm256_loadu_ps(p->bias + h * 8));
+      }
+      _mm256_storeu_ps(tmp + h * 8, f);
+    }
+    memcpy(out + r * out_stride, tmp, nc * sizeof(float));
+  }
+}
+
 #endif /* FB_HAVE_X86 */

@@ -134,6 +134,32 @@ QP_TARGET_AVX512 void fb_epilogue_f32__avx512(size_t mr, size_t nc, const int32_
   }
 }
 
+QP_TARGET_AVX512 void fb_epilogue_rows__avx512(size_t mr, size_t nc, const int32_t *acc,
+                                               const int32_t *xsum, const fb_block_params *p,
+                                               const float *rscale, const int32_t *rzp,
+                                               int32_t k, int has_bias, float *out,
+                                               size_t out_stride) {
+  const __m512 ws = _mm512_loadu_ps(p->mult), b = _mm512_loadu_ps(p->bias);
+  const __m512i rs = _mm512_loadu_si512((const void *)p->col);
+  const __m512i wz = _mm512_loadu_si512((const void *)p->wz);
+  const __mmask16 mask = (__mmask16)((1u << nc) - 1u);
+  for (size_t r = 0; r < mr; r++) {
+    __m512i v = _mm512_loadu_si512((const void *)(acc + r * FB_NR));
+    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(rs, _mm512_set1_epi32(rzp[r])));
+    if (xsum != NULL) /* w_zp term: wz * (k * zp - sum_k q), wrapping like the scalar path */
+      v = _mm512_add_epi32(v, _mm512_mullo_epi32(wz, _mm512_set1_epi32((int32_t)(
+                                                         (uint32_t)k * (uint32_t)rzp[r] -
+                                                         (uint32_t)xsum[r]))));
+    const __m512 mult = _mm512_mul_ps(_mm512_set1_ps(rscale[r]), ws);
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), mult);
+    if (has_bias) {
+      FB_VBARRIER(f); /* no FMA: PyTorch multiplies, rounds, then adds */
+      f = _mm512_add_ps(f, b);
+    }
+    _mm512_mask_storeu_ps(out + r * out_stride, mask, f);
+  }
+}
+
 /* Depthwise tap sums, 16 channels per zmm in int32 lanes (vpmulld keeps the low 32 bits:
  * the same wrapping as the scalar uint32 sums; with 8-bit operands nothing wraps anyway). */
 QP_TARGET_AVX512 void fb_dw_taps16__avx512(const uint8_t *const *x, const int8_t *const *w,

@@ -65,3 +65,25 @@ size_t fb_quantize_row_u8__scalar(const float *x, size_t n, float inv_scale, int
   for (size_t i = 0; i < n; i++) out[i] = (uint8_t)qp_quantize(x[i], inv_scale, zp, qmin, qmax);
   return n;
 }
+
+void fb_epilogue_rows__scalar(size_t mr, size_t nc, const int32_t *acc, const int32_t *xsum,
+                              const fb_block_params *p, const float *rscale, const int32_t *rzp,
+                              int32_t k, int has_bias, float *out, size_t out_stride) {
+  for (size_t r = 0; r < mr; r++) {
+    const uint32_t zr = (uint32_t)rzp[r];
+    /* w_zp term of sum_k (q - zp)(w - wz): wz * (k * zp - sum_k q) */
+    const uint32_t wcorr = xsum != NULL ? (uint32_t)k * zr - (uint32_t)xsum[r] : 0u;
+    for (size_t j = 0; j < nc; j++) {
+      const uint32_t v = (uint32_t)acc[r * FB_NR + j] - zr * (uint32_t)p->col[j] +
+                         (uint32_t)p->wz[j] * wcorr;
+      float mult = rscale[r] * p->mult[j];
+      FB_OPAQUE_F32(mult); /* rounded product first, as torch's scale * w_scale */
+      float f = (float)(int32_t)v * mult;
+      if (has_bias) {
+        FB_OPAQUE_F32(f);
+        f = f + p->bias[j];
+      }
+      out[r * out_stride + j] = f;
+    }
+  }
+}

@@ -28,7 +28,8 @@ const uint32_t qp_plugin_compiled_isas = 0; /* scalar only off x86 */
 static fb_gemm_impl fb_impl_for(int isa) {
   fb_gemm_impl impl = {"fbgemm_qu8_gemm_ukernel_4x16c4__scalar",
                        fbgemm_qu8_gemm_ukernel_4x16c4__scalar, fb_epilogue_u8__scalar,
-                       fb_epilogue_f32__scalar, 0, NULL, NULL, NULL};
+                       fb_epilogue_f32__scalar, 0, NULL, NULL, NULL,
+                       fb_epilogue_rows__scalar};
 #if defined(FB_HAVE_X86)
   switch (isa) {
     case QP_ISA_AVX512VNNI:
@@ -37,17 +38,20 @@ static fb_gemm_impl fb_impl_for(int isa) {
                             fb_epilogue_f32__avx512, 0,
                             fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni,
                             fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni,
-                            "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni"};
+                            "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni",
+                            fb_epilogue_rows__avx512};
       break;
     case QP_ISA_AVX512:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512",
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx512, fb_epilogue_u8__avx512,
-                            fb_epilogue_f32__avx512, 1, NULL, NULL, NULL};
+                            fb_epilogue_f32__avx512, 1, NULL, NULL, NULL,
+                            fb_epilogue_rows__avx512};
       break;
     case QP_ISA_AVX2:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx2",
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx2, fb_epilogue_u8__avx2,
-                            fb_epilogue_f32__avx2, 1, NULL, NULL, NULL};
+                            fb_epilogue_f32__avx2, 1, NULL, NULL, NULL,
+                            fb_epilogue_rows__avx2};
       break;
     default:
       break;
@@ -82,6 +86,14 @@ int fb_valid_scale(float s) { return s > 0.0f && isfinite(s); }
 static void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p) {
   memset(p, 0, sizeof(*p));
   const uint32_t kxz = (uint32_t)c->k * (uint32_t)c->x_zp;
+  if (c->row_scales != NULL) {
+    /* per-row dynamic: the row terms (scale, zero point) are applied by epi_rows */
+    memcpy(p->mult, c->ws + n0, nc * sizeof(float));
+    memcpy(p->col, c->rs + n0, nc * sizeof(int32_t));
+    memcpy(p->wz, c->wz + n0, nc * sizeof(int32_t));
+    if (c->bias != NULL) memcpy(p->bias, c->bias + n0, nc * sizeof(float));
+    return;
+  }
   if (c->dynamic) {
     /* per call for every block (x_scale / x_zp change each call): branch-free loops that the
      * compiler vectorizes; this setup was ~30% of the GEMV's time at M = 1, N = 768 (perf) */
@@ -136,7 +148,11 @@ static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const 
       for (size_t t = 0; t < nbk; t++) {
         const size_t n0 = (b + t) * FB_NR, nc = c->n - n0 < FB_NR ? c->n - n0 : FB_NR;
         const int32_t *bacc = acc + t * FB_WMR * FB_NR;
-        if (c->dynamic)
+        if (c->row_scales != NULL)
+          c->impl.epi_rows(mr, nc, bacc, rows, &params[t], c->row_scales + i, c->row_zps + i,
+                           (int32_t)c->k, c->bias != NULL, (float *)out + i * out_stride + n0,
+                           out_stride);
+        else if (c->dynamic)
           c->impl.epi_f32(mr, nc, bacc, rows, &params[t], c->bias != NULL,
                           (float *)out + i * out_stride + n0, out_stride);
         else
@@ -173,7 +189,11 @@ void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, si
       const size_t mr = mc - i < FB_MR ? mc - i : FB_MR;
       c->impl.ukernel(mr, c->k, a + i * a_stride, a_stride, wb, acc, c->split);
       const int32_t *rows = c->has_wz ? xs + i : NULL;
-      if (c->dynamic)
+      if (c->row_scales != NULL)
+        c->impl.epi_rows(mr, nc, acc, rows, params, c->row_scales + i, c->row_zps + i,
+                         (int32_t)c->k, c->bias != NULL, (float *)out + i * out_stride + n0,
+                         out_stride);
+      else if (c->dynamic)
         c->impl.epi_f32(mr, nc, acc, rows, params, c->bias != NULL,
                         (float *)out + i * out_stride + n0, out_stride);
       else
@@ -186,17 +206,30 @@ void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, si
 typedef struct {
   fb_gemm_params p;
   const uint8_t *x;
-  size_t m, nb, ntiles;
+  size_t m, nb, ntiles, mtiles;
+  int cols_outer; /* task order: column tiles outermost (see fb_linear_run) */
   void *out;
   size_t out_elem;
 } fb_linear_ctx;
 
+#define FB_COLS_OUTER_MAX_BYTES ((size_t)256 << 10)
+
 static void fb_linear_task(void *vctx, size_t begin, size_t end) {
   const fb_linear_ctx *c = (const fb_linear_ctx *)vctx;
   for (size_t t = begin; t < end; t++) {
-    const size_t m0 = (t / c->ntiles) * FB_MC, nt = t % c->ntiles;
+    const size_t mt = c->cols_outer ? t % c->mtiles : t / c->ntiles;
+    const size_t nt = c->cols_outer ? t / c->mtiles : t % c->ntiles;
+    const size_t m0 = mt * FB_MC;
     const size_t mc = c->m - m0 < FB_MC ? c->m - m0 : FB_MC;
     const size_t b1 = (nt + 1) * FB_NCB < c->nb ? (nt + 1) * FB_NCB : c->nb;
+    if (c->p.row_scales != NULL) { /* this tile's rows' qparams */
+      fb_gemm_params p = c->p;
+      p.row_scales += m0;
+      p.row_zps += m0;
+      fb_gemm_rows(&p, c->x + m0 * c->p.k, c->p.k, mc, nt * FB_NCB, b1,
+                   (char *)c->out + m0 * c->p.n * c->out_elem, c->p.n);
+      continue;
+    }
     fb_gemm_rows(&c->p, c->x + m0 * c->p.k, c->p.k, mc, nt * FB_NCB, b1,
                  (char *)c->out + m0 * c->p.n * c->out_elem, c->p.n);
   }
@@ -205,7 +238,15 @@ static void fb_linear_task(void *vctx, size_t begin, size_t end) {
 static void fb_linear_run(fb_linear_ctx *c) {
   c->nb = (c->p.n + FB_NR - 1) / FB_NR;
   c->ntiles = (c->nb + FB_NCB - 1) / FB_NCB;
-  const size_t ntasks = ((c->m + FB_MC - 1) / FB_MC) * c->ntiles;
+  c->mtiles = (c->m + FB_MC - 1) / FB_MC;
+  /* When the quantized activations fit in L2 with room to spare, sweep every row tile for a
+   * column tile before moving on: each weight panel is then read from memory once and reused
+   * from L1 / L2 (weights of a model's layers are cold: the other layers evicted them), while
+   * the small activation block stays in L2. Larger M keeps rows outermost (the activations
+   * would be re-read from L3 for every column tile). Tiles write disjoint outputs, so the
+   * order does not change any result. */
+  c->cols_outer = c->m * c->p.k <= FB_COLS_OUTER_MAX_BYTES;
+  const size_t ntasks = c->mtiles * c->ntiles;
   if (ntasks == 0) return;
   if (c->m * c->p.n * c->p.k < FB_PARALLEL_MIN_MACS)
     fb_linear_task(c, 0, ntasks);
@@ -434,28 +475,79 @@ static int fb_minmax_f32__scalar(const float *x, size_t len, float *mn_out, floa
   return bad != 0.0f;
 }
 
+typedef int (*fb_minmax_fn)(const float *x, size_t n, float *mn, float *mx);
+
+/* Argument checks both dynamic entry points share (has_wz: any non-zero weight zero point). */
+static int fb_dynamic_check(const float *x, size_t m, size_t k, const int8_t *packed,
+                            const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                            size_t n, const float *bias, int32_t act_qmin, int32_t act_qmax,
+                            const float *out, int *has_wz) {
+  if (fb_check_weights(packed, row_sums, w_scales, w_zps, n, k, has_wz) != QP_OK ||
+      fb_check_bias(bias, n) != QP_OK || (m > 0 && (x == NULL || out == NULL)) ||
+      act_qmin < 0 || act_qmax > 255 || act_qmin >= act_qmax)
+    return QP_ERR_INVALID_ARGUMENT;
+  return QP_OK;
+}
+
+/* The min / max and quantize functions of the active ISA (SIMD and scalar give the same values:
+ * min / max are exact, the quantization does the same float32 operations). */
+static void fb_dynamic_fns(fb_minmax_fn *minmax, fb_quantize_fn *quantize) {
+  *minmax = fb_minmax_f32__scalar;
+  *quantize = fb_quantize_row_u8__scalar;
+#if defined(FB_HAVE_X86)
+  const int isa = qp_active_isa();
+  if (isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI) {
+    *minmax = fb_minmax_f32__avx512;
+    *quantize = fb_quantize_row_u8__avx512;
+  }
+#endif
+}
+
+/* The GEMM of a dynamic linear on the quantized rows q [m, k] (per-tensor qparams in x_scale /
+ * x_zp, or per-row ones in row_scales / row_zps when those are not NULL). */
+static void fb_dynamic_gemm(const uint8_t *q, size_t m, size_t k, const int8_t *packed,
+                            const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
+                            size_t n, const float *bias, int has_wz, int32_t act_qmax,
+                            float x_scale, int32_t x_zp, const float *row_scales,
+                            const int32_t *row_zps, float *out) {
+  fb_linear_ctx c;
+  memset(&c, 0, sizeof(c));
+  c.p.impl = fb_select();
+  c.p.k = k;
+  c.p.n = n;
+  c.p.w = packed;
+  c.p.rs = row_sums;
+  c.p.wz = w_zps;
+  c.p.ws = w_scales;
+  c.p.bias = bias;
+  c.p.x_scale = x_scale;
+  c.p.x_zp = x_zp;
+  c.p.has_wz = has_wz;
+  c.p.split = c.p.impl.uses_maddubs && act_qmax > 127; /* exact on the int16 pair paths */
+  c.p.dynamic = 1;
+  c.p.row_scales = row_scales;
+  c.p.row_zps = row_zps;
+  c.x = q;
+  c.m = m;
+  c.out = out;
+  c.out_elem = sizeof(float);
+  fb_linear_run(&c);
+}
+
 int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *packed,
                               const int32_t *row_sums, const float *w_scales,
                               const int32_t *w_zps, size_t n, const float *bias,
                               int32_t act_qmin, int32_t act_qmax, float *out,
                               float *x_scale_out, int32_t *x_zp_out) {
   int has_wz;
-  if (fb_check_weights(packed, row_sums, w_scales, w_zps, n, k, &has_wz) != QP_OK ||
-      fb_check_bias(bias, n) != QP_OK || (m > 0 && (x == NULL || out == NULL)) ||
-      act_qmin < 0 || act_qmax > 255 || act_qmin >= act_qmax)
+  if (fb_dynamic_check(x, m, k, packed, row_sums, w_scales, w_zps, n, bias, act_qmin, act_qmax,
+                       out, &has_wz) != QP_OK)
     return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
   const size_t len = m * k;
-  /* per-tensor min / max (SIMD and scalar give the same values: min/max are exact) */
-  int (*minmax)(const float *, size_t, float *, float *) = fb_minmax_f32__scalar;
-  fb_quantize_fn quantize = fb_quantize_row_u8__scalar;
-#if defined(FB_HAVE_X86)
-  const int isa = qp_active_isa();
-  if (isa == QP_ISA_AVX512 || isa == QP_ISA_AVX512VNNI) {
-    minmax = fb_minmax_f32__avx512;
-    quantize = fb_quantize_row_u8__avx512;
-  }
-#endif
+  fb_minmax_fn minmax;
+  fb_quantize_fn quantize;
+  fb_dynamic_fns(&minmax, &quantize);
   float mn, mx;
   if (minmax(x, len, &mn, &mx)) return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
   float scale;
@@ -472,26 +564,72 @@ int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *
     fb_quant_task(&qc, 0, nchunks);
   else
     qp_parallel_for(nchunks, 4, fb_quant_task, &qc);
+  fb_dynamic_gemm(q, m, k, packed, row_sums, w_scales, w_zps, n, bias, has_wz, act_qmax, scale, zp,
+                  NULL, NULL, out);
+  return QP_OK;
+}
 
-  fb_linear_ctx c;
-  memset(&c, 0, sizeof(c));
-  c.p.impl = fb_select();
-  c.p.k = k;
-  c.p.n = n;
-  c.p.w = packed;
-  c.p.rs = row_sums;
-  c.p.wz = w_zps;
-  c.p.ws = w_scales;
-  c.p.bias = bias;
-  c.p.x_scale = scale;
-  c.p.x_zp = zp;
-  c.p.has_wz = has_wz;
-  c.p.split = c.p.impl.uses_maddubs && act_qmax > 127;
-  c.p.dynamic = 1;
-  c.x = q;
-  c.m = m;
-  c.out = out;
-  c.out_elem = sizeof(float);
-  fb_linear_run(&c);
+/* ------------------------------------------------------ dynamic per row -- */
+
+typedef struct {
+  const float *x;
+  uint8_t *q;
+  size_t k;
+  int32_t qmin, qmax;
+  float *scales;
+  int32_t *zps;
+  fb_minmax_fn minmax;
+  fb_quantize_fn quantize;
+  int bad; /* set (atomically) when a row holds inf / NaN */
+} fb_row_quant_ctx;
+
+/* Rows [begin, end): min / max, qparams, quantize; the row is re-read from L1. */
+static void fb_row_quant_task(void *vctx, size_t begin, size_t end) {
+  fb_row_quant_ctx *c = (fb_row_quant_ctx *)vctx;
+  for (size_t i = begin; i < end; i++) {
+    const float *row = c->x + i * c->k;
+    float mn, mx, scale;
+    int32_t zp;
+    if (c->minmax(row, c->k, &mn, &mx) ||
+        fbgemm_choose_qparams(mn, mx, c->qmin, c->qmax, &scale, &zp) != QP_OK) {
+      __atomic_store_n(&c->bad, 1, __ATOMIC_RELAXED);
+      return;
+    }
+    c->scales[i] = scale;
+    c->zps[i] = zp;
+    c->quantize(row, c->k, 1.0f / scale, zp, c->qmin, c->qmax, c->q + i * c->k);
+  }
+}
+
+int fbgemm_linear_dynamic_per_row_f32(const float *x, size_t m, size_t k, const int8_t *packed,
+                                      const int32_t *row_sums, const float *w_scales,
+                                      const int32_t *w_zps, size_t n, const float *bias,
+                                      int32_t act_qmin, int32_t act_qmax, float *out,
+                                      float *x_scales_out, int32_t *x_zps_out) {
+  int has_wz;
+  if (fb_dynamic_check(x, m, k, packed, row_sums, w_scales, w_zps, n, bias, act_qmin, act_qmax,
+                       out, &has_wz) != QP_OK ||
+      m > (SIZE_MAX - 64) / (k + 8))
+    return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+  fb_minmax_fn minmax;
+  fb_quantize_fn quantize;
+  fb_dynamic_fns(&minmax, &quantize);
+  /* one scratch block: per-row scales and zero points (aligned first), then the uint8 rows */
+  uint8_t *buf = fb_scratch(m * 8 + m * k);
+  if (buf == NULL) return QP_ERR_OUT_OF_MEMORY;
+  float *scales = (float *)buf;
+  int32_t *zps = (int32_t *)(buf + m * 4);
+  uint8_t *q = buf + m * 8;
+  fb_row_quant_ctx qc = {x, q, k, act_qmin, act_qmax, scales, zps, minmax, quantize, 0};
+  if (m * k < ((size_t)1 << 16))
+    fb_row_quant_task(&qc, 0, m);
+  else
+    qp_parallel_for(m, 4, fb_row_quant_task, &qc);
+  if (__atomic_load_n(&qc.bad, __ATOMIC_RELAXED)) return QP_ERR_INVALID_ARGUMENT;
+  if (x_scales_out != NULL) memcpy(x_scales_out, scales, m * sizeof(float));
+  if (x_zps_out != NULL) memcpy(x_zps_out, zps, m * sizeof(int32_t));
+  fb_dynamic_gemm(q, m, k, packed, row_sums, w_scales, w_zps, n, bias, has_wz, act_qmax, 0.0f, 0,
+                  scales, zps, out);
   return QP_OK;
 }

@@ -93,13 +93,12 @@ def test_dynamic_rejects(kernels, setup):
         kernels.linear_dynamic(torch.zeros(16, 2).t(), packed, None)
     with pytest.raises(KernelInputError, match=r"expected \[\.\.\., 16\]"):
         kernels.linear_dynamic(torch.zeros(2, 17), packed, None)
-    with pytest.raises(KernelInputError, match="per_row=True is not supported"):
-        kernels.linear_dynamic(torch.zeros(2, 16), packed, None, per_row=True)
     for bad in (float("nan"), float("inf"), -float("inf")):
         x = torch.zeros(2, 16)
         x[1, 3] = bad
-        with pytest.raises(KernelInputError, match="x contains inf or NaN"):
-            kernels.linear_dynamic(x, packed, None)
+        for per_row in (False, True):
+            with pytest.raises(KernelInputError, match="x contains inf or NaN"):
+                kernels.linear_dynamic(x, packed, None, per_row=per_row)
 
 
 def test_forcing_an_unusable_or_unknown_isa(kernels):

@@ -219,16 +219,19 @@ def test_dynamic_linear_bit_exact(kernels, ref, isas, m, k, n):
 
 
 @HYP
-@given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
-       shift=st.floats(-100, 100), spread=st.floats(1e-6, 1e3), wzp=st.booleans(), has_bias=st.booleans())
-def test_dynamic_linear_sweep(kernels, ref, isas, m, k, n, seed, shift, spread, wzp, has_bias):
+@given(m=st.integers(1, 70), k=st.integers(1, 200), n=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       shift=st.floats(-100, 100), spread=st.floats(1e-6, 1e3), wzp=st.booleans(), has_bias=st.booleans(),
+       per_row=st.booleans())
+def test_dynamic_linear_sweep(kernels, ref, ref_rows, isas, m, k, n, seed, shift, spread, wzp, has_bias, per_row):
+    """Per tensor (0..127) and per row (0..255, see ref_rows) against the reference, on every ISA."""
     g = torch.Generator().manual_seed(seed)
     w, s, z = _weights(n, k, g, wzp=wzp)
     x = torch.randn(m, k, generator=g) * spread + shift
     bias = torch.randn(n, generator=g) if has_bias else None
     packed = kernels.pack_linear_weight(w, s, z)
-    expected = ref.linear_dynamic(x, ref.pack_linear_weight(w, s, z), bias)
-    _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(x, packed, bias), expected)
+    r = ref_rows if per_row else ref
+    expected = r.linear_dynamic(x, r.pack_linear_weight(w, s, z), bias, per_row=per_row)
+    _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(x, packed, bias, per_row=per_row), expected)
 
 
 def test_dynamic_constant_and_zero_inputs(kernels, ref, isas):
@@ -236,6 +239,72 @@ def test_dynamic_constant_and_zero_inputs(kernels, ref, isas):
     packed, rpacked = kernels.pack_linear_weight(w, s, z), ref.pack_linear_weight(w, s, z)
     for x in (torch.zeros(3, 9), torch.full((3, 9), -2.5), torch.full((1, 9), 1e-30)):
         _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(x, packed, None), ref.linear_dynamic(x, rpacked, None))
+
+
+# ---------------------------------------------------------- dynamic per row --
+# Per-row activations use the full uint8 range (kernels.dynamic_per_row_act_range, 0..255):
+# the reference with that range is the spec, on every ISA (the AVX2 / AVX-512 paths take
+# their exact split form above 127, VNNI is exact anyway).
+
+
+@pytest.fixture(scope="module")
+def ref_rows(kernels):
+    from quantplug.reference_kernels import ReferenceKernels
+
+    return ReferenceKernels(torch.uint8, kernels.dynamic_per_row_act_range)
+
+
+def test_per_row_range_is_full_uint8(kernels):
+    assert kernels.dynamic_per_row_act_range == (0, 255)
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES + [(130, 384, 40), (9, 1536, 17)])
+def test_dynamic_per_row_bit_exact(kernels, ref_rows, isas, m, k, n):
+    g = torch.Generator().manual_seed(m + 5 * k + 11 * n)
+    w, s, z = _weights(n, k, g)
+    # rows on very different scales and offsets: one shared grid would lose the small ones
+    x = torch.randn(m, k, generator=g) * torch.logspace(-3, 2, m).reshape(-1, 1) + torch.randn(m, 1, generator=g)
+    bias = torch.randn(n, generator=g) if n % 2 else None
+    packed = kernels.pack_linear_weight(w, s, z)
+    expected = ref_rows.linear_dynamic(x, ref_rows.pack_linear_weight(w, s, z), bias, per_row=True)
+    _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(x, packed, bias, per_row=True), expected)
+
+
+def test_dynamic_per_row_constant_rows_and_batch_dims(kernels, ref_rows, isas):
+    w, s, z = _weights(5, 9, torch.Generator().manual_seed(0), wzp=True)
+    packed, rpacked = kernels.pack_linear_weight(w, s, z), ref_rows.pack_linear_weight(w, s, z)
+    x = torch.stack([torch.zeros(9), torch.full((9,), -2.5), torch.full((9,), 1e-30), torch.linspace(-1, 3, 9)])
+    for xx in (x, x.reshape(2, 2, 9)):
+        _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(xx, packed, None, per_row=True),
+                        ref_rows.linear_dynamic(xx, rpacked, None, per_row=True))
+
+
+def test_dynamic_per_row_threads_do_not_change_results(kernels):
+    g = torch.Generator().manual_seed(3)
+    w, s, z = _weights(70, 300, g)
+    packed = kernels.pack_linear_weight(w, s, z)
+    x = torch.randn(257, 300, generator=g)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernels.linear_dynamic(x, packed, None, per_row=True)
+        torch.set_num_threads(2)
+        two = kernels.linear_dynamic(x, packed, None, per_row=True)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)
+
+
+def test_per_row_beats_per_tensor_on_rows_of_different_scale(kernels):
+    """What per-row buys: each row's error scales with its own range, not the largest row's."""
+    g = torch.Generator().manual_seed(1)
+    w, s, z = _weights(32, 256, g)
+    packed = kernels.pack_linear_weight(w, s, z)
+    x = torch.randn(4, 256, generator=g) * torch.tensor([[1e-3], [1.0], [10.0], [100.0]])
+    exact = x.double() @ (w.double() * s.double().reshape(-1, 1)).t()
+    err_row = (kernels.linear_dynamic(x, packed, None, per_row=True).double() - exact).abs().amax(1)
+    err_tensor = (kernels.linear_dynamic(x, packed, None).double() - exact).abs().amax(1)
+    assert bool((err_row[:3] < err_tensor[:3] / 4).all())
 
 
 # ---------------------------------------------------- parameters & packing --

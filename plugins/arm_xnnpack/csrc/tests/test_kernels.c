@@ -243,12 +243,14 @@ static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
 static int test_conv(int threads) {
   /* depthwise with multiplier 1 and 16+ channels takes dwconv.c's SIMD path (full and partial 16-blocks) */
   const int wide_dw = rnd() % 4 == 0;
-  const size_t groups = wide_dw ? (size_t)rnd_range(14, 50) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
+  /* wide depthwise: up to 150 channels (AVX-512 VNNI: two full groups of 64 and a partial one) */
+  const size_t groups = wide_dw ? (size_t)rnd_range(14, rnd() % 4 ? 50 : 150) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
   const int depthwise = wide_dw || (groups > 1 && rnd() % 2);
   const size_t cin_g = depthwise ? 1 : (size_t)rnd_range(1, 12);
   const size_t cout_g = wide_dw ? 1 : (size_t)rnd_range(1, depthwise ? 3 : 24);
   const size_t cin = cin_g * groups, cout = cout_g * groups;
-  const size_t batch = (size_t)rnd_range(1, 2), kh = (size_t)rnd_range(1, wide_dw ? 5 : 3);
+  /* kh up to 9: the VNNI depthwise kernel takes the vertical taps four at a time */
+  const size_t batch = (size_t)rnd_range(1, 2), kh = (size_t)rnd_range(1, wide_dw ? (rnd() % 3 ? 5 : 9) : 3);
   const size_t kw = (size_t)rnd_range(1, wide_dw ? 5 : 3);
   const size_t sh = (size_t)rnd_range(1, 2), sw = (size_t)rnd_range(1, 2), dh = (size_t)rnd_range(1, 2), dw = (size_t)rnd_range(1, 2);
   const size_t ph = (size_t)rnd_range(0, 2), pw = (size_t)rnd_range(0, 2);
@@ -596,6 +598,9 @@ int main(int argc, char **argv) {
     }
   }
   if (test_large_k(16384) || test_large_k(xnnpack_max_k())) return 1;
+  /* k = 2000: 12 blocks per weight panel, so n = 200 (13 blocks) spans two panels, the second
+   * a lone 16-channel block; m = 9 leaves a partial row tile */
+  if (test_dynamic(9, 2000, 200, 1) || test_dynamic(9, 2000, 200, 3) || test_static(9, 2000, 200, 0, 2)) return 1;
   if (require) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", require);

@@ -195,6 +195,11 @@ class XNNPACKKernels(CffiKernelLibrary):
     ``use_isa`` force one; every path gives bit-identical results).
     """
 
+    #: packed-weight classes (read by the core's lowering to rebuild them from buffers)
+    packed_linear_type = PackedLinearWeight
+    packed_conv2d_type = PackedConv2dWeight
+    packed_int4_linear_type = PackedInt4LinearWeight
+
     def __init__(self, module=None) -> None:
         if module is None:
             try:
@@ -490,10 +495,6 @@ class XNNPACKKernels(CffiKernelLibrary):
         p = packed
         cout, groups = p.cout, p.groups
         cin = p.cin_per_group * groups
-        check_tensor(p.packed, "packed.packed", dtype=_INT8, shape=(
-            int(self.lib.xnnpack_qc8w_conv2d_packed_size(groups, cout, p.cin_per_group, p.kernel_h, p.kernel_w)),), op=op)
-        check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32,
-                     shape=(int(self.lib.xnnpack_qc8w_conv2d_row_sums_size(groups, cout)),), op=op)
         if not isinstance(x_q, Tensor) or x_q.dim() != 4:
             check_tensor(x_q, "x_q", dtype=_INT8, ndim=4, op=op)
         if x_q.shape[1] != cin:
@@ -514,28 +515,37 @@ class XNNPACKKernels(CffiKernelLibrary):
         out_scale = _finite_positive(out_scale, "out_scale", op)
         x_zp = _int8_zero_point(x_zero_point, "x_zero_point", op)
         out_zp = _int8_zero_point(out_zero_point, "out_zero_point", op)
-        check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(cout,), op=op)
-        bias = self._check_bias(bias, cout, op)
-        tensors = (p.scales, bias)
-        key = _IdentityCache.key(tensors, ("conv", x_scale, out_scale))
+        if bias is not None and not isinstance(bias, Tensor):
+            self._check_bias(bias, cout, op)  # raises, naming the op
+        # the packed tensors, multipliers and int32 bias are checked and converted once per set of tensors
+        tensors = (p.packed, p.row_sums, p.scales, bias)
+        key = _IdentityCache.key(tensors, ("conv", x_scale, out_scale, cout, groups, p.cin_per_group, p.kernel_h,
+                                           p.kernel_w))
         cached = self._cache.get(key, tensors)
         if cached is None:
-            mult, bias_q = requant_params(x_scale, p.scales, out_scale, bias)
+            check_tensor(p.packed, "packed.packed", dtype=_INT8, shape=(int(self.lib.xnnpack_qc8w_conv2d_packed_size(
+                groups, cout, p.cin_per_group, p.kernel_h, p.kernel_w)),), op=op)
+            check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32,
+                         shape=(int(self.lib.xnnpack_qc8w_conv2d_row_sums_size(groups, cout)),), op=op)
+            check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(cout,), op=op)
+            bias_f = self._check_bias(bias, cout, op)
+            mult, bias_q = requant_params(x_scale, p.scales, out_scale, bias_f)
             if float(mult.max()) >= MAX_REQUANT_SCALE or not math.isfinite(float(mult.max())):
                 raise KernelInputError(f"{op}: requantization scale x_scale * w_scale / out_scale reaches "
                                        f"{float(mult.max()):.6g}; XNNPACK supports < {MAX_REQUANT_SCALE:g}")
             if float(mult.min()) <= 0.0:
                 raise KernelInputError(f"{op}: requantization scale underflows to 0")
-            cached = self._cache.put(key, tensors, (mult, bias_q))
-        mult, bias_q = cached
+            # mult and bias_q ride along in the entry so the pointers stay valid
+            cached = self._cache.put(key, tensors, (
+                self.ptr(p.packed, "int8_t *"), self.ptr(p.row_sums, "int32_t *"), self.ptr(mult, "float *"),
+                mult.numel(), self.ptr(bias_q, "int32_t *") if bias_q is not None else self.ffi.NULL, mult, bias_q))
+        w_ptr, rs_ptr, mult_ptr, n_mult, bias_ptr = cached[:5]
         out = torch.empty((n, oh, ow, cout), dtype=_INT8)
         self.sync_threads()
         status = self.lib.xnnpack_qs8_qc8w_conv2d_nhwc(
-            self.ptr(nhwc, "int8_t *"), n, h, w, cin, x_zp, self.ptr(p.packed, "int8_t *"),
-            self.ptr(p.row_sums, "int32_t *"), groups, cout, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
-            p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, oh, ow,
-            self.ptr(bias_q, "int32_t *") if bias_q is not None else self.ffi.NULL, self.ptr(mult, "float *"),
-            mult.numel(), out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
+            self.ptr(nhwc, "int8_t *"), n, h, w, cin, x_zp, w_ptr, rs_ptr, groups, cout, p.kernel_h, p.kernel_w,
+            p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, oh, ow, bias_ptr, mult_ptr,
+            n_mult, out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
         self.check_status(status, op)
         return out.permute(0, 3, 1, 2)
 

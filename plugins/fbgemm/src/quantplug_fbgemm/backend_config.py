@@ -11,7 +11,9 @@ and the native backend config):
 * bias: float in the graph, rounded to int32 with scale ``x_scale * w_scale`` by the kernel.
 * scales: at least float32 eps (torch's observers' floor; a zero scale would make the
   requantization multiplier infinite).
-* dynamic linear: activations quantized per call, per tensor, uint8 ``0..127``.
+* dynamic linear: activations quantized per call, per tensor, uint8 ``0..127``; the eager
+  flow's per-row mode (``kernels.linear_dynamic(per_row=True)``) uses ``0..255`` per row, which
+  no ISA path can saturate (VNNI sums in int32, AVX2 / AVX-512 use their exact split form).
 * sigmoid / hardsigmoid / tanh: PyTorch's fixed output qparams for quint8
   (``1/256, 0`` / ``1/256, 0`` / ``2/256, 128``).
 """

@@ -9,6 +9,12 @@ Tables use FBGEMM's fused row formats, byte for byte the ones of
 
 A value is ``code * scale + bias``. Packing is done here in PyTorch (once per table);
 lookups run in C (scalar and AVX-512 paths, bit-identical) on the thread pool.
+
+The kernel-library protocol of the core's QuantizedEmbedding / QuantizedEmbeddingBag
+(``embedding_int8``, ``embedding_bag_int8``: an int8 table with separate per-row scales and
+zero points) is served by a C variant that reads that storage in place, so there is no
+packed copy to cache or keep in sync, and its rows equal the core's dequantization bit for bit.
+``embedding_int4`` / ``embedding_bag_int4`` do the same for 4-bit codes (two per byte).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from quantplug.kernels import check_tensor
 __all__ = ["EmbeddingKernelsMixin", "embedding_dim"]
 
 _MODES = {"sum": 0, "mean": 1}
+_INT8_MODES = {"sum": 0, "mean": 1, "max": 2}
 
 
 def embedding_dim(packed: Tensor, bits: int) -> int:
@@ -40,9 +47,30 @@ def _index_tensor(t: object, name: str, op: str) -> Tensor:
     return t
 
 
+def _bag_layout(indices: object, offsets: Tensor | None, include_last_offset: bool, op: str) -> tuple[Tensor, Tensor]:
+    """1-D indices and the ``num_bags + 1`` bag boundaries the C kernels take, from torch's
+    EmbeddingBag arguments (``offsets=None``: 2-D ``indices [bags, n]``, fixed-size bags)."""
+    if offsets is None:
+        if isinstance(indices, Tensor) and indices.dim() != 2:
+            raise KernelInputError(f"{op}: indices of shape {tuple(indices.shape)} needs offsets "
+                                   f"(or pass 2-D indices [bags, n] for fixed-size bags)")
+        check_tensor(indices, "indices", dtype=(torch.int64, torch.int32), ndim=2, op=op)
+        bags, per_bag = indices.shape
+        return indices.reshape(-1), torch.arange(0, bags + 1, dtype=torch.int64) * per_bag
+    _index_tensor(indices, "indices", op)
+    _index_tensor(offsets, "offsets", op)
+    if not include_last_offset:
+        offsets = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
+    if offsets.numel() < 1:
+        raise KernelInputError(f"{op}: offsets is empty; with include_last_offset=True it needs the end too")
+    return indices, offsets
+
+
 class EmbeddingKernelsMixin:
     """``pack_embedding_rowwise``, ``embedding_bag_rowwise``, ``embedding_rowwise``,
-    ``unpack_embedding_rowwise`` (needs ``self.lib``/``self.ffi``/``self.ptr`` of a kernel library)."""
+    ``unpack_embedding_rowwise`` and the core's protocol ``embedding_int8``, ``embedding_bag_int8``
+    (plus ``embedding_int4``, ``embedding_bag_int4``); needs ``self.lib``/``self.ffi``/``self.ptr``
+    of a kernel library."""
 
     def pack_embedding_rowwise(self, weight: Tensor, bits: int = 8) -> Tensor:
         """Quantize a float32 table ``[rows, dim]`` row-wise (asymmetric, min/max) into the fused format.
@@ -112,28 +140,9 @@ class EmbeddingKernelsMixin:
         dim = self._check_table(weight, bits, op)
         if mode not in _MODES:
             raise KernelInputError(f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
-        if offsets is None:
-            check_tensor(indices, "indices", dtype=(torch.int64, torch.int32), ndim=2, op=op)
-            bags, per_bag = indices.shape
-            indices = indices.reshape(-1)
-            offsets = torch.arange(0, bags * per_bag + 1, max(per_bag, 1), dtype=torch.int64)[: bags + 1]
-            if per_bag == 0:
-                offsets = torch.zeros(bags + 1, dtype=torch.int64)
-        else:
-            _index_tensor(indices, "indices", op)
-            _index_tensor(offsets, "offsets", op)
-            if not include_last_offset:
-                offsets = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
-            if offsets.numel() < 1:
-                raise KernelInputError(f"{op}: offsets is empty; with include_last_offset=True it needs the end too")
+        indices, offsets = _bag_layout(indices, offsets, include_last_offset, op)
         num_bags = offsets.numel() - 1
-        psw = self.ffi.NULL
-        if per_sample_weights is not None:
-            if mode != "sum":
-                raise KernelInputError(f"{op}: per_sample_weights needs mode='sum' (torch's rule), got {mode!r}")
-            check_tensor(per_sample_weights, "per_sample_weights", dtype=torch.float32,
-                         shape=(indices.numel(),), op=op)
-            psw = self.ptr(per_sample_weights, "float *")
+        psw = self._sample_weights(per_sample_weights, mode, indices.numel(), op)
         out = torch.empty(num_bags, dim, dtype=torch.float32)
         self.sync_threads()
         status = self.lib.fbgemm_embedding_bag_rowwise(
@@ -144,6 +153,15 @@ class EmbeddingKernelsMixin:
             self._explain_bag_error(weight, indices, offsets, op)
         self.check_status(status, op)
         return out
+
+    def _sample_weights(self, per_sample_weights: Tensor | None, mode: str, n: int, op: str):
+        """C pointer of float32 ``per_sample_weights [n]`` (NULL for None); torch allows them with 'sum' only."""
+        if per_sample_weights is None:
+            return self.ffi.NULL
+        if mode != "sum":
+            raise KernelInputError(f"{op}: per_sample_weights needs mode='sum' (torch's rule), got {mode!r}")
+        check_tensor(per_sample_weights, "per_sample_weights", dtype=torch.float32, shape=(n,), op=op)
+        return self.ptr(per_sample_weights, "float *")
 
     def _explain_bag_error(self, weight: Tensor, indices: Tensor, offsets: Tensor, op: str) -> None:
         rows = weight.shape[0]
@@ -160,4 +178,94 @@ class EmbeddingKernelsMixin:
             raise KernelInputError(f"{op}: indices must be an int64 or int32 tensor")
         flat = indices.reshape(-1, 1).contiguous()
         out = self.embedding_bag_rowwise(weight, flat, None, "sum", bits=bits)
+        return out.reshape(*indices.shape, out.shape[-1])
+
+    # ------------------------------------------------ the core's int8 protocol --
+    def _code_table(self, weight_q: Tensor, scales: Tensor, zero_points: Tensor, bits: int,
+                    op: str) -> tuple[int, int]:
+        """``(rows, dim)`` of an int8 table ``[rows, dim]`` or a 4-bit one (uint8 ``[rows, dim / 2]``)."""
+        name = "weight_q" if bits == 8 else "weight_packed"
+        check_tensor(weight_q, name, dtype=torch.int8 if bits == 8 else torch.uint8, ndim=2, op=op)
+        rows, cols = weight_q.shape
+        if rows == 0 or cols == 0:
+            raise KernelInputError(f"{op}: {name} has an empty dimension (shape {tuple(weight_q.shape)})")
+        check_tensor(scales, "scales", dtype=torch.float32, shape=(rows,), op=op)
+        check_tensor(zero_points, "zero_points", dtype=torch.int32, shape=(rows,), op=op)
+        return int(rows), int(cols) * (8 // bits)
+
+    def embedding_bag_int8(self, input: Tensor, offsets: Tensor | None, weight_q: Tensor, scales: Tensor,
+                           zero_points: Tensor, *, mode: str = "mean", per_sample_weights: Tensor | None = None,
+                           include_last_offset: bool = False, padding_idx: int | None = None) -> Tensor:
+        """``F.embedding_bag`` over int8 rows ``(weight_q[r] - zero_points[r]) * scales[r]`` (the core's
+        QuantizedEmbeddingBag protocol): float32 ``[num_bags, dim]``.
+
+        Same arguments as ``nn.EmbeddingBag.forward``: 1-D ``input`` with ``offsets``, or 2-D
+        ``input [bags, n]`` without; ``mode`` ``"sum"`` / ``"mean"`` / ``"max"``; entries equal to
+        ``padding_idx`` are skipped (and not counted by ``"mean"``).
+        """
+        return self._bag_codes(8, input, offsets, weight_q, scales, zero_points, mode, per_sample_weights,
+                               include_last_offset, padding_idx)
+
+    def embedding_bag_int4(self, input: Tensor, offsets: Tensor | None, weight_packed: Tensor, scales: Tensor,
+                           zero_points: Tensor, *, mode: str = "mean", per_sample_weights: Tensor | None = None,
+                           include_last_offset: bool = False, padding_idx: int | None = None) -> Tensor:
+        """:meth:`embedding_bag_int8` over 4-bit rows: ``weight_packed`` uint8 ``[rows, dim / 2]`` holds
+        codes 0..15 (element ``2i`` in the low nibble of byte ``i``), a value is
+        ``(code - zero_points[r]) * scales[r]``."""
+        return self._bag_codes(4, input, offsets, weight_packed, scales, zero_points, mode, per_sample_weights,
+                               include_last_offset, padding_idx)
+
+    def _bag_codes(self, bits: int, input: Tensor, offsets: Tensor | None, weight_q: Tensor, scales: Tensor,
+                   zero_points: Tensor, mode: str, per_sample_weights: Tensor | None, include_last_offset: bool,
+                   padding_idx: int | None) -> Tensor:
+        op = f"fbgemm.embedding_bag_int{bits}"
+        rows, dim = self._code_table(weight_q, scales, zero_points, bits, op)
+        if mode not in _INT8_MODES:
+            raise KernelInputError(f"{op}: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+        if not isinstance(input, Tensor) or input.dtype not in (torch.int64, torch.int32):
+            raise KernelInputError(f"{op}: input must be an int64 or int32 tensor")
+        if not input.is_contiguous():
+            input = input.contiguous()  # nn.EmbeddingBag accepts any layout
+        indices, offsets = _bag_layout(input, offsets, include_last_offset, op)
+        num_bags = offsets.numel() - 1
+        psw = self._sample_weights(per_sample_weights, mode, indices.numel(), op)
+        pad = -1
+        if padding_idx is not None:
+            pad = int(padding_idx) + (rows if int(padding_idx) < 0 else 0)  # torch's negative padding_idx
+            if not 0 <= pad < rows:
+                raise KernelInputError(f"{op}: padding_idx={padding_idx} is outside the table of {rows} rows")
+        out = torch.empty(num_bags, dim, dtype=torch.float32)
+        if num_bags == 0:  # nothing to compute (an empty tensor may have no data pointer)
+            return out
+        self.sync_threads()
+        fn = self.lib.fbgemm_embedding_bag_int8 if bits == 8 else self.lib.fbgemm_embedding_bag_int4
+        status = fn(
+            self.ptr(weight_q, "int8_t *" if bits == 8 else "uint8_t *"), self.ptr(scales, "float *"), self.ptr(zero_points, "int32_t *"),
+            rows, dim, self.ptr(indices, "void *"), int(indices.dtype == torch.int64), indices.numel(),
+            self.ptr(offsets, "void *"), int(offsets.dtype == torch.int64), num_bags, psw, _INT8_MODES[mode], pad,
+            self.ptr(out, "float *"))
+        if status == 1:
+            self._explain_bag_error(weight_q, indices, offsets, op)
+        self.check_status(status, op)
+        return out
+
+    def embedding_int8(self, indices: Tensor, weight_q: Tensor, scales: Tensor, zero_points: Tensor) -> Tensor:
+        """``F.embedding`` over int8 rows ``(weight_q[r] - zero_points[r]) * scales[r]`` (the core's
+        QuantizedEmbedding protocol): float32 ``[*indices.shape, dim]``, equal to the core's rows bit for bit."""
+        return self._lookup_codes(8, indices, weight_q, scales, zero_points)
+
+    def embedding_int4(self, indices: Tensor, weight_packed: Tensor, scales: Tensor, zero_points: Tensor) -> Tensor:
+        """``F.embedding`` over the 4-bit rows of :meth:`embedding_bag_int4`: float32 ``[*indices.shape, dim]``."""
+        return self._lookup_codes(4, indices, weight_packed, scales, zero_points)
+
+    def _lookup_codes(self, bits: int, indices: Tensor, weight_q: Tensor, scales: Tensor,
+                      zero_points: Tensor) -> Tensor:
+        op = f"fbgemm.embedding_int{bits}"
+        if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
+            raise KernelInputError(f"{op}: indices must be an int64 or int32 tensor")
+        try:
+            out = self._bag_codes(bits, indices.reshape(-1, 1), None, weight_q, scales, zero_points, "sum", None,
+                                  False, None)
+        except KernelInputError as exc:
+            raise KernelInputError(str(exc).replace(f"fbgemm.embedding_bag_int{bits}", op)) from None
         return out.reshape(*indices.shape, out.shape[-1])

@@ -178,9 +178,14 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
 
     act_dtype = ACT_DTYPE
     act_range = ACT_RANGE
-    #: FBGEMM quantizes dynamic activations per tensor only; declared for quantplug.testing
-    #: (see quantplug.testing.capabilities), which then checks that per_row=True is refused.
-    supports_dynamic_per_row = False
+    #: linear_dynamic(per_row=True) quantizes each activation row with its own qparams in C
+    #: (quantplug.testing checks it; the core's DynamicLinear then calls it directly).
+    supports_dynamic_per_row = True
+    #: Range of per-row dynamic activations: all 8 bits. reduce_range exists because the int16
+    #: pair sums of vpmaddubsw saturate on 8-bit inputs; here VNNI sums into int32 and the
+    #: AVX2 / AVX-512 paths switch to their exact split form above 127, so no path can
+    #: saturate, and the row grid is twice as fine as 0..127 (see csrc/fbgemm_kernels.h).
+    dynamic_per_row_act_range = (0, 255)
     packed_linear_type = PackedLinearWeight
     packed_conv2d_type = PackedConv2dWeight
 
@@ -353,14 +358,12 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
                        per_row: bool = False) -> Tensor:
         """Dynamic linear: fp32 ``x [..., K]`` -> fp32 ``[..., N]``.
 
-        ``x`` is quantized per call, per tensor, to uint8 0..127 (reduce_range, asymmetric;
-        FBGEMM has no per-row dynamic mode, so ``per_row=True`` is rejected), multiplied in
-        int8, and scaled back: ``acc * (x_scale * w_scale) + bias`` in float32.
+        ``x`` is quantized per call to uint8, asymmetric: per tensor to 0..127 (reduce_range,
+        as FBGEMM), or with ``per_row=True`` each row ``x[..., i, :]`` with its own scale and
+        zero point to :attr:`dynamic_per_row_act_range`; multiplied in int8 and scaled back:
+        ``acc * (x_scale[row] * w_scale) + bias`` in float32.
         """
         op = "fbgemm.linear_dynamic"
-        if per_row:
-            raise KernelInputError(
-                f"{op}: per_row=True is not supported: FBGEMM quantizes dynamic activations per tensor")
         w_p, rs_p, ws_p, wz_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         _, m = self._check_x(x, torch.float32, k, op, "x")
@@ -368,9 +371,15 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         out = torch.empty(m, n, dtype=torch.float32) if x.dim() == 2 else \
             torch.empty((*x.shape[:-1], n), dtype=torch.float32)
         self.sync_threads()
-        status = self.lib.fbgemm_linear_dynamic_f32(
-            self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, ACT_RANGE[0], ACT_RANGE[1],
-            self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
+        if per_row:
+            lo, hi = self.dynamic_per_row_act_range
+            status = self.lib.fbgemm_linear_dynamic_per_row_f32(
+                self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, lo, hi,
+                self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
+        else:
+            status = self.lib.fbgemm_linear_dynamic_f32(
+                self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, ACT_RANGE[0], ACT_RANGE[1],
+                self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
         if status == 1:
             raise KernelInputError(f"{op}: x contains inf or NaN (cannot choose activation qparams)")
         self.check_status(status, op)

@@ -53,7 +53,8 @@ def get_fbgemm_quantization_config(
     :param act_observer: ``"histogram"`` (PTQ default), ``"minmax"`` or ``"moving_average"``
         (QAT default).
     :param reduce_range: must stay ``True``: FBGEMM's int16 pair sums need 7-bit activations.
-    :param per_row: must stay ``False``: FBGEMM's dynamic linear is per tensor.
+    :param per_row: must stay ``False``: the graph flow's dynamic linear is per tensor on 0..127
+        (per-row activations, on 0..255, are the eager flow's: ``quantize_`` with ``per_row=True``).
     :param weight_only: must stay ``False``: FBGEMM has no int8 weight-only linear.
     :raises ValueError: for an option FBGEMM's kernels cannot run, naming it.
     """
@@ -62,7 +63,8 @@ def get_fbgemm_quantization_config(
                       "FBGEMM's AVX2/AVX-512 kernels add u8*s8 product pairs in int16 (vpmaddubsw), "
                       "so activations are quantized to 0..127; use the x86_onednn backend for full-range uint8")
     if per_row:
-        raise _reject("per_row", per_row, "FBGEMM's dynamic linear quantizes activations per tensor")
+        raise _reject("per_row", per_row, "the graph flow's fbgemm dynamic linear quantizes activations per "
+                      "tensor (per-row activations: the eager flow, quantplug.quantize_ with per_row=True)")
     if weight_only:
         raise _reject("weight_only", weight_only,
                       "FBGEMM has no int8 weight-only linear (use is_dynamic=True)")
