@@ -51,7 +51,7 @@ class DynamicLinear(QuantizedModule):
         self._init_backend(backend, numerics, DYNAMIC_OPS, op_label="dynamic int8 linear")
         self._store_packed("packed", self.kernels().pack_linear_weight(w_q, w_scales, w_zero_points))
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32).contiguous().clone())
-        # Per-row activations on a kernel that quantizes per tensor only (fbgemm, qnnpack): equalize
+        # Per-row activations on a kernel that quantizes per tensor only (supports_dynamic_per_row = False): equalize
         # the rows first. Row m is mapped affinely onto [-1, 1] (x' = (x - c_m) / r_m), the kernel
         # quantizes x' per tensor, and y = r_m * (x' W^T) + c_m * sum_k W[n, k] + b. Every row then
         # gets the resolution of its own range, as with per-row asymmetric qparams.

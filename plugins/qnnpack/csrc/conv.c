@@ -106,6 +106,17 @@ static inline const uint8_t *qnnpack_conv_tap(const qnnpack_conv_geom *g, size_t
   return g->x + ((b * g->in_h + (iy - g->ph)) * g->in_w + (ix - g->pw)) * g->cin;
 }
 
+/* The kw taps of kernel row ky as one run of input pixels (dilation 1, every tap inside the
+ * image): its first byte; NULL when a tap is padding or the taps are not adjacent. */
+static inline const uint8_t *qnnpack_conv_span(const qnnpack_conv_geom *g, size_t b, size_t oy,
+                                               size_t ox, size_t ky) {
+  const size_t iy = oy * g->sh + ky * g->dh, ix = ox * g->sw; /* + ph / + pw */
+  if (g->dw != 1 || iy < g->ph || iy - g->ph >= g->in_h || ix < g->pw ||
+      ix - g->pw + g->kw > g->in_w)
+    return NULL;
+  return g->x + ((b * g->in_h + (iy - g->ph)) * g->in_w + (ix - g->pw)) * g->cin;
+}
+
 /* Pointers to the kh * kw input pixels of output pixel `row` (QNNPACK's indirection). */
 static void qnnpack_conv_taps(const qnnpack_conv_geom *g, size_t row, const uint8_t **taps) {
   const size_t ox = row % g->out_w, oy = (row / g->out_w) % g->out_h;
@@ -223,21 +234,41 @@ static void qnnpack_im2col_rows(void *vctx, size_t begin, size_t end) {
     const size_t b = row / (g->out_w * g->out_h);
     uint8_t *const row_dst = c->dst + r * c->dst_stride;
     uint8_t *d = tmp ? tmp : row_dst;
-    for (size_t ky = 0; ky < g->kh; ky++)
-      for (size_t kx = 0; kx < g->kw; kx++, d += c->cin_g) {
-        const uint8_t *src = qnnpack_conv_tap(g, b, oy, ox, ky, kx);
-        /* zero_row holds cin + 64 bytes of x_zp, so the group offset stays inside it */
-        memcpy(d, src + c->group * c->cin_g, c->cin_g);
+    /* FLIP rows are gathered, flipped and summed in one pass */
+    const int flip = c->xprep == QNNPACK_XPREP_FLIP;
+    uint32_t sum = 0;
+    for (size_t ky = 0; ky < g->kh; ky++) {
+      const uint8_t *span = qnnpack_conv_span(g, b, oy, ox, ky);
+      if (span && c->cin_g == g->cin) { /* one group: the kw taps are kw * cin contiguous bytes */
+        const size_t len = g->kw * c->cin_g;
+        if (flip)
+          sum += qnnpack_sum_flip_to(d, span, len, 1);
+        else
+          memcpy(d, span, len);
+        d += len;
+        continue;
       }
+      for (size_t kx = 0; kx < g->kw; kx++, d += c->cin_g) {
+        /* zero_row holds cin + 64 bytes of x_zp, so the group offset stays inside it */
+        const uint8_t *src = qnnpack_conv_tap(g, b, oy, ox, ky, kx) + c->group * c->cin_g;
+        if (flip)
+          sum += qnnpack_sum_flip_to(d, src, c->cin_g, 1);
+        else
+          memcpy(d, src, c->cin_g);
+      }
+    }
+    if (flip) {
+      c->xsum[r] = sum;
+      for (size_t p = k; p < kpad; p++) row_dst[p] = 0x80; /* meets zero weights */
+      continue;
+    }
     if (c->xprep == QNNPACK_XPREP_WIDEN16) {
       c->xsum[r] = qnnpack_sum_flip_bytes(tmp, k, 0);
       uint16_t *restrict w16 = (uint16_t *)(void *)row_dst;
       for (size_t p = 0; p < k; p++) w16[p] = tmp[p];
       for (size_t p = k; p < kpad; p++) w16[p] = 0;
     } else {
-      c->xsum[r] = qnnpack_sum_flip_bytes(row_dst, k, c->xprep == QNNPACK_XPREP_FLIP);
-      if (c->xprep == QNNPACK_XPREP_FLIP)
-        for (size_t p = k; p < kpad; p++) row_dst[p] = 0x80; /* meets zero weights */
+      c->xsum[r] = qnnpack_sum_flip_bytes(row_dst, k, 0);
     }
   }
   free(tmp);

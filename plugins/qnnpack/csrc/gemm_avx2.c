@@ -124,6 +124,36 @@ QP_TARGET_AVX2 static void qnnpack_qu8_dequant_avx2(size_t mr, size_t nc, const 
   }
 }
 
+QP_TARGET_AVX2 static void qnnpack_qu8_acc_init_rows_avx2(size_t mr, const int32_t *wsum,
+                                                          const int32_t *wzp, const int32_t *rzp,
+                                                          const uint32_t *xsum, int32_t *acc) {
+  const __m256i w0 = _mm256_loadu_si256((const __m256i *)wsum);
+  const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wsum + 8));
+  const __m256i z0 = _mm256_loadu_si256((const __m256i *)wzp);
+  const __m256i z1 = _mm256_loadu_si256((const __m256i *)(wzp + 8));
+  const __m256i zero = _mm256_setzero_si256();
+  for (size_t i = 0; i < mr; i++) {
+    const __m256i r = _mm256_set1_epi32(rzp[i]), s = _mm256_set1_epi32((int32_t)xsum[i]);
+    const __m256i t0 = _mm256_add_epi32(_mm256_mullo_epi32(w0, r), _mm256_mullo_epi32(z0, s));
+    const __m256i t1 = _mm256_add_epi32(_mm256_mullo_epi32(w1, r), _mm256_mullo_epi32(z1, s));
+    _mm256_storeu_si256((__m256i *)(acc + i * QNNPACK_NR), _mm256_sub_epi32(zero, t0));
+    _mm256_storeu_si256((__m256i *)(acc + i * QNNPACK_NR + 8), _mm256_sub_epi32(zero, t1));
+  }
+}
+
+QP_TARGET_AVX2 static void qnnpack_qu8_dequant_rows_avx2(size_t mr, size_t nc, const int32_t *acc,
+                                                         const float *rscale, const float *wscale,
+                                                         const float *bias, float *out,
+                                                         size_t out_stride) {
+  float s[QNNPACK_NR];
+  for (size_t i = 0; i < mr; i++) {
+    const __m256 r = _mm256_set1_ps(rscale[i]);
+    _mm256_storeu_ps(s, _mm256_mul_ps(r, _mm256_loadu_ps(wscale)));
+    _mm256_storeu_ps(s + 8, _mm256_mul_ps(r, _mm256_loadu_ps(wscale + 8)));
+    qnnpack_qu8_dequant_avx2(1, nc, acc + i * QNNPACK_NR, s, bias, out + i * out_stride, out_stride);
+  }
+}
+
 QP_TARGET_AVX2 static void qnnpack_qu8_quant_avx2(const float *x, size_t n, float inv_scale,
                                                   int32_t zp, uint8_t *out) {
   const __m256 vinv = _mm256_set1_ps(inv_scale);
@@ -245,6 +275,8 @@ const qnnpack_isa_kernels qnnpack_kernels_avx2 = {
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__avx2,
     .requant = qnnpack_qu8_requant_avx2,
     .dequant = qnnpack_qu8_dequant_avx2,
+    .acc_init_rows = qnnpack_qu8_acc_init_rows_avx2,
+    .dequant_rows = qnnpack_qu8_dequant_rows_avx2,
     .quant = qnnpack_qu8_quant_avx2,
     .minmax = qnnpack_f32_minmax_avx2,
 };

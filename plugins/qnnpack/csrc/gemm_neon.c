@@ -126,6 +126,30 @@ static void qnnpack_qu8_dequant_neon(size_t mr, size_t nc, const int32_t *acc, c
   }
 }
 
+static void qnnpack_qu8_acc_init_rows_neon(size_t mr, const int32_t *wsum, const int32_t *wzp,
+                                           const int32_t *rzp, const uint32_t *xsum,
+                                           int32_t *acc) {
+  for (size_t i = 0; i < mr; i++) {
+    const uint32x4_t r = vdupq_n_u32((uint32_t)rzp[i]), s = vdupq_n_u32(xsum[i]);
+    for (int q = 0; q < 4; q++) {
+      uint32x4_t t = vmulq_u32(vreinterpretq_u32_s32(vld1q_s32(wsum + 4 * q)), r);
+      t = vmlaq_u32(t, vreinterpretq_u32_s32(vld1q_s32(wzp + 4 * q)), s);
+      vst1q_s32(acc + i * QNNPACK_NR + 4 * q, vnegq_s32(vreinterpretq_s32_u32(t)));
+    }
+  }
+}
+
+static void qnnpack_qu8_dequant_rows_neon(size_t mr, size_t nc, const int32_t *acc,
+                                          const float *rscale, const float *wscale,
+                                          const float *bias, float *out, size_t out_stride) {
+  float s[QNNPACK_NR];
+  for (size_t i = 0; i < mr; i++) {
+    const float32x4_t r = vdupq_n_f32(rscale[i]);
+    for (int q = 0; q < 4; q++) vst1q_f32(s + 4 * q, vmulq_f32(r, vld1q_f32(wscale + 4 * q)));
+    qnnpack_qu8_dequant_neon(1, nc, acc + i * QNNPACK_NR, s, bias, out + i * out_stride, out_stride);
+  }
+}
+
 static void qnnpack_qu8_quant_neon(const float *x, size_t n, float inv_scale, int32_t zp,
                                    uint8_t *out) {
   const float32x4_t vinv = vdupq_n_f32(inv_scale);
@@ -252,6 +276,8 @@ const qnnpack_isa_kernels qnnpack_kernels_neon = {
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neon,
     .requant = qnnpack_qu8_requant_neon,
     .dequant = qnnpack_qu8_dequant_neon,
+    .acc_init_rows = qnnpack_qu8_acc_init_rows_neon,
+    .dequant_rows = qnnpack_qu8_dequant_rows_neon,
     .quant = qnnpack_qu8_quant_neon,
     .minmax = qnnpack_f32_minmax_neon,
 };
@@ -264,6 +290,8 @@ const qnnpack_isa_kernels qnnpack_kernels_neondot = {
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__neondot,
     .requant = qnnpack_qu8_requant_neon,
     .dequant = qnnpack_qu8_dequant_neon,
+    .acc_init_rows = qnnpack_qu8_acc_init_rows_neon,
+    .dequant_rows = qnnpack_qu8_dequant_rows_neon,
     .quant = qnnpack_qu8_quant_neon,
     .minmax = qnnpack_f32_minmax_neon,
 };

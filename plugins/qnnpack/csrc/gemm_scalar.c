@@ -48,6 +48,27 @@ void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const 
     }
 }
 
+void qnnpack_qu8_acc_init_rows_scalar(size_t mr, const int32_t *wsum, const int32_t *wzp,
+                                      const int32_t *rzp, const uint32_t *xsum, int32_t *acc) {
+  for (size_t i = 0; i < mr; i++)
+    for (size_t j = 0; j < QNNPACK_NR; j++)
+      acc[i * QNNPACK_NR + j] = (int32_t)(0u - (uint32_t)rzp[i] * (uint32_t)wsum[j] -
+                                          (uint32_t)wzp[j] * xsum[i]);
+}
+
+void qnnpack_qu8_dequant_rows_scalar(size_t mr, size_t nc, const int32_t *acc, const float *rscale,
+                                     const float *wscale, const float *bias, float *out,
+                                     size_t out_stride) {
+  for (size_t i = 0; i < mr; i++)
+    for (size_t j = 0; j < nc; j++) {
+      float s = rscale[i] * wscale[j];
+      QNNPACK_NO_CONTRACT(s);
+      float p = (float)acc[i * QNNPACK_NR + j] * s;
+      QNNPACK_NO_CONTRACT(p);
+      out[i * out_stride + j] = p + bias[j];
+    }
+}
+
 void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
                               uint8_t *out) {
   for (size_t i = 0; i < n; i++) out[i] = (uint8_t)qp_quantize(x[i], inv_scale, zp, 0, 255);
@@ -125,6 +146,8 @@ const qnnpack_isa_kernels qnnpack_kernels_scalar = {
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
     .requant = qnnpack_qu8_requant_scalar,
     .dequant = qnnpack_qu8_dequant_scalar,
+    .acc_init_rows = qnnpack_qu8_acc_init_rows_scalar,
+    .dequant_rows = qnnpack_qu8_dequant_rows_scalar,
     .quant = qnnpack_qu8_quant_scalar,
     .minmax = qnnpack_f32_minmax_scalar,
 };

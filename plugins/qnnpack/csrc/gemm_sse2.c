@@ -240,6 +240,9 @@ const qnnpack_isa_kernels qnnpack_kernels_sse2 = {
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__sse2,
     .requant = qnnpack_qu8_requant_sse2,
     .dequant = qnnpack_qu8_dequant_sse2,
+    /* per-row dynamic epilogues: SSE2 has no 32-bit mullo; the scalar ones (O(M * N), not K) */
+    .acc_init_rows = qnnpack_qu8_acc_init_rows_scalar,
+    .dequant_rows = qnnpack_qu8_dequant_rows_scalar,
     .quant = qnnpack_qu8_quant_sse2,
     .minmax = qnnpack_f32_minmax_sse2,
 };

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qnnpack_internal.h"
 #include "qnnpack_kernels.h"
@@ -58,6 +59,10 @@ typedef struct {
   const float *dscale; /* [npad] x_scale * w_scale */
   const float *dbias;  /* [npad] */
   float *fout;
+  /* dynamic per row (rzp NULL otherwise): row zero points and scales, w_scales padded to
+   * npad; the tiles use the path's acc_init_rows / dequant_rows */
+  const int32_t *rzp;
+  const float *rscale, *wscale;
 } qnnpack_gemm_ctx;
 
 static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
@@ -75,7 +80,27 @@ static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
     const size_t mr = c->m - m0 < MR ? c->m - m0 : MR;
     const size_t nc = c->n - n0 < QNNPACK_NR ? c->n - n0 : QNNPACK_NR;
     for (size_t i = 0; i < MR; i++) a[i] = c->x + (m0 + (i < mr ? i : mr - 1)) * c->x_stride;
-    if (c->kern->acc_init) {
+    if (c->rzp && mr == MR && c->kern->gemm_rows) {
+      const qnnpack_rows_tile rt = {.wsum = c->wsums + n0, .wzp = c->wzp + n0, .rzp = c->rzp + m0,
+                                    .xsum = c->xsum + m0, .rscale = c->rscale + m0,
+                                    .wscale = c->wscale + n0, .bias = c->dbias + n0};
+      c->kern->gemm_rows(nc, c->k_kernel, a, c->packed + nb * c->kg_count * QNNPACK_NR * QNNPACK_KR,
+                         &rt, c->fout + m0 * c->out_stride + n0, c->out_stride);
+      continue;
+    }
+    if (c->out && mr == MR && c->kern->gemm_requant) {
+      const qnnpack_requant_tile rt = {.cbias = c->cbias + n0, .wzp = c->wzp + n0,
+                                       .wsum = c->wsums + n0, .xsum = c->xsum + m0,
+                                       .mult = c->mult + n0, .out_zp = c->out_zp,
+                                       .qmin = c->qmin, .qmax = c->qmax};
+      c->kern->gemm_requant(nc, c->k_kernel, a,
+                            c->packed + nb * c->kg_count * QNNPACK_NR * QNNPACK_KR, &rt,
+                            c->out + m0 * c->out_stride + n0, c->out_stride);
+      continue;
+    }
+    if (c->rzp) {
+      c->kern->acc_init_rows(mr, c->wsums + n0, c->wzp + n0, c->rzp + m0, c->xsum + m0, acc);
+    } else if (c->kern->acc_init) {
       c->kern->acc_init(mr, c->cbias + n0, c->wzp + n0, c->xsum + m0, acc);
     } else {
       for (size_t i = 0; i < mr; i++) {
@@ -87,7 +112,10 @@ static void qnnpack_gemm_tiles(void *vctx, size_t begin, size_t end) {
     }
     c->kern->gemm(mr, c->k_kernel, a, c->packed + nb * c->kg_count * QNNPACK_NR * QNNPACK_KR,
                   c->wsums + n0, acc);
-    if (c->out)
+    if (c->rzp)
+      c->kern->dequant_rows(mr, nc, acc, c->rscale + m0, c->wscale + n0, c->dbias + n0,
+                            c->fout + m0 * c->out_stride + n0, c->out_stride);
+    else if (c->out)
       c->kern->requant(mr, nc, acc, c->mult + n0, c->out_zp, c->qmin, c->qmax,
                        c->out + m0 * c->out_stride + n0, c->out_stride);
     else
@@ -102,8 +130,7 @@ static int qnnpack_bad_gemm_shape(size_t n, size_t k, size_t packed_size) {
 }
 
 static void qnnpack_row_sums(const uint8_t *x, size_t m, size_t k, uint32_t *xsum) {
-  /* flip = 0: the rows are only read (the cast drops const for the shared helper) */
-  for (size_t i = 0; i < m; i++) xsum[i] = qnnpack_sum_flip_bytes((uint8_t *)(uintptr_t)(x + i * k), k, 0);
+  for (size_t i = 0; i < m; i++) xsum[i] = qnnpack_sum_flip_to(NULL, x + i * k, k, 0); /* read only */
 }
 
 typedef struct {
@@ -129,6 +156,24 @@ static void qnnpack_xprep_rows(void *vctx, size_t begin, size_t end) {
       for (size_t p = k; p < kpad; p++) dst[p] = 0;
     }
   }
+}
+
+/* Packed-weight bytes up to which the tiles walk M outer (every weight block streamed from L2
+ * per M tile): 3/4 of this core's L2 where glibc reports it (1 MB on Zen 4 / Skylake-X, so a
+ * 384x1536 weight qualifies: M = 1024 dynamic, fp32 output written row by row, 16% faster
+ * than weight blocks outer), else 256 KB. Cached; the race writes the same value. */
+static size_t qnnpack_weights_cache_budget(void) {
+  static size_t budget; /* 0: not computed yet */
+  size_t b = __atomic_load_n(&budget, __ATOMIC_RELAXED);
+  if (b) return b;
+  b = (size_t)256 << 10;
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l2 > 0 && (size_t)l2 / 4 * 3 > b) b = (size_t)l2 / 4 * 3;
+  if (b > ((size_t)2 << 20)) b = (size_t)2 << 20;
+#endif
+  __atomic_store_n(&budget, b, __ATOMIC_RELAXED);
+  return b;
 }
 
 /* Fill cbias / wzp (padded to npad; padding channels get 0), prepare the
@@ -171,7 +216,7 @@ static int qnnpack_run(qnnpack_gemm_ctx *c, int32_t x_zp, const int32_t *w_zps,
    * outer: each tile's rows stay in L1 across all weight blocks and the activations stream
    * once. Otherwise walk weight blocks outer: one block stays in L1 while the rows (bounded by
    * the caller's chunking) stream from L2. */
-  c->m_outer = c->kg_count * QNNPACK_KR * npad <= ((size_t)256 << 10);
+  c->m_outer = c->kg_count * QNNPACK_KR * npad <= qnnpack_weights_cache_budget();
   const size_t tiles = c->mt_count * c->nb_count;
   /* ~1M multiply-adds per chunk before a second thread is worth waking. */
   const size_t work = MR * QNNPACK_NR * c->k;
@@ -282,18 +327,27 @@ int qnnpack_choose_qparams_u8(const float *x, size_t n, float *scale, int32_t *z
   return qnnpack_qparams_from_range(lo, hi, scale, zero_point);
 }
 
-int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
-                               size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
-                               const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
-                               float *out, float *x_scale_out, int32_t *x_zp_out) {
+/* Argument checks shared by the two dynamic linears (m == 0 passes: nothing to do). */
+static int qnnpack_check_dynamic(const float *x, size_t m, size_t k, const uint8_t *packed,
+                                 size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
+                                 const float *w_scales, size_t n, const float *out) {
   if (qnnpack_bad_gemm_shape(n, k, packed_size) || !packed || !wsums || !w_zps || !w_scales)
     return QP_ERR_INVALID_ARGUMENT;
   for (size_t j = 0; j < n; j++) {
     if (w_zps[j] < 0 || w_zps[j] > 255) return QP_ERR_INVALID_ARGUMENT;
     if (!(w_scales[j] > 0.0f) || !isfinite(w_scales[j])) return QP_ERR_INVALID_ARGUMENT;
   }
+  if (m && (!x || !out || m > ((size_t)1 << 40) / k)) return QP_ERR_INVALID_ARGUMENT;
+  return QP_OK;
+}
+
+int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                               size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
+                               const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
+                               float *out, float *x_scale_out, int32_t *x_zp_out) {
+  if (qnnpack_check_dynamic(x, m, k, packed, packed_size, wsums, w_zps, w_scales, n, out) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
-  if (!x || !out || m > ((size_t)1 << 40) / k) return QP_ERR_INVALID_ARGUMENT;
 
   const qnnpack_isa_kernels *kern = qnnpack_active_kernels();
   float lo = 0.0f, hi = 0.0f, x_scale;
@@ -329,4 +383,122 @@ int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t
   if (x_scale_out) *x_scale_out = x_scale;
   if (x_zp_out) *x_zp_out = x_zp;
   return QP_OK;
+}
+
+/*
+ * Scratch of the per-row dynamic linear, kept per calling thread between calls (up to
+ * 16 MB): a fresh malloc of the quantized rows (0.4-1.5 MB for MiniLM's batch-8 layers)
+ * comes back as new pages every call, and faulting them in cost ~5% of the layer. Only the
+ * calling thread writes it before the parallel loops, which read it; it lives until the
+ * thread exits (bounded by the largest call).
+ */
+#define QNNPACK_SCRATCH_KEEP ((size_t)16 << 20)
+static __thread void *qnnpack_tls_scratch;
+static __thread size_t qnnpack_tls_scratch_size;
+
+static void *qnnpack_scratch_acquire(size_t bytes) {
+  if (bytes > QNNPACK_SCRATCH_KEEP) return malloc(bytes);
+  if (bytes > qnnpack_tls_scratch_size) {
+    free(qnnpack_tls_scratch);
+    qnnpack_tls_scratch_size = 0;
+    qnnpack_tls_scratch = malloc(bytes);
+    if (!qnnpack_tls_scratch) return NULL;
+    qnnpack_tls_scratch_size = bytes;
+  }
+  return qnnpack_tls_scratch;
+}
+
+static void qnnpack_scratch_release(void *p) {
+  if (p != qnnpack_tls_scratch) free(p);
+}
+
+/* One pass per activation row: range, qparams, quantization straight into the GEMM path's
+ * row format, row sum (and the FLIP sign flip in the same pass). */
+typedef struct {
+  const qnnpack_isa_kernels *kern;
+  const float *x;
+  size_t k, stride; /* stride: bytes between rows of xp */
+  int flip;         /* QNNPACK_XPREP_FLIP: flip and pad to stride with 0x80 */
+  uint8_t *xp, *x_q;
+  float *rscale;    /* 0 marks a row with an infinity (rejected after the pass) */
+  int32_t *rzp;
+  uint32_t *xsum;   /* sum_k x_q[i][k] - K * z_i (mod 2**32), what acc_init folds */
+} qnnpack_rowq_ctx;
+
+static void qnnpack_quant_rows(void *vctx, size_t begin, size_t end) {
+  const qnnpack_rowq_ctx *c = (const qnnpack_rowq_ctx *)vctx;
+  const size_t k = c->k;
+  for (size_t r = begin; r < end; r++) {
+    const float *xr = c->x + r * k;
+    float lo = 0.0f, hi = 0.0f, s;
+    int32_t z;
+    c->kern->minmax(xr, k, &lo, &hi);
+    if (qnnpack_qparams_from_range(lo, hi, &s, &z) != QP_OK) {
+      c->rscale[r] = 0.0f;
+      continue;
+    }
+    uint8_t *dst = c->xp + r * c->stride;
+    c->kern->quant(xr, k, 1.0f / s, z, dst);
+    if (c->x_q) memcpy(c->x_q + r * k, dst, k);
+    const uint32_t sum = qnnpack_sum_flip_bytes(dst, k, c->flip);
+    if (c->flip) memset(dst + k, 0x80, c->stride - k); /* meets zero weights */
+    c->rscale[r] = s;
+    c->rzp[r] = z;
+    c->xsum[r] = sum - (uint32_t)k * (uint32_t)z;
+  }
+}
+
+int qnnpack_linear_dynamic_rows_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                                    size_t packed_size, const int32_t *wsums,
+                                    const int32_t *w_zps, const float *w_scales, size_t n,
+                                    const float *bias, uint8_t *x_q, float *out,
+                                    float *x_scales_out, int32_t *x_zps_out) {
+  if (qnnpack_check_dynamic(x, m, k, packed, packed_size, wsums, w_zps, w_scales, n, out) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+
+  const qnnpack_isa_kernels *kern = qnnpack_active_kernels();
+  const int flip = kern->xprep == QNNPACK_XPREP_FLIP;
+  /* FLIP rows are the microkernel's input as they are; NONE and WIDEN16 rows are plain uint8
+   * (qnnpack_run widens the latter). */
+  const size_t stride = flip ? (k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR : k;
+  const size_t npad = qnnpack_packed_sums_size(n);
+  const size_t fixed = npad * (2 * sizeof(int32_t) + 2 * sizeof(float)) +
+                       m * (sizeof(uint32_t) + sizeof(int32_t) + sizeof(float));
+  void *scratch = qnnpack_scratch_acquire(fixed + m * stride + 64);
+  if (!scratch) return QP_ERR_OUT_OF_MEMORY;
+  int32_t *cbias = (int32_t *)scratch;
+  int32_t *wzp = cbias + npad;
+  float *wscale = (float *)(wzp + npad);
+  float *dbias = wscale + npad;
+  uint32_t *xsum = (uint32_t *)(dbias + npad);
+  int32_t *rzp = (int32_t *)(xsum + m);
+  float *rscale = (float *)(rzp + m);
+  uint8_t *xp = (uint8_t *)scratch + fixed;
+  for (size_t j = 0; j < npad; j++) {
+    wscale[j] = j < n ? w_scales[j] : 0.0f;
+    dbias[j] = (j < n && bias) ? bias[j] : 0.0f;
+  }
+  qnnpack_rowq_ctx q = {.kern = kern, .x = x, .k = k, .stride = stride, .flip = flip, .xp = xp,
+                        .x_q = x_q, .rscale = rscale, .rzp = rzp, .xsum = xsum};
+  qp_parallel_for(m, k >= 16384 ? 1 : 16384 / k, qnnpack_quant_rows, &q);
+  for (size_t i = 0; i < m; i++) {
+    if (rscale[i] == 0.0f) { /* a row with an infinity */
+      qnnpack_scratch_release(scratch);
+      return QP_ERR_INVALID_ARGUMENT;
+    }
+  }
+  /* acc_init_rows folds the row zero points (cbias, filled with x_zp = 0, is unused) */
+  qnnpack_gemm_ctx c = {
+      .kern = kern, .m = m, .k = k, .n = n, .x = xp, .rows_prepared = flip, .x_stride = stride,
+      .k_kernel = stride, .packed = packed, .wsums = wsums, .xsum = xsum, .dbias = dbias,
+      .fout = out, .out_stride = n, .rzp = rzp, .rscale = rscale, .wscale = wscale,
+  };
+  const int status = qnnpack_run(&c, 0, w_zps, NULL, cbias, wzp);
+  if (status == QP_OK) {
+    if (x_scales_out) memcpy(x_scales_out, rscale, m * sizeof(float));
+    if (x_zps_out) memcpy(x_zps_out, rzp, m * sizeof(int32_t));
+  }
+  qnnpack_scratch_release(scratch);
+  return status;
 }

@@ -125,6 +125,48 @@ typedef void (*qnnpack_mul_fn)(size_t n, const uint8_t *a, const uint8_t *b,
 typedef void (*qnnpack_acc_init_fn)(size_t mr, const int32_t *cbias, const int32_t *wzp,
                                     const uint32_t *xsum, int32_t *acc);
 
+/* Per-row dynamic activations (row i: zero point rzp[i], scale rscale[i]); no int32 bias:
+ *   acc_init_rows: acc[i * 16 + j] = - rzp[i] * wsum[j] - wzp[j] * xsum[i]   (mod 2**32)
+ *                  with xsum[i] = sum_k x[i][k] - K * rzp[i], for i < mr;
+ *   dequant_rows:  out[i * out_stride + j] = (float)acc * (rscale[i] * wscale[j]) + bias[j]
+ *                  (the scale product rounded to float32 first; multiply, then add, never fused). */
+typedef void (*qnnpack_acc_init_rows_fn)(size_t mr, const int32_t *wsum, const int32_t *wzp,
+                                         const int32_t *rzp, const uint32_t *xsum, int32_t *acc);
+typedef void (*qnnpack_dequant_rows_fn)(size_t mr, size_t nc, const int32_t *acc,
+                                        const float *rscale, const float *wscale,
+                                        const float *bias, float *out, size_t out_stride);
+
+/*
+ * A full tile (MR rows) of the per-row dynamic linear in one call: acc_init_rows, gemm and
+ * dequant_rows fused (accumulators stay in registers). Optional (NULL: the three calls).
+ * wsum, wzp, wscale and bias point at the block's 16 channels, rzp, xsum and rscale at the
+ * tile's MR rows; out at row 0, channel n0.
+ */
+typedef struct {
+  const int32_t *wsum, *wzp, *rzp;
+  const uint32_t *xsum;
+  const float *rscale, *wscale, *bias;
+} qnnpack_rows_tile;
+typedef void (*qnnpack_gemm_rows_fn)(size_t nc, size_t k, const uint8_t *const *a,
+                                     const uint8_t *w, const qnnpack_rows_tile *t, float *out,
+                                     size_t out_stride);
+
+/*
+ * A full static tile (MR rows) in one call: the acc_init arithmetic (cbias[j] - wzp[j] *
+ * xsum[i]), gemm and requant fused, the accumulators kept in registers. Optional (NULL: the
+ * separate calls). Pointers at the block's 16 channels / the tile's MR rows; out at row 0,
+ * channel n0.
+ */
+typedef struct {
+  const int32_t *cbias, *wzp, *wsum;
+  const uint32_t *xsum;
+  const float *mult;
+  int32_t out_zp, qmin, qmax;
+} qnnpack_requant_tile;
+typedef void (*qnnpack_gemm_requant_fn)(size_t nc, size_t k, const uint8_t *const *a,
+                                        const uint8_t *w, const qnnpack_requant_tile *t,
+                                        uint8_t *out, size_t out_stride);
+
 typedef struct {
   size_t mr;
   int xprep; /* enum qnnpack_xprep */
@@ -136,6 +178,10 @@ typedef struct {
   qnnpack_gemm_ukernel_fn gemm;
   qnnpack_requant_fn requant;
   qnnpack_dequant_fn dequant;
+  qnnpack_acc_init_rows_fn acc_init_rows;
+  qnnpack_dequant_rows_fn dequant_rows;
+  qnnpack_gemm_rows_fn gemm_rows; /* NULL: acc_init_rows + gemm + dequant_rows */
+  qnnpack_gemm_requant_fn gemm_requant; /* NULL: acc_init + gemm + requant */
   qnnpack_quant_fn quant;
   qnnpack_minmax_fn minmax;
 } qnnpack_isa_kernels;
@@ -191,6 +237,11 @@ void qnnpack_qu8_requant_scalar(size_t mr, size_t nc, const int32_t *acc, const 
                                 size_t out_stride);
 void qnnpack_qu8_dequant_scalar(size_t mr, size_t nc, const int32_t *acc, const float *scale,
                                 const float *bias, float *out, size_t out_stride);
+void qnnpack_qu8_acc_init_rows_scalar(size_t mr, const int32_t *wsum, const int32_t *wzp,
+                                      const int32_t *rzp, const uint32_t *xsum, int32_t *acc);
+void qnnpack_qu8_dequant_rows_scalar(size_t mr, size_t nc, const int32_t *acc, const float *rscale,
+                                     const float *wscale, const float *bias, float *out,
+                                     size_t out_stride);
 void qnnpack_qu8_quant_scalar(const float *x, size_t n, float inv_scale, int32_t zp,
                               uint8_t *out);
 void qnnpack_f32_minmax_scalar(const float *x, size_t n, float *lo, float *hi);
@@ -238,28 +289,35 @@ void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const
 #endif
 
 /*
- * Sum of the n bytes at d, and (flip != 0) d[i] ^= 0x80 in the same pass: the row sums and
- * the FLIP preparation of GEMM rows. SSE2 is part of every x86-64 target, so psadbw is used
- * without run-time dispatch; other targets rely on the compiler's vectorizer.
+ * Sum of the n bytes at s, and (flip != 0) d[i] = s[i] ^ 0x80 in the same pass (d == s: in
+ * place): the row sums and the FLIP preparation of GEMM rows, also straight from im2col's
+ * source. SSE2 is part of every x86-64 target, so psadbw is used without run-time dispatch;
+ * other targets rely on the compiler's vectorizer.
  */
-static inline uint32_t qnnpack_sum_flip_bytes(uint8_t *d, size_t n, int flip) {
+static inline uint32_t qnnpack_sum_flip_to(uint8_t *d, const uint8_t *s, size_t n, int flip) {
   size_t p = 0;
   uint32_t sum = 0;
 #if defined(__SSE2__)
   const __m128i zero = _mm_setzero_si128(), sign = _mm_set1_epi8((char)0x80);
   __m128i acc = zero;
   for (; p + 16 <= n; p += 16) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)(d + p));
+    const __m128i v = _mm_loadu_si128((const __m128i *)(s + p));
     acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
     if (flip) _mm_storeu_si128((__m128i *)(d + p), _mm_xor_si128(v, sign));
   }
   sum = (uint32_t)_mm_cvtsi128_si32(acc) + (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(acc, 8));
 #endif
   for (; p < n; p++) {
-    sum += d[p];
-    if (flip) d[p] ^= 0x80;
+    const uint8_t v = s[p];
+    sum += v;
+    if (flip) d[p] = (uint8_t)(v ^ 0x80);
   }
   return sum;
+}
+
+/* qnnpack_sum_flip_to in place. */
+static inline uint32_t qnnpack_sum_flip_bytes(uint8_t *d, size_t n, int flip) {
+  return qnnpack_sum_flip_to(d, d, n, flip);
 }
 
 /* Load up to 4 bytes (k tail) into the low bytes of a uint32, zero filled. */

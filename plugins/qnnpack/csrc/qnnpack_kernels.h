@@ -79,6 +79,19 @@ int qnnpack_linear_dynamic_f32(const float *x, size_t m, size_t k, const uint8_t
                                size_t packed_size, const int32_t *wsums, const int32_t *w_zps,
                                const float *w_scales, size_t n, const float *bias, uint8_t *x_q,
                                float *out, float *x_scale_out, int32_t *x_zp_out);
+/* Dynamic linear with per-row activation qparams (not in QNNPACK, which
+ * quantizes per tensor): row i of x gets its own uint8 scale s_i and zero
+ * point z_i (qnnpack_choose_qparams_u8 over that row), quantized in one pass
+ * per row, and
+ *   out[i][j] = (float)acc * (s_i * w_scales[j]) + bias[j]
+ * (s_i * w_scales[j] one float32 product; then multiply, then add). x_q
+ * (NULL or [m, k]) receives the quantized rows, x_scales_out / x_zps_out
+ * (NULL or [m]) the row qparams. Infinities are rejected. */
+int qnnpack_linear_dynamic_rows_f32(const float *x, size_t m, size_t k, const uint8_t *packed,
+                                    size_t packed_size, const int32_t *wsums,
+                                    const int32_t *w_zps, const float *w_scales, size_t n,
+                                    const float *bias, uint8_t *x_q, float *out,
+                                    float *x_scales_out, int32_t *x_zps_out);
 /*
  * 2-D convolution, NHWC activations (QNNPACK's layout). Weights come in
  * OIHW order [cout][cin / groups][kh][kw] (int8 + 128, or uint8) with

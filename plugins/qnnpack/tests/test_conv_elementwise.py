@@ -94,6 +94,24 @@ def test_conv2d_every_isa_matches_reference(isa, g):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("channels,pad,mode", [(1, 1, "random"), (16, 0, "random"), (40, 1, "random"),
+                                               (144, 1, "random"), (33, 2, "max"), (17, 1, "min")])
+def test_depthwise_3x3_stride1_every_isa(isa, channels, pad, mode):
+    """MobileNet's depthwise layer shape (the pair-row path on AVX-512 VNNI): borders, padding
+    rows, channel tails, two images, the grid's ends."""
+    gen = torch.Generator().manual_seed(channels * 10 + pad)
+    x = _bytes((2, channels, 7, 12), mode, gen).contiguous(memory_format=torch.channels_last)
+    w = _bytes((channels, 1, 3, 3), "min" if mode == "max" else "random", gen, -128, 127, torch.int8)
+    scales = torch.rand(channels, generator=gen) * 0.02 + 0.001
+    zps = torch.randint(-128, 128, (channels,), generator=gen, dtype=torch.int32)
+    bias = torch.randn(channels, generator=gen) * 3
+    case = (x, w, scales, zps, bias, 1, pad, 1, channels)
+    with KERNELS.use_isa(isa):
+        _check_conv(case, 0.03, 0 if mode == "max" else 131, 0.05, 100, False)
+        _check_conv(case, 0.03, 255 if mode == "min" else 7, 0.07, 3, True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_conv2d_long_reduction_extremes_no_overflow(isa):
     # K = 3 * 3 * 2048 = 18432 > 16384 with |x - x_zp| = 255 and |w - w_zp| = 255 everywhere:
     # |acc| = 255 * 255 * 18432 ~ 1.2e9 still fits in int32, and no path may saturate on the way.

@@ -262,6 +262,77 @@ def test_linear_dynamic_large_k(kernels):
             assert torch.equal(kernels.linear_dynamic(x, kernels.pack_linear_weight(w, s, z), None), want)
 
 
+def ref_linear_dynamic_rows(x, w_q, w_scales, w_zps, bias):
+    """ref_linear_dynamic with one (scale, zero point) per row of x.reshape(-1, K)."""
+    k = w_q.shape[1]
+    flat = x.reshape(-1, k)
+    rows = [ref_linear_dynamic(flat[i:i + 1], w_q, w_scales, w_zps, bias)[0] for i in range(flat.shape[0])]
+    out = torch.cat(rows) if rows else torch.empty(0, w_q.shape[0])
+    return out.reshape(*x.shape[:-1], w_q.shape[0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@HYP
+@given(m=st.integers(1, 30), k=st.integers(1, 150), n=st.integers(1, 40), per_channel=st.booleans(),
+       use_bias=st.booleans(), amp=st.floats(1e-3, 1e3), shift=st.floats(-1.0, 1.0), seed=st.integers(0, 2**31))
+def test_linear_dynamic_per_row_hypothesis_every_isa(isa, m, k, n, per_channel, use_bias, amp, shift, seed):
+    gen = torch.Generator().manual_seed(seed)
+    w, s, z = make_weight(n, k, gen, per_channel=per_channel)
+    # rows of very different ranges and signs: each must get its own qparams
+    x = (torch.randn(m, k, generator=gen) + shift) * amp * torch.rand(m, 1, generator=gen).pow(4)
+    bias = torch.randn(n, generator=gen) if use_bias else None
+    packed = KERNELS.pack_linear_weight(w, s, z)
+    with KERNELS.use_isa(isa):
+        got = KERNELS.linear_dynamic(x, packed, bias, per_row=True)
+    assert torch.equal(got, ref_linear_dynamic_rows(x, w, s, z, bias))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_linear_dynamic_per_row_edge_inputs(isa):
+    gen = torch.Generator().manual_seed(9)
+    w, s, z = make_weight(19, 37, gen)
+    b = torch.randn(19, generator=gen)
+    packed = KERNELS.pack_linear_weight(w, s, z)
+    mixed = torch.randn(5, 37, generator=gen)
+    mixed[1] = 0.0
+    mixed[2] *= 1e30
+    mixed[3] = mixed[3].abs() + 2.0  # all positive: zero point 0
+    mixed[4] = -mixed[4].abs() - 2.0  # all negative: zero point 255
+    for x in (torch.zeros(4, 37), mixed, torch.randn(2, 3, 37, generator=gen), torch.randn(40, 37, generator=gen)):
+        want = ref_linear_dynamic_rows(x, w, s, z, b)
+        with KERNELS.use_isa(isa):
+            assert torch.equal(KERNELS.linear_dynamic(x, packed, b, per_row=True), want)
+    with KERNELS.use_isa(isa):  # M = 0
+        assert KERNELS.linear_dynamic(torch.zeros(0, 37), packed, b, per_row=True).shape == (0, 19)
+
+
+def test_linear_dynamic_per_row_matches_core_reference_and_threads(kernels):
+    ref = ReferenceKernels(torch.uint8, (0, 255))
+    gen = torch.Generator().manual_seed(10)
+    w, s, z = make_weight(70, 200, gen)
+    x, b = torch.randn(130, 200, generator=gen) * torch.rand(130, 1, generator=gen), torch.randn(70, generator=gen)
+    want = ref.linear_dynamic(x, ref.pack_linear_weight(w, s, z), b, per_row=True)
+    packed = kernels.pack_linear_weight(w, s, z)
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        assert torch.equal(kernels.linear_dynamic(x, packed, b, per_row=True), want)
+
+
+def test_dynamic_linear_module_uses_native_per_row(kernels):
+    """The core's DynamicLinear finds per-row support and skips its Python row equalization."""
+    from quantplug.nn.dynamic import DynamicLinear, kernels_support_per_row
+
+    assert kernels_support_per_row(kernels)
+    backend = quantplug.get_backend("qnnpack")
+    lin = torch.nn.Linear(64, 24)
+    x = torch.randn(5, 64) * torch.rand(5, 1)
+    model = torch.nn.Sequential(lin)
+    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(), backend=backend.name)
+    mod = model[0]
+    assert isinstance(mod, DynamicLinear) and mod.per_row and not mod.row_equalize
+    assert torch.equal(mod(x), kernels.linear_dynamic(x, mod._packed("packed"), mod.bias, per_row=True))
+
+
 # ------------------------------------------------------------- bad input --
 
 
@@ -305,9 +376,11 @@ def test_bad_inputs_raise_kernel_input_error(packed_3x4, call, match):
         call(packed_3x4)
 
 
-def test_dynamic_per_row_not_implemented(packed_3x4):
-    with pytest.raises(NotImplementedError, match="per_row=True.*per tensor"):
-        KERNELS.linear_dynamic(torch.zeros(2, 4), packed_3x4, None, per_row=True)
+def test_dynamic_per_row_rejects_infinities(packed_3x4):
+    x = torch.zeros(3, 4)
+    x[2, 1] = float("-inf")
+    with pytest.raises(KernelInputError, match="infinities"):
+        KERNELS.linear_dynamic(x, packed_3x4, None, per_row=True)
 
 
 def test_multiplier_overflow_rejected_by_c(packed_3x4):

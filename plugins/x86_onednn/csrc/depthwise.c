@@ -21,7 +21,9 @@
  * cases), then one 64-byte load of U holds 4 horizontally adjacent taps of 16
  * channels; vpermd + vpshufb transpose it so that dword c = the 4 taps of
  * channel c, and one vpdpbusd (uint8 x int8, exact int32) adds 4 taps.
- * A 3x3 output pixel costs 3 of them per 16 channels.
+ * A 3x3 output pixel costs 3 of them per 16 channels. With stride-1 columns every U
+ * position is a window start used by kh output rows, so U is transposed once per chunk
+ * into q[row][x][64] (xo_dwv_transpose) and the taps are plain loads.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -253,10 +255,17 @@ static inline QP_TARGET_AVX512VNNI __m512i xo_dwv_quads(const uint8_t *u, __m512
   return _mm512_shuffle_epi8(_mm512_permutexvar_epi32(perm, _mm512_loadu_si512(u)), shuf);
 }
 
+/* The quads of one tap group: transposed here from U, or loaded as they are from the
+ * pre-transposed buffer (PRE, see xo_dwv_transpose). */
+static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI __m512i xo_dwv_tap(
+    const int PRE, const uint8_t *u, __m512i perm, __m512i shuf) {
+  return PRE ? _mm512_loadu_si512(u) : xo_dwv_quads(u, perm, shuf);
+}
+
 /* acc[i][16] for n output pixels, pixel i's taps at u0 + i * step + off[t]. 4 pixels per
  * iteration keep 4 independent vpdpbusd chains in flight. */
 static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_dwv_pixels(
-    const size_t NGK, size_t n, const uint8_t *u0, size_t step, const size_t *off,
+    const int PRE, const size_t NGK, size_t n, const uint8_t *u0, size_t step, const size_t *off,
     const __m512i *wq, __m512i perm, __m512i shuf, int32_t *acc) {
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -264,10 +273,10 @@ static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_dwv_pi
     __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
     for (size_t t = 0; t < NGK; t++) {
       const uint8_t *ut = u + off[t];
-      s0 = _mm512_dpbusd_epi32(s0, xo_dwv_quads(ut, perm, shuf), wq[t]);
-      s1 = _mm512_dpbusd_epi32(s1, xo_dwv_quads(ut + step, perm, shuf), wq[t]);
-      s2 = _mm512_dpbusd_epi32(s2, xo_dwv_quads(ut + 2 * step, perm, shuf), wq[t]);
-      s3 = _mm512_dpbusd_epi32(s3, xo_dwv_quads(ut + 3 * step, perm, shuf), wq[t]);
+      s0 = _mm512_dpbusd_epi32(s0, xo_dwv_tap(PRE, ut, perm, shuf), wq[t]);
+      s1 = _mm512_dpbusd_epi32(s1, xo_dwv_tap(PRE, ut + step, perm, shuf), wq[t]);
+      s2 = _mm512_dpbusd_epi32(s2, xo_dwv_tap(PRE, ut + 2 * step, perm, shuf), wq[t]);
+      s3 = _mm512_dpbusd_epi32(s3, xo_dwv_tap(PRE, ut + 3 * step, perm, shuf), wq[t]);
     }
     _mm512_store_si512(acc + i * XO_NR, s0);
     _mm512_store_si512(acc + (i + 1) * XO_NR, s1);
@@ -277,7 +286,7 @@ static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_dwv_pi
   for (; i < n; i++) {
     const uint8_t *u = u0 + i * step;
     __m512i s0 = _mm512_setzero_si512();
-    for (size_t t = 0; t < NGK; t++) s0 = _mm512_dpbusd_epi32(s0, xo_dwv_quads(u + off[t], perm, shuf), wq[t]);
+    for (size_t t = 0; t < NGK; t++) s0 = _mm512_dpbusd_epi32(s0, xo_dwv_tap(PRE, u + off[t], perm, shuf), wq[t]);
     _mm512_store_si512(acc + i * XO_NR, s0);
   }
 }
@@ -313,8 +322,19 @@ static QP_TARGET_AVX512VNNI void xo_dwv_fill(const xo_dwv_ctx *ctx, size_t b, si
   }
 }
 
+/* Stride-1 columns: every U position x starts the 4-tap window of some output pixel and of
+ * kh output rows, so its transpose (xo_dwv_quads) is done once here, into q[r][x][64],
+ * instead of once per (output pixel, kernel row). */
+static QP_TARGET_AVX512VNNI void xo_dwv_transpose(const uint8_t *u, size_t uh, size_t uw,
+                                                  __m512i perm, __m512i shuf, uint8_t *q) {
+  for (size_t r = 0; r < uh; r++)
+    for (size_t x = 0; x + 3 < uw; x++)
+      _mm512_storeu_si512(q + (r * uw + x) * 64, xo_dwv_quads(u + (r * uw + x) * XO_NR, perm, shuf));
+}
+
 static QP_TARGET_AVX512VNNI void xo_dwv_rows(const xo_dwv_ctx *ctx, size_t b, size_t ch,
-                                             size_t oy0, size_t oy1, const uint8_t *u, int32_t *acc) {
+                                             size_t oy0, size_t oy1, const uint8_t *u, uint8_t *q,
+                                             int32_t *acc) {
   const xo_depthwise_problem *p = ctx->p;
   const size_t c0 = ch * XO_NR, nc = p->c - c0 < XO_NR ? p->c - c0 : XO_NR;
   const size_t uw = ctx->uw, ng = ctx->ngroups, ngk = p->kh * ng;
@@ -322,18 +342,31 @@ static QP_TARGET_AVX512VNNI void xo_dwv_rows(const xo_dwv_ctx *ctx, size_t b, si
   for (size_t t = 0; t < ngk; t++) wq[t] = _mm512_loadu_si512(ctx->wq + (ch * ngk + t) * 64);
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m512i shuf = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  /* with q, positions are the pre-transposed 64-byte quads; without, U's 16-byte pixels */
+  const size_t pos = q != NULL ? 64 : XO_NR;
+  const uint8_t *base = u;
+  if (q != NULL) {
+    xo_dwv_transpose(u, (oy1 - oy0 - 1) * (size_t)p->sh + (p->kh - 1) * (size_t)p->dh + 1, uw, perm,
+                     shuf, q);
+    base = q;
+  }
   size_t off[16];
-  for (size_t t = 0; t < ngk; t++) off[t] = ((t / ng) * (size_t)p->dh * uw + (t % ng) * 4) * XO_NR;
+  for (size_t t = 0; t < ngk; t++) off[t] = ((t / ng) * (size_t)p->dh * uw + (t % ng) * 4) * pos;
   for (size_t oy = oy0; oy < oy1; oy++) {
-    const uint8_t *urow = u + (oy - oy0) * (size_t)p->sh * uw * XO_NR;
+    const uint8_t *row = base + (oy - oy0) * (size_t)p->sh * uw * pos;
     const size_t pix0 = (b * p->oh + oy) * p->ow;
     for (size_t ox = 0; ox < p->ow; ox += XO_DW_PX) {
       const size_t n = p->ow - ox < XO_DW_PX ? p->ow - ox : XO_DW_PX;
-      const uint8_t *u0 = urow + ox * (size_t)p->sw * XO_NR;
-      if (ngk == 3) /* 3x3 (and kw <= 4, kh == 3): weights stay in registers */
-        xo_dwv_pixels(3, n, u0, (size_t)p->sw * XO_NR, off, wq, perm, shuf, acc);
+      const uint8_t *r0 = row + ox * (size_t)p->sw * pos;
+      const size_t step = (size_t)p->sw * pos;
+      if (q != NULL && ngk == 3) /* 3x3 (and kw <= 4, kh == 3): weights stay in registers */
+        xo_dwv_pixels(1, 3, n, r0, step, off, wq, perm, shuf, acc);
+      else if (q != NULL)
+        xo_dwv_pixels(1, ngk, n, r0, step, off, wq, perm, shuf, acc);
+      else if (ngk == 3)
+        xo_dwv_pixels(0, 3, n, r0, step, off, wq, perm, shuf, acc);
       else
-        xo_dwv_pixels(ngk, n, u0, (size_t)p->sw * XO_NR, off, wq, perm, shuf, acc);
+        xo_dwv_pixels(0, ngk, n, r0, step, off, wq, perm, shuf, acc);
       ctx->impl->epilogue(&p->epi, acc, pix0 + ox, n, c0, nc);
     }
   }
@@ -345,7 +378,10 @@ static void xo_dwv_task(void *vctx, size_t begin, size_t end) {
   const xo_depthwise_problem *p = ctx->p;
   int32_t acc[XO_DW_PX * XO_NR] __attribute__((aligned(64)));
   uint8_t *u = (uint8_t *)malloc(ctx->chunks * ctx->chunk_stride + 64);
-  if (u == NULL) {
+  /* stride-1 columns: one chunk's transposed quads (4x its part of U) */
+  uint8_t *q = p->sw == 1 && u != NULL ? (uint8_t *)malloc(ctx->chunk_stride * 4 + 64) : NULL;
+  if (u == NULL || (p->sw == 1 && q == NULL)) {
+    free(u);
     atomic_store(&ctx->status, QP_ERR_OUT_OF_MEMORY);
     return;
   }
@@ -354,8 +390,10 @@ static void xo_dwv_task(void *vctx, size_t begin, size_t end) {
     const size_t oy0 = rb * ctx->rows_per_block;
     const size_t oy1 = oy0 + ctx->rows_per_block < p->oh ? oy0 + ctx->rows_per_block : p->oh;
     xo_dwv_fill(ctx, b, oy0, (oy1 - oy0 - 1) * (size_t)p->sh + (p->kh - 1) * (size_t)p->dh + 1, u);
-    for (size_t ch = 0; ch < ctx->chunks; ch++) xo_dwv_rows(ctx, b, ch, oy0, oy1, u + ch * ctx->chunk_stride, acc);
+    for (size_t ch = 0; ch < ctx->chunks; ch++)
+      xo_dwv_rows(ctx, b, ch, oy0, oy1, u + ch * ctx->chunk_stride, q, acc);
   }
+  free(q);
   free(u);
 }
 

@@ -30,6 +30,10 @@ static atomic_int xo_ymm_probe = 0;
 
 int x86_onednn_set_ymm_vnni_probe(int on) { return atomic_exchange(&xo_ymm_probe, on ? 1 : 0); }
 
+static atomic_int xo_im2col_probe = 0;
+
+int x86_onednn_set_conv_im2col_probe(int on) { return atomic_exchange(&xo_im2col_probe, on ? 1 : 0); }
+
 const xo_gemm_impl *xo_gemm_select(void) {
   switch (qp_active_isa()) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -118,25 +122,31 @@ typedef struct {
   const xo_gemm_problem *p;
   const xo_gemm_impl *impl;
   size_t kp, n_tiles, panel_tiles, blocks, row_chunks, blocks_per_chunk;
+  int indirect; /* p->make_ptrs with the ISA's ukernel_ind */
+  size_t mr;    /* rows per block (the indirect kernel's own for indirect runs) */
   atomic_int status;
 } xo_gemm_ctx;
 
 /* Tiles [tile0, tile1) for rows [row0, row0+rows): multi-tile microkernel calls of up to nt
  * tiles (1-2 row blocks use the single-tile kernel, whose GEMV path runs 4 chains), then
  * the epilogue of each tile. */
-static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda, size_t row0,
-                          size_t rows, size_t tile0, size_t tile1, int32_t *acc) {
+static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda,
+                          const uint8_t *const *ptrs, size_t row0, size_t rows, size_t tile0,
+                          size_t tile1, int32_t *acc) {
   const xo_gemm_problem *p = ctx->p;
   const xo_gemm_impl *impl = ctx->impl;
   const size_t tile_bytes = ctx->kp * XO_NR;
-  const size_t nt = impl->ukernel_nt != NULL && rows > 2 ? impl->nt : 1;
+  /* the indirect kernel is multi-tile for every row count (it has no GEMV variant) */
+  const size_t nt = ptrs != NULL ? impl->nt_ind : impl->ukernel_nt != NULL && rows > 2 ? impl->nt : 1;
   for (size_t tile = tile0, cnt = 0; tile < tile1; tile += cnt) {
     cnt = tile1 - tile < nt ? tile1 - tile : nt;
     /* 4 left with 3-tile calls: 2+2 keeps 16 accumulators busy instead of 3+1 (the
      * 1-tile call needs a weight load per 8 vpdpbusd). */
     if (nt == 3 && tile1 - tile == 4) cnt = 2;
     const int8_t *w = p->w + tile * tile_bytes;
-    if (nt > 1) {
+    if (ptrs != NULL) {
+      impl->ukernel_ind(rows, cnt, p->segs, p->seg, ptrs, w, tile_bytes, acc);
+    } else if (nt > 1) {
       impl->ukernel_nt(rows, cnt, p->k, a, lda, w, tile_bytes, acc);
     } else {
       impl->ukernel(rows, p->k, a, lda, w, acc);
@@ -152,12 +162,22 @@ static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda, 
 static void xo_gemm_task(void *vctx, size_t begin, size_t end) {
   xo_gemm_ctx *ctx = (xo_gemm_ctx *)vctx;
   const xo_gemm_problem *p = ctx->p;
-  const size_t mr = ctx->impl->mr;
+  const size_t mr = ctx->mr;
   int32_t acc[XO_NT_MAX * XO_MR_MAX * XO_NR] __attribute__((aligned(64)));
   uint8_t *buf = NULL;
+  const uint8_t **ptrs = NULL;
   /* built rows start on 64-byte boundaries: no activation dword load splits a cache line */
   const size_t ldb = xo_round_up(p->k, 64);
-  if (p->make_a != NULL) {
+  if (ctx->indirect) {
+    /* the pointer table, then the scratch for built border segments */
+    const size_t table = xo_round_up(p->segs * XO_MR_MAX * sizeof(*ptrs), 64);
+    buf = (uint8_t *)malloc(table + XO_MR_MAX * p->segs * p->seg + 64);
+    ptrs = (const uint8_t **)buf;
+    if (buf == NULL) {
+      atomic_store(&ctx->status, QP_ERR_OUT_OF_MEMORY);
+      return;
+    }
+  } else if (p->make_a != NULL) {
     buf = (uint8_t *)malloc(mr * ldb + 64);
     if (buf == NULL) {
       atomic_store(&ctx->status, QP_ERR_OUT_OF_MEMORY);
@@ -173,11 +193,15 @@ static void xo_gemm_task(void *vctx, size_t begin, size_t end) {
     for (size_t block = b0; block < b1; block++) {
       const size_t row0 = block * mr;
       const size_t rows = p->m - row0 < mr ? p->m - row0 : mr;
-      if (buf != NULL) {
+      if (ptrs != NULL) {
+        uint8_t *scratch = buf + xo_round_up(p->segs * XO_MR_MAX * sizeof(*ptrs), 64);
+        p->make_ptrs(p->make_a_ctx, row0, rows, ptrs, scratch);
+        xo_gemm_tiles(ctx, NULL, 0, ptrs, row0, rows, tile0, tile1, acc);
+      } else if (buf != NULL) {
         p->make_a(p->make_a_ctx, row0, rows, buf, ldb);
-        xo_gemm_tiles(ctx, buf, ldb, row0, rows, tile0, tile1, acc);
+        xo_gemm_tiles(ctx, buf, ldb, NULL, row0, rows, tile0, tile1, acc);
       } else {
-        xo_gemm_tiles(ctx, p->a + row0 * p->lda, p->lda, row0, rows, tile0, tile1, acc);
+        xo_gemm_tiles(ctx, p->a + row0 * p->lda, p->lda, NULL, row0, rows, tile0, tile1, acc);
       }
     }
   }
@@ -212,6 +236,7 @@ static int xo_gemm_run_materialized(const xo_gemm_problem *p, size_t mr) {
   q.a = c.a;
   q.lda = c.ldb;
   q.make_a = NULL;
+  q.make_ptrs = NULL;
   const int st = xo_gemm_run(&q);
   free(c.a);
   return st;
@@ -224,16 +249,22 @@ int xo_gemm_run(const xo_gemm_problem *p) {
   ctx.impl = xo_gemm_select();
   ctx.kp = xo_round_up(p->k, XO_KC);
   ctx.n_tiles = xo_ntiles(p->n);
+  ctx.indirect = p->make_ptrs != NULL && ctx.impl->ukernel_ind != NULL && p->segs * p->seg == p->k &&
+                 !atomic_load(&xo_im2col_probe);
   atomic_init(&ctx.status, QP_OK);
-  const size_t mr = ctx.impl->mr;
+  /* Weights over one L2 panel: every panel would rebuild the indirect border segments (most
+   * pixels of a 7x7 map), so the materialized im2col rows (built once) are faster there. */
+  if (ctx.indirect && ctx.n_tiles > XO_PANEL_BYTES / (ctx.kp * XO_NR)) ctx.indirect = 0;
+  const size_t mr = ctx.indirect ? ctx.impl->mr_ind : ctx.impl->mr;
+  ctx.mr = mr;
   ctx.blocks = (p->m + mr - 1) / mr;
   /* enough tasks for the dynamic scheduler to balance the threads */
   const size_t want = 4 * (size_t)qp_get_num_threads();
   size_t pt;
-  if (ctx.blocks == 1) {
+  if (ctx.blocks == 1 && !ctx.indirect) {
     pt = (ctx.n_tiles + want - 1) / want;
   } else {
-    const size_t nt = ctx.impl->ukernel_nt != NULL ? ctx.impl->nt : 1;
+    const size_t nt = ctx.indirect ? ctx.impl->nt_ind : ctx.impl->ukernel_nt != NULL ? ctx.impl->nt : 1;
     pt = XO_PANEL_BYTES / (ctx.kp * XO_NR);
     pt = pt < nt ? nt : pt / nt * nt;
   }
@@ -241,7 +272,7 @@ int xo_gemm_run(const xo_gemm_problem *p) {
   ctx.panel_tiles = pt;
   const size_t panels = (ctx.n_tiles + pt - 1) / pt;
   /* built rows (conv im2col) would be rebuilt in every panel: build them once instead */
-  if (p->make_a != NULL && panels > 1 && p->m <= XO_MATERIALIZE_MAX / xo_round_up(p->k, 64))
+  if (p->make_a != NULL && !ctx.indirect && panels > 1 && p->m <= XO_MATERIALIZE_MAX / xo_round_up(p->k, 64))
     return xo_gemm_run_materialized(p, mr);
   /* Row chunks so that the task count is a multiple of 4 * threads: qp_parallel_for hands
    * out ceil(tasks / (4 * threads)) tasks at a time, and equal tasks in equal chunks keep

@@ -94,6 +94,9 @@ int x86_onednn_pack_conv2d_weight(const int8_t *w_ohwi, size_t oc, size_t ic_per
  * fusion): out = clamp(nearbyint((float)acc*m[c] + (float)(other - other_zp)*m_o) + zp),
  * m_o = other_scale / out_scale. geometry = {stride_h, stride_w, pad_h, pad_w,
  * dilation_h, dilation_w}. */
+/* NCHW -> NHWC copy of a uint8 tensor (a first layer's few-channel input: torch's strided
+ * channels_last copy of a 3-channel image costs ~6x more). */
+int x86_onednn_nchw_to_nhwc_u8(const uint8_t *x, size_t n, size_t c, size_t hw, uint8_t *out);
 int x86_onednn_conv2d_u8(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
                          float x_scale, int32_t x_zp, const int8_t *packed,
                          const int32_t *col_sums, const float *w_scales, size_t oc, size_t kh,
@@ -124,6 +127,10 @@ int x86_onednn_linear_weight_only_f32(const float *x, size_t m, size_t k, const 
  * encoding (same source as the AVX-VNNI path), so that code is tested on CPUs without
  * AVX-VNNI. 0 restores the normal kernels. Returns the previous value. */
 int x86_onednn_set_ymm_vnni_probe(int on);
+/* 1: convolutions build im2col rows even where the ISA has the indirect (igemm) microkernel,
+ * so both conv schedules of one ISA are tested (and timed) against each other. Returns the
+ * previous value. */
+int x86_onednn_set_conv_im2col_probe(int on);
 /* Name of the GEMM microkernel the active ISA runs. */
 const char *x86_onednn_gemm_ukernel_name(void);
 /* QP_CDEF_END */

@@ -74,35 +74,51 @@ static void x86_onednn_qu8_gemm_ukernel_8x16c4__avx512bw_madd(size_t mr, size_t 
 
 /* ---------------------------------------------------------- epilogue -- */
 
-static inline QP_TARGET_AVX512 __m512i xo_round_clamp16(__m512 f, const xo_epilogue *e) {
-  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(e->lo)), _mm512_set1_ps(e->hi));
-  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(e->out_zp));
-}
-
 QP_TARGET_AVX512 void xo_epilogue_avx512(const xo_epilogue *e, const int32_t *acc, size_t row0,
                                          size_t mr, size_t col0, size_t nc) {
   const __mmask16 mask = (__mmask16)(nc >= 16 ? 0xFFFFu : ((1u << nc) - 1u));
+  if (e->kind == XO_EPI_REQUANT) {
+    /* The hot conv/linear case with the per-column constants hoisted: the uint8 stores may
+     * alias anything, so the compiler would reload them (and e) for every row. The float
+     * operations of xo_epilogue_scalar, in its order. */
+    const __m512i bias = _mm512_loadu_si512(e->bias_eff + col0);
+    const __m512 mult = _mm512_loadu_ps(e->mult + col0);
+    const __m512 lo = _mm512_set1_ps(e->lo), hi = _mm512_set1_ps(e->hi);
+    const __m512i zp = _mm512_set1_epi32(e->out_zp);
+    uint8_t *o = e->out_u8 + row0 * e->ldo + col0;
+    const size_t ldo = e->ldo;
+    for (size_t r = 0; r < mr; r++, o += ldo) {
+      const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * XO_NR), bias);
+      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), mult);
+      f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+      xo_store_u8x16(o, mask, _mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
+    }
+    return;
+  }
+  if (e->kind == XO_EPI_REQUANT_ADD) { /* the fused conv + add, hoisted the same way */
+    const __m512i bias = _mm512_loadu_si512(e->bias_eff + col0);
+    const __m512 mult = _mm512_loadu_ps(e->mult + col0), omult = _mm512_set1_ps(e->other_mult);
+    const __m512 lo = _mm512_set1_ps(e->lo), hi = _mm512_set1_ps(e->hi);
+    const __m512i zp = _mm512_set1_epi32(e->out_zp), ozp = _mm512_set1_epi32(e->other_zp);
+    uint8_t *o = e->out_u8 + row0 * e->ldo + col0;
+    const uint8_t *other = e->other + row0 * e->ld_other + col0;
+    const size_t ldo = e->ldo, ldx = e->ld_other;
+    for (size_t r = 0; r < mr; r++, o += ldo, other += ldx) {
+      const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * XO_NR), bias);
+      __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(v), mult);
+      const __m512i x = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, other)), ozp);
+      __m512 f2 = _mm512_mul_ps(_mm512_cvtepi32_ps(x), omult);
+      XO_FP_BARRIER_ZMM(f1);
+      XO_FP_BARRIER_ZMM(f2);
+      __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(f1, f2), lo), hi);
+      xo_store_u8x16(o, mask, _mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
+    }
+    return;
+  }
   for (size_t r = 0; r < mr; r++) {
     const size_t row = row0 + r;
     __m512i v = _mm512_loadu_si512(acc + r * XO_NR);
-    switch (e->kind) {
-      case XO_EPI_REQUANT: {
-        v = _mm512_add_epi32(v, _mm512_loadu_si512(e->bias_eff + col0));
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(e->mult + col0));
-        xo_store_u8x16(e->out_u8 + row * e->ldo + col0, mask, xo_round_clamp16(f, e));
-        break;
-      }
-      case XO_EPI_REQUANT_ADD: {
-        v = _mm512_add_epi32(v, _mm512_loadu_si512(e->bias_eff + col0));
-        __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(e->mult + col0));
-        __m512i o = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, e->other + row * e->ld_other + col0));
-        o = _mm512_sub_epi32(o, _mm512_set1_epi32(e->other_zp));
-        __m512 f2 = _mm512_mul_ps(_mm512_cvtepi32_ps(o), _mm512_set1_ps(e->other_mult));
-        XO_FP_BARRIER_ZMM(f1);
-        XO_FP_BARRIER_ZMM(f2);
-        xo_store_u8x16(e->out_u8 + row * e->ldo + col0, mask, xo_round_clamp16(_mm512_add_ps(f1, f2), e));
-        break;
-      }
+    switch (e->kind) { /* the requantizing kinds returned above */
       case XO_EPI_DEQUANT: {
         const size_t i = e->per_row ? row : 0;
         v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(e->row_zp[i]),

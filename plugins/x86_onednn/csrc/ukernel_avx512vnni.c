@@ -178,7 +178,7 @@ XO_VNNI512_NT_ROWS(3)
   {xo_vnni512_nt##NT##_mr1, xo_vnni512_nt##NT##_mr2, xo_vnni512_nt##NT##_mr3,                  \
    xo_vnni512_nt##NT##_mr4, xo_vnni512_nt##NT##_mr5, xo_vnni512_nt##NT##_mr6,                  \
    xo_vnni512_nt##NT##_mr7, xo_vnni512_nt##NT##_mr8}
-static const xo_vnni512_nt_fn xo_vnni512_nt_table[XO_NT_MAX][8] = {XO_NT_FNS(1), XO_NT_FNS(2),
+static const xo_vnni512_nt_fn xo_vnni512_nt_table[3][8] = {XO_NT_FNS(1), XO_NT_FNS(2),
                                                                     XO_NT_FNS(3)};
 
 static void x86_onednn_qu8_gemm_ukernel_8x48c4__avx512vnni(size_t mr, size_t nt, size_t k,
@@ -186,6 +186,90 @@ static void x86_onednn_qu8_gemm_ukernel_8x48c4__avx512vnni(size_t mr, size_t nt,
                                                           const int8_t *w, size_t w_stride,
                                                           int32_t *acc) {
   xo_vnni512_nt_table[nt - 1][mr - 1](k, a, lda, w, w_stride, acc);
+}
+
+/* Indirect (igemm) form of the MRx(16*NT) kernel for convolutions: each row's K is `segs`
+ * segments (one kernel row of kw*C contiguous NHWC bytes, padded to a multiple of 4) read
+ * through a per-row pointer, so no im2col copy is made. The k-group loop inside a segment is
+ * the one of xo_vnni512_nt_body. */
+/* 4-tile accumulators of the indirect kernel (6 rows x 4 tiles = 24 zmm + 4 weights + 1
+ * broadcast: each broadcast feeds 4 vpdpbusd, each weight load 6). */
+#define XO_IND_DECL(R)                                                                         \
+  __m512i c##R##_0 = _mm512_setzero_si512(), c##R##_1 = c##R##_0, c##R##_2 = c##R##_0,          \
+          c##R##_3 = c##R##_0;
+#define XO_IND_ROW(R)                                                                          \
+  if (MR > R) {                                                                                \
+    const __m512i b = _mm512_set1_epi32(xo_a4_full(a##R + o));                                 \
+    XO_DPBUSD(c##R##_0, b, v0);                                                                \
+    if (NT > 1) XO_DPBUSD(c##R##_1, b, v1);                                                    \
+    if (NT > 2) XO_DPBUSD(c##R##_2, b, v2);                                                    \
+    if (NT > 3) XO_DPBUSD(c##R##_3, b, v3);                                                    \
+  }
+#define XO_IND_STORE(R)                                                                        \
+  if (MR > R) {                                                                                \
+    _mm512_storeu_si512(acc + R * XO_NR, c##R##_0);                                            \
+    if (NT > 1) _mm512_storeu_si512(acc + (XO_MR_MAX + R) * XO_NR, c##R##_1);                 \
+    if (NT > 2) _mm512_storeu_si512(acc + (2 * XO_MR_MAX + R) * XO_NR, c##R##_2);             \
+    if (NT > 3) _mm512_storeu_si512(acc + (3 * XO_MR_MAX + R) * XO_NR, c##R##_3);             \
+  }
+
+/* Indirect (igemm) kernel for convolutions, MR (<= 6) rows x NT (<= 4) tiles: each row's K
+ * is `segs` segments (one kernel row of kw*C contiguous NHWC bytes, padded to a multiple of
+ * 4) read through a per-row pointer, so no im2col copy is made. */
+static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_vnni512_ind_body(
+    const size_t MR, const size_t NT, size_t segs, size_t seg, const uint8_t *const *ptrs,
+    const int8_t *w, size_t ws, int32_t *acc) {
+  XO_IND_DECL(0) XO_IND_DECL(1) XO_IND_DECL(2) XO_IND_DECL(3) XO_IND_DECL(4) XO_IND_DECL(5)
+  const size_t gps = seg / XO_KC;
+  const int8_t *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
+  size_t off = 0;
+  for (size_t s = 0; s < segs; s++) {
+    const uint8_t *const *ps = ptrs + s * XO_MR_MAX;
+    /* unused rows repeat row 0 (never dereferenced for constant MR) */
+    const uint8_t *a0 = ps[0], *a1 = MR > 1 ? ps[1] : a0, *a2 = MR > 2 ? ps[2] : a0;
+    const uint8_t *a3 = MR > 3 ? ps[3] : a0, *a4 = MR > 4 ? ps[4] : a0, *a5 = MR > 5 ? ps[5] : a0;
+#pragma GCC unroll 2
+    for (size_t g = 0; g < gps; g++, off += XO_NR * XO_KC) {
+      const __m512i v0 = _mm512_loadu_si512(w + off);
+      const __m512i v1 = NT > 1 ? _mm512_loadu_si512(w1 + off) : v0;
+      const __m512i v2 = NT > 2 ? _mm512_loadu_si512(w2 + off) : v0;
+      const __m512i v3 = NT > 3 ? _mm512_loadu_si512(w3 + off) : v0;
+      const size_t o = g * XO_KC;
+      XO_IND_ROW(0) XO_IND_ROW(1) XO_IND_ROW(2) XO_IND_ROW(3) XO_IND_ROW(4) XO_IND_ROW(5)
+    }
+  }
+  XO_IND_STORE(0) XO_IND_STORE(1) XO_IND_STORE(2) XO_IND_STORE(3) XO_IND_STORE(4)
+  XO_IND_STORE(5)
+}
+
+typedef void (*xo_vnni512_ind_fn)(size_t segs, size_t seg, const uint8_t *const *ptrs,
+                                  const int8_t *w, size_t ws, int32_t *acc);
+
+#define XO_VNNI512_IND(MR, NT)                                                                 \
+  static QP_TARGET_AVX512VNNI void xo_vnni512_ind##NT##_mr##MR(                                \
+      size_t segs, size_t seg, const uint8_t *const *ptrs, const int8_t *w, size_t ws,         \
+      int32_t *acc) {                                                                          \
+    xo_vnni512_ind_body(MR, NT, segs, seg, ptrs, w, ws, acc);                                  \
+  }
+#define XO_VNNI512_IND_ROWS(NT)                                                                \
+  XO_VNNI512_IND(1, NT) XO_VNNI512_IND(2, NT) XO_VNNI512_IND(3, NT) XO_VNNI512_IND(4, NT)      \
+  XO_VNNI512_IND(5, NT) XO_VNNI512_IND(6, NT)
+XO_VNNI512_IND_ROWS(1)
+XO_VNNI512_IND_ROWS(2)
+XO_VNNI512_IND_ROWS(3)
+XO_VNNI512_IND_ROWS(4)
+
+#define XO_IND_FNS(NT)                                                                         \
+  {xo_vnni512_ind##NT##_mr1, xo_vnni512_ind##NT##_mr2, xo_vnni512_ind##NT##_mr3,               \
+   xo_vnni512_ind##NT##_mr4, xo_vnni512_ind##NT##_mr5, xo_vnni512_ind##NT##_mr6}
+static const xo_vnni512_ind_fn xo_vnni512_ind_table[4][6] = {XO_IND_FNS(1), XO_IND_FNS(2),
+                                                              XO_IND_FNS(3), XO_IND_FNS(4)};
+
+static void x86_onednn_qu8_igemm_ukernel_6x64c4__avx512vnni(size_t mr, size_t nt, size_t segs,
+                                                           size_t seg, const uint8_t *const *ptrs,
+                                                           const int8_t *w, size_t w_stride,
+                                                           int32_t *acc) {
+  xo_vnni512_ind_table[nt - 1][mr - 1](segs, seg, ptrs, w, w_stride, acc);
 }
 
 const xo_gemm_impl xo_impl_avx512vnni = {
@@ -197,5 +281,8 @@ const xo_gemm_impl xo_impl_avx512vnni = {
     xo_quantize_avx512,
     x86_onednn_qu8_gemm_ukernel_8x48c4__avx512vnni,
     3,
+    x86_onednn_qu8_igemm_ukernel_6x64c4__avx512vnni,
+    6,
+    4,
 };
 #endif

@@ -6,9 +6,11 @@
  * 16-column weight tile, ukernel() writes the raw dot products
  * acc[r][c] = sum_k a[r][k] * w[c][k] (uint8 x int8, int32, wrapping) to a
  * 16-wide int32 block, then epilogue() turns the block into outputs. An ISA may
- * add ukernel_nt(), which does the same for up to XO_NT_MAX adjacent tiles at
- * once (same sums, so same results). The driver walks L2-sized panels of tiles
- * with the row blocks inside (see xo_gemm_run in linear.c).
+ * add ukernel_nt(), which does the same for up to 3 adjacent tiles at once, and
+ * ukernel_ind() (up to XO_NT_MAX tiles), which reads each row through a table of
+ * segment pointers (convolutions without im2col); same sums, so same results. The
+ * driver walks L2-sized panels of tiles with the row blocks inside (see xo_gemm_run
+ * in linear.c).
  * Epilogues of every ISA compute the same IEEE single-precision operations in
  * the same order (no FMA contraction), so every path is bit-exact with the
  * scalar reference.
@@ -31,7 +33,7 @@
 #define XO_NR 16     /* output channels per packed tile */
 #define XO_KC 4      /* k values per packed group */
 #define XO_MR_MAX 8  /* largest row block of any microkernel */
-#define XO_NT_MAX 3  /* most 16-column tiles one multi-tile microkernel call covers */
+#define XO_NT_MAX 4  /* most 16-column tiles one multi-tile microkernel call covers */
 
 /* Stop GCC from fusing a multiply and a following add into an FMA (which
  * rounds once instead of twice): the reference computes them separately. */
@@ -99,11 +101,19 @@ typedef int (*xo_minmax_fn)(const float *x, size_t n, float *mn, float *mx);
 /* q[i] = clamp(nearbyint(x[i] * inv) + zp, 0, 255)  (qp_quantize semantics, no NaN). */
 typedef void (*xo_quantize_fn)(const float *x, size_t n, float inv, int32_t zp, uint8_t *q);
 
-/* Multi-tile microkernel: nt (1..XO_NT_MAX) adjacent packed tiles, w_stride bytes apart,
+/* Multi-tile microkernel: nt (1..3) adjacent packed tiles, w_stride bytes apart,
  * against the same rows, so each activation broadcast feeds nt vpdpbusd. acc layout:
  * acc[t * XO_MR_MAX * XO_NR + r * XO_NR + c] (each tile's block as ukernel writes it). */
 typedef void (*xo_ukernel_nt_fn)(size_t mr, size_t nt, size_t k, const uint8_t *a, size_t lda,
                                  const int8_t *w, size_t w_stride, int32_t *acc);
+
+/* Indirect multi-tile microkernel (convolutions without an im2col copy): like ukernel_nt, but
+ * row r's K is `segs` segments of `seg` bytes (seg a multiple of 4), segment s of row r read
+ * from ptrs[s * XO_MR_MAX + r] (a pointer into the input, or to a built border segment). The
+ * packed weights are the plain tiles over K = segs * seg, so the sums are the GEMM's sums. */
+typedef void (*xo_ukernel_ind_fn)(size_t mr, size_t nt, size_t segs, size_t seg,
+                                  const uint8_t *const *ptrs, const int8_t *w, size_t w_stride,
+                                  int32_t *acc);
 
 typedef struct {
   const char *name; /* microkernel name, XNNPACK style */
@@ -114,6 +124,8 @@ typedef struct {
   xo_quantize_fn quantize;
   xo_ukernel_nt_fn ukernel_nt; /* NULL: the driver calls ukernel once per tile */
   size_t nt;                   /* tiles per ukernel_nt call (ignored without ukernel_nt) */
+  xo_ukernel_ind_fn ukernel_ind; /* NULL: convolutions build im2col rows (make_a) instead */
+  size_t mr_ind, nt_ind;         /* row block and tiles per call of ukernel_ind */
 } xo_gemm_impl;
 
 extern const xo_gemm_impl xo_impl_scalar;
@@ -166,6 +178,11 @@ void xo_epilogue_scalar(const xo_epilogue *e, const int32_t *acc, size_t row0, s
 /* Produces activation rows [row0, row0+mr) into buf (mr x k, row stride ldb), for
  * GEMMs whose A is not a plain matrix (conv im2col). */
 typedef void (*xo_make_a_fn)(void *ctx, size_t row0, size_t mr, uint8_t *buf, size_t ldb);
+/* Indirect A: fills ptrs[s * XO_MR_MAX + r] for rows [row0, row0+mr) and segments s < segs;
+ * segments it cannot point at in the input (borders) it builds in scratch (XO_MR_MAX * segs *
+ * seg bytes, owned by the calling task). */
+typedef void (*xo_make_ptrs_fn)(void *ctx, size_t row0, size_t mr, const uint8_t **ptrs,
+                                uint8_t *scratch);
 
 typedef struct {
   size_t m, k, n;
@@ -173,6 +190,8 @@ typedef struct {
   size_t lda;
   xo_make_a_fn make_a;
   void *make_a_ctx;
+  xo_make_ptrs_fn make_ptrs; /* used instead of make_a when the ISA has ukernel_ind */
+  size_t segs, seg;          /* k == segs * seg with make_ptrs */
   const int8_t *w;  /* packed tiles */
   xo_epilogue epi;
 } xo_gemm_problem;

@@ -14,15 +14,19 @@ import torch
 from quantplug.reference_kernels import ReferenceKernels
 
 
-def isa_paths(kernels) -> list[str]:
+def isa_paths(kernels, conv: bool = False) -> list[str]:
     """Every kernel path runnable here, plus the 256-bit VNNI probe on AVX-512 VNNI CPUs.
 
     ``"avx512vnni_ymm"`` runs the AVX-VNNI microkernel source compiled with EVEX
     encoding, so that code is exercised on CPUs without AVX-VNNI (like Zen 4).
+    With ``conv``, ``"avx512vnni_im2col"`` runs convolutions through im2col rows instead of the indirect
+    (igemm) microkernel, so both conv schedules of that ISA are checked.
     """
     paths = list(kernels.usable_isas())
     if "avx512vnni" in paths:
         paths.append("avx512vnni_ymm")
+        if conv:
+            paths.append("avx512vnni_im2col")
     return paths
 
 
@@ -37,13 +41,20 @@ def on_path(kernels, path: str):
                 yield
             finally:
                 kernels.lib.x86_onednn_set_ymm_vnni_probe(prev)
+    elif path == "avx512vnni_im2col":
+        with kernels.use_isa("avx512vnni"):
+            prev = kernels.lib.x86_onednn_set_conv_im2col_probe(1)
+            try:
+                yield
+            finally:
+                kernels.lib.x86_onednn_set_conv_im2col_probe(prev)
     else:
         with kernels.use_isa(path):
             yield
 
 
-def for_each_path(kernels, body) -> None:
-    for p in isa_paths(kernels):
+def for_each_path(kernels, body, conv: bool = False) -> None:
+    for p in isa_paths(kernels, conv):
         with on_path(kernels, p):
             body(p)
 

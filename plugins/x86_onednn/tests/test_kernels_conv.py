@@ -68,7 +68,7 @@ def test_conv2d_bit_exact(xk, ref, geom, seed, x_zp, out_zp, relu, with_bias, ch
         assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(out, expected), f"[{path}] {int((out != expected).sum())} outputs differ"
 
-    for_each_path(xk, check)
+    for_each_path(xk, check, conv=True)
 
 
 @pytest.mark.parametrize("c,oc,hw,ks,stride,groups", [(256, 160, 5, 3, 1, 1), (8, 24, 6, 3, 2, 1),
@@ -97,9 +97,62 @@ def test_conv2d_large_shapes_bit_exact(xk, ref, c, oc, hw, ks, stride, groups):
                 out = xk.conv2d(x, 0.03, 77, packed, bias, out_scale, 120, relu=True)
                 assert torch.equal(out, expected), f"[{path}] {int((out != expected).sum())} outputs differ"
 
-            for_each_path(xk, check)
+            for_each_path(xk, check, conv=True)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n,c,hw,oc,ks,stride,pad,dil", [
+    (1, 3, (23, 30), 64, 7, 2, 3, 1),   # stem: 21-byte kernel rows padded to 24, borders on all sides
+    (2, 5, (9, 7), 80, 3, 1, 1, 1),     # 5 tiles (4 + 1), rows not a multiple of 6, 2 images
+    (1, 12, (6, 6), 33, 3, 2, 0, 1),    # unpadded: the last kernel row ends at the input's end
+    (1, 3, (5, 7), 16, 3, 1, 0, 1),     # 9-byte rows padded to 12: the last ones are built, not read
+    (1, 4, (10, 9), 48, (3, 2), 1, (2, 0), (2, 1)),  # dilated rows (indirect), 3 tiles
+    (1, 8, (9, 9), 16, 3, 1, 1, (1, 2)),  # dilated columns: im2col on every path
+    (2, 64, (5, 5), 64, 1, 2, 0, 1),    # 1x1 stride 2 (a downsample): one segment per row
+])
+def test_conv2d_indirect_edges_bit_exact(xk, ref, n, c, hw, oc, ks, stride, pad, dil):
+    """Shapes aimed at the indirect (igemm) conv schedule: segments read from the input vs
+    built at the borders (pad value), padded kernel rows, partial 6-row blocks and 4-tile
+    calls; the same on im2col paths and the scalar reference."""
+    g = make_gen(c * 100 + oc)
+    x = rand_u8(g, (n, c, *hw)).contiguous(memory_format=torch.channels_last)
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    w = rand_s8(g, (oc, c, kh, kw))
+    ws, wz = weight_qparams(g, oc)
+    bias = torch.randn(oc, generator=g)
+    out_scale = 0.05 * (c * kh * kw) ** 0.5
+    expected = ref.conv2d(x, 0.03, 201, ref.pack_conv2d_weight(w, ws, wz, stride, pad, dil, 1), bias,
+                          out_scale, 17, relu=False)
+    packed = xk.pack_conv2d_weight(w, ws, wz, stride, pad, dil, 1)
+
+    def check(path):
+        out = xk.conv2d(x, 0.03, 201, packed, bias, out_scale, 17)
+        assert torch.equal(out, expected), f"[{path}] {int((out != expected).sum())} outputs differ"
+
+    for_each_path(xk, check, conv=True)
+
+
+def test_conv2d_revalidates_replaced_packed_tensors(xk):
+    """The packed-weight check is remembered per tensor identity and version: a tensor swapped
+    or resized afterwards is checked again (clear error, no out-of-bounds read)."""
+    w = torch.ones(4, 3, 3, 3, dtype=torch.int8)
+    packed = xk.pack_conv2d_weight(w, torch.ones(4), torch.zeros(4, dtype=torch.int32), 1, 1, 1, 1)
+    x = torch.zeros(1, 3, 6, 6, dtype=torch.uint8)
+    xk.conv2d(x, 0.1, 0, packed, None, 0.1, 0)
+    packed.packed = packed.packed[:-16].clone()
+    with pytest.raises(KernelInputError, match="packed.packed"):
+        xk.conv2d(x, 0.1, 0, packed, None, 0.1, 0)
+    packed = xk.pack_conv2d_weight(w, torch.ones(4), torch.zeros(4, dtype=torch.int32), 1, 1, 1, 1)
+    xk.conv2d(x, 0.1, 0, packed, None, 0.1, 0)
+    packed.scales.resize_(3)
+    with pytest.raises(KernelInputError, match="packed.scales"):
+        xk.conv2d(x, 0.1, 0, packed, None, 0.1, 0)
+    bias = torch.zeros(4)
+    xk.conv2d(x, 0.1, 0, xk.pack_conv2d_weight(w, torch.ones(4), torch.zeros(4, dtype=torch.int32)), bias, 0.1, 0)
+    bias[1] = float("nan")  # an in-place change bumps the version: the NaN check runs again
+    with pytest.raises(KernelInputError, match="bias"):
+        xk.conv2d(x, 0.1, 0, xk.pack_conv2d_weight(w, torch.ones(4), torch.zeros(4, dtype=torch.int32)), bias, 0.1, 0)
 
 
 @settings(**SETTINGS)
@@ -125,7 +178,7 @@ def test_conv2d_add_fusion_bit_exact(xk, geom, seed, zps, o_scale, relu):
                         other_scale=o_scale, other_zero_point=o_zp)
         assert torch.equal(out, expected), f"[{path}] {int((out != expected).sum())} outputs differ"
 
-    for_each_path(xk, check)
+    for_each_path(xk, check, conv=True)
 
 
 def test_conv2d_add_is_one_rounding_of_conv_plus_other(xk, ref):

@@ -126,6 +126,19 @@ static int test_static_case(size_t m, size_t k, size_t n, int per_channel, int e
   return 0;
 }
 
+/* Random uint8 weights with zero points, scales and a bias for the dynamic linears, packed. */
+static int dynamic_weights(size_t n, size_t k, int extreme, uint8_t *w, int32_t *wzp, float *wscale,
+                           float *bias, uint8_t *packed, size_t psize, int32_t *wsums,
+                           size_t ssize) {
+  fill_bytes(w, n * k, extreme ? (int)rnd_below(4) : 0);
+  for (size_t j = 0; j < n; j++) {
+    wzp[j] = (int32_t)rnd_below(256);
+    wscale[j] = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
+    bias[j] = (rnd_unit() * 2 - 1) * 4;
+  }
+  return qnnpack_pack_weight_u8(w, n, k, packed, psize, wsums, ssize) == QP_OK ? 0 : 1;
+}
+
 static int test_dynamic_case(size_t m, size_t k, size_t n, int extreme) {
   float *x = malloc(m * k * 4), *wscale = malloc(n * 4), *bias = malloc(n * 4);
   uint8_t *w = malloc(n * k), *xq = malloc(m * k), *xq0 = malloc(m * k);
@@ -141,14 +154,8 @@ static int test_dynamic_case(size_t m, size_t k, size_t n, int extreme) {
     if (extreme && rnd_below(50) == 0) x[e] = rnd_below(2) ? -0.0f : 0.0f;
   }
   if (extreme && rnd_below(4) == 0) memset(x, 0, m * k * 4); /* empty range */
-  fill_bytes(w, n * k, extreme ? (int)rnd_below(4) : 0);
-  for (size_t j = 0; j < n; j++) {
-    wzp[j] = (int32_t)rnd_below(256);
-    wscale[j] = ldexpf(0.5f + rnd_unit(), -(int)rnd_below(10));
-    bias[j] = (rnd_unit() * 2 - 1) * 4;
-  }
+  CHECK(dynamic_weights(n, k, extreme, w, wzp, wscale, bias, packed, psize, wsums, ssize) == 0, "pack");
   int use_bias = rnd_below(2);
-  CHECK(qnnpack_pack_weight_u8(w, n, k, packed, psize, wsums, ssize) == QP_OK, "pack");
   float s0 = 0;
   int32_t z0 = 0;
   for (int u = 0; u < n_usable; u++) {
@@ -199,6 +206,74 @@ static int test_dynamic_case(size_t m, size_t k, size_t n, int extreme) {
   return 0;
 }
 
+/* Per-row dynamic linear: every path vs a direct computation (scalar) and vs scalar, bit for bit. */
+static int test_dynamic_rows_case(size_t m, size_t k, size_t n, int extreme) {
+  float *x = malloc(m * k * 4), *wscale = malloc(n * 4), *bias = malloc(n * 4);
+  uint8_t *w = malloc(n * k), *xq = malloc(m * k);
+  size_t psize = qnnpack_packed_weight_size(n, k), ssize = qnnpack_packed_sums_size(n);
+  uint8_t *packed = malloc(psize);
+  int32_t *wsums = malloc(ssize * 4), *wzp = malloc(n * 4), *rz = malloc(m * 4);
+  float *got = malloc(m * n * 4), *scalar = malloc(m * n * 4), *rs = malloc(m * 4);
+  for (size_t i = 0; i < m; i++) {
+    /* rows of their own range and sign (some all positive / all negative / empty) */
+    const float amp = ldexpf(1.0f, (int)rnd_below(16) - 8);
+    const int kind = (int)rnd_below(5);
+    const float shift = kind == 0 ? 2 * amp : (kind == 1 ? -2 * amp : 0.0f);
+    for (size_t p = 0; p < k; p++) {
+      float v = (rnd_unit() * 2 - 1) * amp + shift;
+      if (kind == 2 && extreme) v = 0.0f;
+      if (extreme && rnd_below(50) == 0) v = NAN;
+      x[i * k + p] = v;
+    }
+  }
+  CHECK(dynamic_weights(n, k, extreme, w, wzp, wscale, bias, packed, psize, wsums, ssize) == 0, "pack");
+  int use_bias = rnd_below(2);
+  for (int u = 0; u < n_usable; u++) {
+    int isa = usable_isas[u];
+    CHECK(qp_set_isa(isa) == QP_OK, "set isa");
+    qp_set_num_threads(1 + (int)rnd_below(3));
+    int st = qnnpack_linear_dynamic_rows_f32(x, m, k, packed, psize, wsums, wzp, wscale, n,
+                                             use_bias ? bias : NULL, xq, got, rs, rz);
+    CHECK(st == QP_OK, "dynamic rows status %d", st);
+    for (size_t i = 0; i < m; i++) {
+      float cs;
+      int32_t cz;
+      CHECK(qnnpack_choose_qparams_u8(x + i * k, k, &cs, &cz) == QP_OK, "choose_qparams row");
+      CHECK(cs == rs[i] && cz == rz[i], "%s row %zu qparams (%g, %d) vs (%g, %d)", qp_isa_name(isa),
+            i, rs[i], rz[i], cs, cz);
+      const float inv = 1.0f / cs;
+      for (size_t p = 0; p < k; p++)
+        CHECK(xq[i * k + p] == (uint8_t)qp_quantize(x[i * k + p], inv, cz, 0, 255),
+              "%s row quantize at [%zu,%zu]", qp_isa_name(isa), i, p);
+    }
+    if (isa == QP_ISA_SCALAR) {
+      for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+          int64_t acc = 0;
+          for (size_t p = 0; p < k; p++)
+            acc += ((int64_t)xq[i * k + p] - rz[i]) * ((int64_t)w[j * k + p] - wzp[j]);
+          volatile float prod = (float)(int32_t)acc * (rs[i] * wscale[j]);
+          float want = prod + (use_bias ? bias[j] : 0.0f);
+          CHECK(memcmp(&want, &got[i * n + j], 4) == 0,
+                "scalar dynamic rows vs reference m=%zu k=%zu n=%zu at [%zu,%zu]: %.9g vs %.9g", m,
+                k, n, i, j, got[i * n + j], want);
+        }
+      memcpy(scalar, got, m * n * 4);
+    } else {
+      CHECK(memcmp(got, scalar, m * n * 4) == 0,
+            "%s dynamic rows linear differs from scalar m=%zu k=%zu n=%zu", qp_isa_name(isa), m, k, n);
+    }
+    /* without the optional outputs (the production call) */
+    st = qnnpack_linear_dynamic_rows_f32(x, m, k, packed, psize, wsums, wzp, wscale, n,
+                                         use_bias ? bias : NULL, NULL, got, NULL, NULL);
+    CHECK(st == QP_OK && memcmp(got, scalar, m * n * 4) == 0, "%s dynamic rows without outputs",
+          qp_isa_name(isa));
+  }
+  free(x); free(wscale); free(bias); free(w); free(xq); free(packed); free(wsums);
+  free(wzp); free(rz); free(got); free(scalar); free(rs);
+  return 0;
+}
+
 /* Random conv geometry: regular, pointwise, grouped, depthwise, strided, dilated, padded. */
 static int test_conv_case(int kind) {
   size_t groups = 1, cin_g, cout;
@@ -213,6 +288,7 @@ static int test_conv_case(int kind) {
             cout = groups * (1 + rnd_below(6)); break;
     default: groups = 1 + rnd_below(80); cin_g = 1; cout = groups;                  /* depthwise */
             if (rnd_below(8) == 0) kh = kw = 6; /* > 26 taps: the SIMD run kernels' scalar fallback */
+            else if (rnd_below(3) == 0) sh = sw = dh = dw = 1, kh = kw = 3; /* pair-row paths */
             break;
   }
   const size_t cin = cin_g * groups, batch = 1 + rnd_below(2);
@@ -368,9 +444,19 @@ static int test_invalid_arguments(void) {
   fx[3] = INFINITY;
   CHECK(qnnpack_linear_dynamic_f32(fx, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL, fout,
                                    NULL, NULL) == 1, "inf input");
+  fx[5] = -INFINITY; /* second row only */
+  CHECK(qnnpack_linear_dynamic_rows_f32(fx, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL,
+                                        fout, NULL, NULL) == 1, "dynamic rows inf");
+  CHECK(qnnpack_linear_dynamic_rows_f32(NULL, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL,
+                                        fout, NULL, NULL) == 1, "dynamic rows null x");
+  CHECK(qnnpack_linear_dynamic_rows_f32(fx, 2, 4, packed, psize - 1, wsums, wzp, wscale, 2, NULL,
+                                        NULL, fout, NULL, NULL) == 1, "dynamic rows packed size");
   fx[3] = 0;
+  fx[5] = 0;
   CHECK(qnnpack_linear_dynamic_f32(fx, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL, fout,
                                    NULL, NULL) == QP_OK, "dynamic ok (scratch allocated inside)");
+  CHECK(qnnpack_linear_dynamic_rows_f32(fx, 2, 4, packed, psize, wsums, wzp, wscale, 2, NULL, NULL,
+                                        fout, NULL, NULL) == QP_OK, "dynamic rows ok");
   CHECK(qp_set_isa(QP_ISA_COUNT) == QP_ERR_UNSUPPORTED_ISA, "bad isa");
   CHECK(qnnpack_add_u8(x, 0.1f, 0, w, 0.1f, 0, 4, 0.0f, 0, 0, 255, out) == 1, "add zero out scale");
   CHECK(qnnpack_add_u8(x, 0.1f, 300, w, 0.1f, 0, 4, 0.1f, 0, 0, 255, out) == 1, "add bad zp");
@@ -397,6 +483,7 @@ int main(int argc, char **argv) {
     if (rnd_below(20) == 0) k = 1000 + rnd_below(3000);
     if (test_static_case(m, k, n, (int)rnd_below(2), rnd_below(4) == 0)) return 1;
     if (test_dynamic_case(m, k, n, rnd_below(4) == 0)) return 1;
+    if (it % 2 == 0 && test_dynamic_rows_case(m, k, n, rnd_below(4) == 0)) return 1;
     if (test_conv_case(it % 4)) return 1;
     if (test_binary_case(0) || test_binary_case(1)) return 1;
     if (it % 8 == 0 && test_lut_case()) return 1;
@@ -405,6 +492,7 @@ int main(int argc, char **argv) {
   if (test_static_case(3, 16384, 17, 1, 1)) return 1;
   if (test_static_case(9, 16383, 33, 0, 1)) return 1;
   if (test_dynamic_case(2, 16384, 5, 1)) return 1;
+  if (test_dynamic_rows_case(3, 16384, 5, 1)) return 1;
   qp_set_isa(-1);
   printf("qnnpack kernel tests: %d random cases x %d ISA paths passed (active: %s)\n", iterations,
          n_usable, qp_isa_name(qp_active_isa()));

@@ -14,9 +14,9 @@ Numerics (QNNPACK's):
 * requantization: ``quantplug.affine.requantize_reference`` (float32
   multiplier, round half to even), with multipliers and int32 bias from
   :func:`quantplug.kernels.requant_params`;
-* dynamic linear: activations quantized per call to uint8 per tensor (QNNPACK
-  has no per-row dynamic quantization; ``per_row=True`` raises
-  ``NotImplementedError``);
+* dynamic linear: activations quantized per call to uint8, per tensor
+  (QNNPACK's dynamic linear) or per row (``per_row=True``, an extension: one
+  scale and zero point per row, chosen with the same arithmetic);
 * add (QNNPACK's q8add) and mul (not in QNNPACK) on uint8, float32
   requantization; sigmoid / tanh / hardsigmoid as 256-entry lookup tables
   (QNNPACK's x8lut) with QNNPACK's fixed output qparams; max pooling and
@@ -177,8 +177,8 @@ class QNNPACKKernels(CffiKernelLibrary):
     #: activation dtype and range of every static kernel
     act_dtype = torch.uint8
     act_range = (0, 255)
-    #: QNNPACK quantizes dynamic activations per tensor only (``per_row=True`` is refused)
-    supports_dynamic_per_row = False
+    #: ``linear_dynamic(per_row=True)`` quantizes each activation row with its own uint8 qparams
+    supports_dynamic_per_row = True
     #: packed-weight dataclasses, for quantplug's lowered ops
     packed_linear_type = PackedLinearWeight
     packed_conv2d_type = PackedConv2dWeight
@@ -279,6 +279,36 @@ class QNNPACKKernels(CffiKernelLibrary):
         return ptrs
 
     # ------------------------------------------------------------- conv2d --
+    def _check_packed_conv(self, p: "PackedConv2dWeight", op: str) -> tuple:
+        """Validate a packed conv weight's tensors (once per set of tensors and geometry).
+
+        Returns ``(packed size, sums size, packed, row_sums, zero_points pointers)``: a
+        depthwise layer's whole call is ~130 us, and re-checking four tensors plus three
+        ffi casts per call cost several of them.
+        """
+        geom = (p.cout, p.cin_per_group, p.kh, p.kw, p.groups)
+        seen = self._validated.get(id(p.packed))
+        if seen is not None and seen[0]() is p.packed and seen[1] is p.row_sums and seen[2] is p.scales \
+                and seen[3] is p.zero_points and seen[4] == (geom, p.packed.shape):
+            return seen[5]
+        size = self.lib.qnnpack_conv2d_packed_size(*geom)
+        nsums = self.lib.qnnpack_conv2d_sums_size(p.cout, p.cin_per_group, p.groups)
+        check_tensor(p.packed, "packed.packed", dtype=torch.uint8, shape=(size,), op=op)
+        check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32, shape=(nsums,), op=op)
+        check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(p.cout,), op=op)
+        check_tensor(p.zero_points, "packed.zero_points", dtype=torch.int32, shape=(p.cout,), op=op)
+        key, cache = id(p.packed), self._validated
+
+        def forget(_ref, key=key, cache=cache):
+            entry = cache.get(key)
+            if entry is not None and entry[0] is _ref:
+                del cache[key]
+
+        out = (size, nsums, self.ptr(p.packed, "uint8_t *"), self.ptr(p.row_sums, "int32_t *"),
+               self.ptr(p.zero_points, "int32_t *"))
+        cache[key] = (weakref.ref(p.packed, forget), p.row_sums, p.scales, p.zero_points, (geom, p.packed.shape), out)
+        return out
+
     def pack_conv2d_weight(self, w_q: Tensor, w_scales: Tensor, w_zero_points: Tensor, stride=(1, 1),
                            padding=(0, 0), dilation=(1, 1), groups: int = 1) -> PackedConv2dWeight:
         """Pack a quantized conv2d weight ``[Cout, Cin / groups, kh, kw]`` (int8 + 128, or uint8) with its geometry."""
@@ -340,12 +370,7 @@ class QNNPACKKernels(CffiKernelLibrary):
             check_tensor(x_q, "x_q", dtype=torch.uint8, op=op)  # device / dtype / layout errors
             nhwc = x_q.permute(0, 2, 3, 1).contiguous()
         check_tensor(nhwc, "x_q (as NHWC)", dtype=torch.uint8, op=op)
-        size = self.lib.qnnpack_conv2d_packed_size(p.cout, p.cin_per_group, p.kh, p.kw, p.groups)
-        nsums = self.lib.qnnpack_conv2d_sums_size(p.cout, p.cin_per_group, p.groups)
-        check_tensor(p.packed, "packed.packed", dtype=torch.uint8, shape=(size,), op=op)
-        check_tensor(p.row_sums, "packed.row_sums", dtype=torch.int32, shape=(nsums,), op=op)
-        check_tensor(p.scales, "packed.scales", dtype=torch.float32, shape=(p.cout,), op=op)
-        check_tensor(p.zero_points, "packed.zero_points", dtype=torch.int32, shape=(p.cout,), op=op)
+        size, nsums, packed_p, sums_p, zps_p = self._check_packed_conv(p, op)
         x_scale = _check_scale(x_scale, "x_scale", op, ACT_SCALE_MIN)
         out_scale = _check_scale(out_scale, "out_scale", op, ACT_SCALE_MIN)
         x_zp = _check_zero_point(x_zero_point, "x_zero_point", op)
@@ -359,17 +384,15 @@ class QNNPACKKernels(CffiKernelLibrary):
                                    f"dilated kernel {eff_h}x{eff_w}")
         oh = (h + 2 * p.pad_h - eff_h) // p.stride_h + 1
         ow = (w + 2 * p.pad_w - eff_w) // p.stride_w + 1
-        mult, bias_q, _, _ = self._requant(x_scale, p.scales, out_scale, bias)
+        mult, _, mult_p, bias_p = self._requant(x_scale, p.scales, out_scale, bias)
         out = torch.empty((n, p.cout, oh, ow), dtype=torch.uint8, memory_format=torch.channels_last)
         if out.numel() == 0:
             return out
         self.sync_threads()
         status = self.lib.qnnpack_conv2d_u8(
-            self.ptr(nhwc, "uint8_t *"), n, h, w, cin, x_zp, self.ptr(p.packed, "uint8_t *"), size,
-            self.ptr(p.row_sums, "int32_t *"), nsums, self.ptr(p.zero_points, "int32_t *"), p.cout, p.kh, p.kw,
-            p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups,
-            self.ffi.NULL if bias_q is None else self.ptr(bias_q, "int32_t *"), self.ptr(mult, "float *"),
-            mult.numel(), out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"), oh, ow)
+            self.ptr(nhwc, "uint8_t *"), n, h, w, cin, x_zp, packed_p, size, sums_p, nsums, zps_p, p.cout,
+            p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups,
+            bias_p, mult_p, mult.numel(), out_zp, out_zp if relu else 0, 255, self.ptr(out, "uint8_t *"), oh, ow)
         self.check_status(status, f"{op} (multipliers x_scale*w_scale/out_scale must be finite and > 0)")
         return out
 
@@ -545,17 +568,13 @@ class QNNPACKKernels(CffiKernelLibrary):
                        per_row: bool = False) -> Tensor:
         """Dynamic linear: float32 ``[..., K]`` in, float32 ``[..., N]`` out.
 
-        ``x`` is quantized per call to uint8 per tensor (see
-        :meth:`choose_dynamic_qparams`); ``out = float32(acc) * (x_scale *
-        w_scale) + bias`` (multiply, then add). QNNPACK quantizes dynamic
-        activations per tensor only: ``per_row=True`` raises
-        ``NotImplementedError`` (the kernel-contract signal for an unsupported mode).
+        ``x`` is quantized per call to uint8: per tensor (QNNPACK's dynamic
+        linear, see :meth:`choose_dynamic_qparams`), or with ``per_row=True``
+        one ``(scale, zero_point)`` per row of ``x.reshape(-1, K)`` chosen with
+        the same arithmetic (one fused pass per row in C). ``out =
+        float32(acc) * (x_scale * w_scale) + bias`` (multiply, then add).
         """
         op = "qnnpack.linear_dynamic"
-        if per_row:
-            raise NotImplementedError(
-                f"{op}: per_row=True is not supported: QNNPACK quantizes dynamic activations per tensor; "
-                f"use per_row=False")
         packed_p, sums_p, zps_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         check_tensor(x, "x", dtype=torch.float32, op=op)
@@ -569,10 +588,10 @@ class QNNPACKKernels(CffiKernelLibrary):
             return out
         self.sync_threads()
         null = self.ffi.NULL
-        status = self.lib.qnnpack_linear_dynamic_f32(
-            self.ptr(x, "float *"), m, k, packed_p, packed.packed.numel(), sums_p, zps_p,
-            self.ptr(packed.scales, "float *"), n, null if bias is None else self.ptr(bias, "float *"), null,
-            self.ptr(out, "float *"), null, null)
+        fn = self.lib.qnnpack_linear_dynamic_rows_f32 if per_row else self.lib.qnnpack_linear_dynamic_f32
+        status = fn(self.ptr(x, "float *"), m, k, packed_p, packed.packed.numel(), sums_p, zps_p,
+                    self.ptr(packed.scales, "float *"), n, null if bias is None else self.ptr(bias, "float *"), null,
+                    self.ptr(out, "float *"), null, null)
         self.check_status(status, f"{op} (x must not contain infinities)")
         return out
 
