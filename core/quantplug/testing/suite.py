@@ -476,6 +476,32 @@ class TestKernels:
 
             _for_each_isa(kernels, capabilities, check)
 
+    @pytest.mark.parametrize("shape,layout", [((1, 512, 7, 7), "channels_last"), ((2, 19, 3, 5), "channels_last"),
+                                              ((2, 19, 3, 5), "nchw")])
+    def test_global_avg_pool_bit_exact_on_every_isa(self, kernels, capabilities, shape, layout):
+        """The core's requantizing global average pool (what lowered models end with): float32
+        ``sum(x - zp) * (x_scale / (out_scale * H * W))``, rounded half to even, clamped."""
+        if not callable(getattr(kernels, "global_avg_pool", None)):
+            pytest.skip("the kernel library has no global_avg_pool")
+        lo, hi = capabilities.act_range
+        n, c, h, w = shape
+        x = torch.randint(lo, hi + 1, shape, generator=_gen(13)).to(capabilities.act_dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        xs, xz, os_, oz = 0.05, (lo + hi) // 2, 0.013, lo + 3
+        if layout == "nchw":  # exact ties: out_scale * H * W and x_scale = half of it are exact in float32
+            os_ = 0.0625
+            xs = os_ * h * w * 0.5  # multiplier exactly 0.5: odd sums land on .5 (ties to even)
+        acc = (x.to(torch.int64) - xz).sum((2, 3)).to(torch.float32)
+        m = torch.tensor(xs, dtype=torch.float32) / (torch.tensor(os_, dtype=torch.float32) * (h * w))
+        ref = (torch.round((acc * m).clamp(lo - oz, hi - oz)) + oz).to(capabilities.act_dtype).reshape(n, c, 1, 1)
+
+        def check(isa):
+            out = kernels.global_avg_pool(x, xs, xz, os_, oz)
+            assert out.shape == ref.shape and torch.equal(out, ref), f"[{isa}] {shape} {layout}"
+
+        _for_each_isa(kernels, capabilities, check)
+
     @requires.static_linear
     def test_packed_linear_weight_is_plain_data(self, kernels, capabilities):
         w, s, z = _weight(capabilities, _gen(1), (5, 7))
