@@ -190,3 +190,50 @@ def test_packed_objects_are_reused_per_call_and_not_leaked(refkernels, monkeypat
     del lowered, copied, node, tensors, first, other
     gc.collect()
     assert ref() is None, "a packed-object cache keeps a dropped model's weights alive"
+
+
+class _NarrowActQuantizer(refk.RefkQuantizer):
+    """int8 activations over -64..63 only (as x86_onednn's ``reduce_range`` narrows 0..255 to 0..127)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from quantplug.annotators import make_quantization_config
+
+        self.set_global(make_quantization_config(act_dtype=torch.int8, weight_dtype=torch.int8,
+                                                 act_range=(-64, 63), weight_range=(-127, 127)))
+
+
+def test_quantize_range_narrower_than_the_kernels_gets_an_integer_clamp(refkernels):
+    # The kernels clamp to -128..127; the quantize nodes ask for -64..63. Without a clamp after
+    # each kernel, inputs beyond the calibrated range would give values the reference never can.
+    x = torch.randn(4, 32)
+    ref, lowered = _convert_both(MLP(), x, _NarrowActQuantizer())
+    report = quantplug.explain(lowered)
+    assert [r.op for r in report.kernels if r.op == "linear"] == ["linear", "linear"]
+    assert any("clamp to the output's quantized range -64..63" in r.detail for r in report.rows), report
+    big = x * 20
+    assert float((lowered(big) - ref(big)).abs().max()) <= _output_step(ref) * 1.0001
+    q_out = [n for n in lowered.graph.nodes if n.target == torch.ops.aten.clamp.default]
+    assert q_out, "no clamp node after the kernels"
+
+
+@pytest.fixture
+def narrow_refkernels(fresh_registry, monkeypatch):
+    """refk whose kernels clamp to -100..100: narrower than the quantizer's -128..127."""
+    monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, "1")
+    kernels = refk.StrictReferenceKernels(act_range=(-100, 100))
+    quantplug.register_plugin(refk.make_plugin(kernels=kernels), name="refk-narrow", distribution=refk.DISTRIBUTION)
+    from quantplug import lowering
+
+    lowering._kernels.cache_clear()
+    yield quantplug.get_backend(refk.NAME)
+    lowering._kernels.cache_clear()
+
+
+def test_quantize_range_wider_than_the_kernels_stays_reference_with_reason(narrow_refkernels):
+    x = torch.randn(4, 32)
+    ref, lowered = _convert_both(MLP(), x, _Quantizer())
+    report = quantplug.explain(lowered)
+    reasons = [r.detail for r in report.not_lowered if r.op == "linear"]
+    assert len(reasons) == 2 and all("-128..127" in d and "-100..100" in d for d in reasons), report
+    torch.testing.assert_close(lowered(x * 20), ref(x * 20), rtol=0, atol=0)

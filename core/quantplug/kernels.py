@@ -282,6 +282,11 @@ class CffiKernelLibrary:
     :param distribution: pip distribution name, for error messages.
     """
 
+    #: Range the requantizing kernels clamp their outputs to by default, when narrower than the
+    #: output dtype (fbgemm's reduce_range activations: ``(0, 127)``); ``None``: the dtype's full
+    #: range. Lowering reads it to keep each quantize node's range exact (see ``lowering``).
+    act_range: tuple[int, int] | None = None
+
     def __init__(self, module, *, plugin_version: str, distribution: str) -> None:
         self.ffi = module.ffi
         self.lib = module.lib
@@ -503,7 +508,11 @@ class CffiKernelLibrary:
 
     def global_avg_pool(self, x_q: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float,
                         out_zero_point: int, quant_min: int | None = None, quant_max: int | None = None) -> torch.Tensor:
-        """Mean over H and W of a quantized [N, C, H, W] tensor, requantized; returns [N, C, 1, 1]."""
+        """Mean over H and W of a quantized [N, C, H, W] tensor, requantized; returns [N, C, 1, 1].
+
+        The output is clamped to ``quant_min..quant_max``; by default to :attr:`act_range` when
+        the library declares one, else to the dtype's full range.
+        """
         op = f"{self.name}.global_avg_pool"
         self._check_4d(x_q, op)
         suffix, ctype, lo, hi = self._qdtype(x_q.dtype, op)
@@ -511,6 +520,8 @@ class CffiKernelLibrary:
         x = self._as_channels_last(x_q)
         out = torch.empty((n, c, 1, 1), dtype=x_q.dtype, memory_format=torch.channels_last)
         mult = _f32(_f32(x_scale) / _f32(_f32(out_scale) * _f32(h * w)))  # float32 math, as the reference does
+        if self.act_range is not None and lo <= self.act_range[0] and self.act_range[1] <= hi:
+            lo, hi = self.act_range  # the backend's activation range (fbgemm: 0..127), like its own kernels
         qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
         status = getattr(self.lib, f"qp_global_avg_pool_nhwc_{suffix}")(
             self.ptr(x, ctype), n, h * w, c, int(x_zero_point), mult, int(out_zero_point), qmin, qmax, self.ptr(out, ctype))

@@ -56,7 +56,7 @@ from .specs import ANNOTATION_KEY, EXPLAIN_KEY, INTEGER_OP_PREFIX
 __all__ = ["lower_model", "EXPLAIN_KEY", "QDQ_KERNEL_OPS",
            # for plugins' own passes (Backend.lowering)
            "constant", "weight_qparams", "float_bias", "store_packed", "store_bias", "quantized_tail",
-           "erase_unused", "finish_plugin_pass"]
+           "output_range", "clamp_output", "erase_unused", "finish_plugin_pass"]
 
 LIB.define("linear(Tensor x, float x_scale, int x_zero_point, Tensor[] packed, Tensor? bias, float out_scale, int out_zero_point, bool relu, int n, str backend) -> Tensor")
 LIB.define("linear_dynamic(Tensor x, Tensor[] packed, Tensor? bias, bool per_row, int n, str backend) -> Tensor")
@@ -403,6 +403,40 @@ def _erase_chain(graph, *nodes: Node) -> None:
             graph.erase_node(n)
 
 
+def _kernel_out_range(kernels, dtype: torch.dtype) -> tuple[int, int]:
+    """The range a requantizing kernel clamps its output to by default.
+
+    ``kernels.act_range`` when the library declares one inside ``dtype`` (fbgemm: 0..127),
+    else the full range of ``dtype``.
+    """
+    info = torch.iinfo(dtype)
+    declared = getattr(kernels, "act_range", None)
+    if declared is None or declared[0] < info.min or declared[1] > info.max:
+        return info.min, info.max
+    return int(declared[0]), int(declared[1])
+
+
+def _out_range_or_note(node: Node, q_out: Node, backend, kernels) -> tuple[int, int] | bool | None:
+    """:func:`output_range`, noting on ``node`` why it stays in reference form when ``None``."""
+    out_range = output_range(q_out, kernels)
+    if out_range is None:
+        lo, hi = _kernel_out_range(kernels, q_out.args[5])
+        _note(node, f"{_CONSTRAINT}the output is quantized to {int(q_out.args[3])}..{int(q_out.args[4])} but "
+                    f"{backend.name}'s kernels clamp to {lo}..{hi} (use {backend.name}'s own quantization config)")
+    return out_range
+
+
+def _clamped(graph, new: Node, out_range: tuple[int, int] | bool) -> Node:
+    """``new``, followed by an integer clamp to ``out_range`` when one is needed."""
+    if out_range is False:
+        return new
+    with graph.inserting_after(new):
+        clamp = graph.call_function(torch.ops.aten.clamp.default, (new, out_range[0], out_range[1]))
+    clamp.meta["val"] = new.meta.get("val")
+    _note(clamp, f"{INTEGER_OP_PREFIX}clamp to the output's quantized range {out_range[0]}..{out_range[1]}")
+    return clamp
+
+
 def _lower_linear(gm: GraphModule, lin: Node, backend, kernels) -> bool:
     graph = gm.graph
     x_dq, w_dq = lin.args[0], lin.args[1]
@@ -445,6 +479,9 @@ def _lower_linear(gm: GraphModule, lin: Node, backend, kernels) -> bool:
     relu, tail, last = _tail_or_note(lin)
     if tail is None:
         return False
+    out_range = _out_range_or_note(lin, tail, backend, kernels)
+    if out_range is None:
+        return False
     q_x, x_scale, x_zp = x_dq.args[:3]
     _, out_scale, out_zp = tail.args[:3]
     packed = kernels.pack_linear_weight(w_q.contiguous(), w_s.contiguous(), w_z.contiguous())
@@ -457,7 +494,7 @@ def _lower_linear(gm: GraphModule, lin: Node, backend, kernels) -> bool:
                                    int(out_zp), relu, n_out, backend.name))
     new.meta["val"] = tail.meta.get("val")
     _note(new, f"{backend.name} int8 linear{_act_label(last, lin, relu)} kernel ({kernels.selected_isa()})")
-    tail.replace_all_uses_with(new)
+    tail.replace_all_uses_with(_clamped(graph, new, out_range))
     _erase_chain(graph, tail, last, lin)
     return True
 
@@ -491,6 +528,9 @@ def _lower_conv(gm: GraphModule, conv: Node, backend, kernels) -> bool:
     relu, q_out, last = _tail_or_note(conv)
     if q_out is None:
         return False
+    out_range = _out_range_or_note(conv, q_out, backend, kernels)
+    if out_range is None:
+        return False
     w_q, w_s, w_z = w
 
     def geometry(v, default):
@@ -518,6 +558,7 @@ def _lower_conv(gm: GraphModule, conv: Node, backend, kernels) -> bool:
             int(w_q.shape[0]), [int(w_q.shape[2]), int(w_q.shape[3])], stride, padding, dilation, backend.name))
         result = graph.call_function(torch.ops.aten.squeeze.dim, (new, 2)) if one_d else new
     result.meta["val"] = q_out.meta.get("val")
+    result = _clamped(graph, result, out_range)
     kind = "depthwise conv" if groups > 1 and groups == w_q.shape[0] and w_q.shape[1] == 1 else "conv"
     _note(new, f"{backend.name} int8 {kind}{'1d (as 1xL conv2d)' if one_d else '2d'}{_act_label(last, conv, relu)} "
                f"kernel ({kernels.selected_isa()})")
@@ -546,6 +587,9 @@ def _lower_binary(gm: GraphModule, node: Node, backend, kernels) -> bool:
     relu, q_out, last = _tail_or_note(node)
     if q_out is None:
         return False
+    out_range = _out_range_or_note(node, q_out, backend, kernels)
+    if out_range is None:
+        return False
     if a.meta.get("val") is not None and b.meta.get("val") is not None and a.meta["val"].shape != b.meta["val"].shape:
         _note(node, f"{_CONSTRAINT}broadcasting {name} is not lowered (the kernels take equal shapes)")
         return False
@@ -556,7 +600,7 @@ def _lower_binary(gm: GraphModule, node: Node, backend, kernels) -> bool:
             float(q_out.args[1]), int(q_out.args[2]), relu, backend.name))
     new.meta["val"] = q_out.meta.get("val")
     _note(new, f"{backend.name} int8 {name}{'+relu' if relu else ''} kernel ({kernels.selected_isa()})")
-    q_out.replace_all_uses_with(new)
+    q_out.replace_all_uses_with(_clamped(graph, new, out_range))
     _erase_chain(graph, q_out, last, node)
     return True
 
@@ -585,13 +629,14 @@ def _shared_io_with_kernel(node: Node, backend, kernels, method: str) -> Node | 
     return _shared_io(node)
 
 
-def _replace_with(gm: GraphModule, node: Node, q_out: Node, target, args: tuple, detail: str) -> bool:
+def _replace_with(gm: GraphModule, node: Node, q_out: Node, target, args: tuple, detail: str,
+                  out_range: tuple[int, int] | bool = False) -> bool:
     graph = gm.graph
     with graph.inserting_before(node):
         new = graph.call_function(target, args)
     new.meta["val"] = q_out.meta.get("val")
     _note(new, detail)
-    q_out.replace_all_uses_with(new)
+    q_out.replace_all_uses_with(_clamped(graph, new, out_range))
     _erase_chain(graph, q_out, node)
     return True
 
@@ -641,9 +686,12 @@ def _lower_global_avg_pool(gm: GraphModule, pool: Node, backend, kernels) -> boo
     if not (_is_dq(x_dq) and _is_q(q_out)):
         _note(pool, f"{_CONSTRAINT}input or output is not quantized per tensor")
         return False
+    out_range = _out_range_or_note(pool, q_out, backend, kernels)
+    if out_range is None:
+        return False
     args = (x_dq.args[0], float(x_dq.args[1]), int(x_dq.args[2]), float(q_out.args[1]), int(q_out.args[2]), backend.name)
     return _replace_with(gm, pool, q_out, torch.ops.quantplug.global_avg_pool.default, args,
-                         f"{backend.name} int8 global average pool kernel (shared core C)")
+                         f"{backend.name} int8 global average pool kernel (shared core C)", out_range)
 
 
 def _lower_adaptive_avg_pool2d(gm: GraphModule, pool: Node, backend, kernels) -> bool:
@@ -800,6 +848,29 @@ def quantized_tail(node: Node) -> tuple[bool, Node | None, Node]:
     """``(relu fused?, the quantize node after the pattern or None, last float node)`` for the
     float op ``node``: what a fused kernel replacing it must also replace."""
     return _quantized_tail(node)
+
+
+def output_range(q_out: Node, kernels: Any) -> tuple[int, int] | bool | None:
+    """How a requantizing kernel's output clamp relates to the range of the quantize node
+    ``q_out`` it replaces.
+
+    ``False``: the same range, nothing to add. ``(qmin, qmax)``: the node's range is narrower
+    (x86_onednn with ``reduce_range``: 0..127 under a 0..255 kernel); follow the kernel with
+    :func:`clamp_output`. Clamping to the kernel's range and then to the narrower one equals
+    clamping once to the narrower one, so the result stays bit-exact with the reference.
+    ``None``: the node allows values the kernel would clip; do not lower the pattern.
+    """
+    qmin, qmax = int(q_out.args[3]), int(q_out.args[4])
+    lo, hi = _kernel_out_range(kernels, q_out.args[5])
+    if (qmin, qmax) == (lo, hi):
+        return False
+    return (qmin, qmax) if lo <= qmin and qmax <= hi else None
+
+
+def clamp_output(graph: Any, new: Node, out_range: tuple[int, int] | bool) -> Node:
+    """``new``, followed by an integer clamp when :func:`output_range` asked for one; replace
+    the quantize node's uses with the returned node."""
+    return _clamped(graph, new, out_range)
 
 
 def erase_unused(graph: Any, *nodes: Node) -> None:

@@ -497,7 +497,7 @@ class TestKernels:
         ref = (torch.round((acc * m).clamp(lo - oz, hi - oz)) + oz).to(capabilities.act_dtype).reshape(n, c, 1, 1)
 
         def check(isa):
-            out = kernels.global_avg_pool(x, xs, xz, os_, oz)
+            out = kernels.global_avg_pool(x, xs, xz, os_, oz, lo, hi)  # the backend's activation range
             assert out.shape == ref.shape and torch.equal(out, ref), f"[{isa}] {shape} {layout}"
 
         _for_each_isa(kernels, capabilities, check)
@@ -757,6 +757,25 @@ class TestGraphFlow:
         assert step is not None, "the reference representation should end in dequantize"
         diff = (lowered(x) - reference(x)).abs().max()
         assert float(diff) <= step * 1.001, f"lowered and reference differ by {float(diff) / step:.2f} steps"
+
+    @requires.static
+    def test_lowered_agrees_with_reference_beyond_the_calibrated_range(self, backend, capabilities):
+        """Inputs 6x larger than calibration saturate every quantized output: the kernels must clip
+        to each quantize node's own range (fbgemm's reduce_range 0..127 included), not their dtype's."""
+        torch.manual_seed(4)
+        cases = [(SingleLinear(relu=False).eval(), (8, 24))]
+        if capabilities.conv_patterns:
+            cases.append((ConvNet().eval(), (2, 3, 12, 12)))
+        for model, shape in cases:
+            prepared = quantplug.prepare_pt2e(model, backend.get_quantizer(), (torch.randn(shape),))
+            calibrate(prepared, [torch.randn(shape) for _ in range(4)])
+            reference = quantplug.convert_pt2e(copy.deepcopy(prepared), lower=False)
+            lowered = quantplug.convert_pt2e(prepared)
+            step = _output_step(reference)
+            x = torch.randn(shape) * 6
+            diff = float((lowered(x) - reference(x)).abs().max())
+            assert diff <= step * 1.001, \
+                f"{type(model).__name__}: lowered and reference differ by {diff / step:.2f} steps on saturating inputs"
 
     @requires.static_linear
     def test_explain_lists_backend_kernels(self, static_flow, backend):

@@ -317,6 +317,30 @@ def test_fused_model_save_load_and_export(residual_flow, tmp_path):
         assert torch.equal(load_exported(tmp_path / "m.pt2").module()(x), lowered(x))
 
 
+def test_reduce_range_keeps_every_kernel_output_inside_0_127():
+    # The kernels clamp to 0..255; with reduce_range each quantize node asks for 0..127, so the
+    # lowering follows the kernels (conv + add fused included) with an integer clamp. Inputs far
+    # beyond the calibrated range saturate and show any value above 127.
+    torch.manual_seed(0)
+    model = Residual().eval()
+    quantizer = X86OneDNNQuantizer().set_global(get_default_x86_onednn_quantization_config(reduce_range=True))
+    prepared = quantplug.prepare_pt2e(model, quantizer, (torch.randn(4, 3, 12, 12),))
+    with torch.no_grad():
+        for _ in range(4):
+            prepared(torch.randn(4, 3, 12, 12))
+    reference = quantplug.convert_pt2e(copy.deepcopy(prepared), lower=False)
+    lowered = quantplug.convert_pt2e(prepared)
+    targets = [n.target for n in lowered.graph.nodes if n.op == "call_function"]
+    assert torch.ops.quantplug_x86_onednn.conv2d_add.default in targets
+    clamps = [n for n in lowered.graph.nodes if n.target == torch.ops.aten.clamp.default]
+    # stem conv, fused conv + add, global average pool, linear
+    assert len(clamps) == 4 and all(tuple(n.args[1:]) == (0, 127) for n in clamps)
+    step = float(next(n for n in reference.graph.nodes if n.op == "output").args[0][0].args[1])
+    x = torch.randn(4, 3, 12, 12) * 8
+    with torch.no_grad():
+        assert float((lowered(x) - reference(x)).abs().max()) <= 2 * step * 1.001
+
+
 def test_dynamic_flow_runs_dynamic_kernel():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)).eval()

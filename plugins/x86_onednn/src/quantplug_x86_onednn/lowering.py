@@ -93,7 +93,8 @@ def _single_user(n: Node) -> Node | None:
 
 def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     # Pattern helpers of the core's lowering (kept private there; see the plugin report).
-    from quantplug.lowering import erase_unused, float_bias, quantized_tail, store_bias, store_packed, weight_qparams
+    from quantplug.lowering import (clamp_output, erase_unused, float_bias, output_range, quantized_tail, store_bias,
+                                    store_packed, weight_qparams)
 
     if len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return False
@@ -123,6 +124,9 @@ def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     if oval is not None and cval is not None and tuple(oval.shape) != tuple(cval.shape):
         return False  # broadcasting add: not a sum post-op
     k = load_kernels()
+    out_range = output_range(q_out, k)  # reduce_range (0..127) needs a clamp after the 0..255 kernel
+    if out_range is None:
+        return False
     w_q, w_s, w_z = w
     stride, padding, dilation = [list(v) * (2 // len(v)) if len(v) == 1 else list(v) for v in (stride, padding, dilation)]
     packed = k.pack_conv2d_weight(w_q.contiguous(), w_s.contiguous(), w_z.contiguous(), stride, padding, dilation,
@@ -139,7 +143,7 @@ def _lower_conv_add(gm: GraphModule, add: Node, backend_name: str) -> bool:
     new.meta["val"] = q_out.meta.get("val")
     new.meta[EXPLAIN_KEY] = (f"{backend_name} int8 conv2d+add{'+relu' if relu else ''} fused kernel "
                              f"({k.selected_isa()})")
-    q_out.replace_all_uses_with(new)
+    q_out.replace_all_uses_with(clamp_output(graph, new, out_range))
     erase_unused(graph, q_out, last, add, conv)
     return True
 
