@@ -5,7 +5,10 @@
  * the patches are gathered (im2col, padding filled with the activation zero point so that
  * it contributes 0) into a per-thread scratch buffer, and multiplied by the packed weight of
  * each group with the same 4x16c4 microkernels and epilogues as fbgemm_linear_u8s8. A 1x1,
- * stride 1, unpadded, ungrouped conv reads the input rows directly (no copy).
+ * stride 1, unpadded, ungrouped conv reads the input rows directly (no copy). On AVX-512 VNNI
+ * an ungrouped conv without x dilation or weight zero points takes indirect rows instead
+ * (fb_conv_row_runs): the kernel reads each kernel row's kw * cin bytes in place through a
+ * pointer table, and only border patches are gathered.
  *
  * Depthwise convolutions (groups == in_channels, one input channel per group) use a direct
  * kernel: per 16-channel block, sum over the valid taps in int32 and requantize with the
@@ -17,6 +20,7 @@
  * groups concatenated), or for depthwise [kh*kw][cout] int8 (channels innermost).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fbgemm_kernels.h"
@@ -79,31 +83,122 @@ static int fb_conv_out_dim(size_t in, size_t k, size_t s, size_t p, size_t d, si
   return QP_OK;
 }
 
+/* memcpy of a short run of the gather with fixed-size, possibly overlapping pieces (inline
+ * moves; never outside [src, src + n) or [dst, dst + n)): the 7x7 RGB stem copies 21-byte
+ * runs, 7 per output pixel, and a memcpy call for each cost more than the layer's GEMM. */
+static inline void fb_copy_run(uint8_t *dst, const uint8_t *src, size_t n) {
+  if (n >= 32) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) memcpy(dst + i, src + i, 32);
+    if (i < n) memcpy(dst + n - 32, src + n - 32, 32);
+  } else if (n >= 16) {
+    memcpy(dst, src, 16);
+    memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(dst, src, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(dst, src, 4);
+    memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+  }
+}
+
 /* Gather the patch of output pixel `pix` for group g into row (K = kh*kw*cin_g bytes). */
 static void fb_im2col_row(const fb_conv_shape *s, const uint8_t *x, uint8_t x_zp, size_t pix,
                           size_t g, uint8_t *row) {
   const size_t ox = pix % s->ow, oy = (pix / s->ow) % s->oh, b = pix / (s->ow * s->oh);
   const size_t cg = s->cin_g;
-  /* ungrouped, undilated: a kernel row's taps are kw adjacent NHWC pixels, one copy of kw * cin
-   * bytes (a 7x7 RGB stem otherwise made 49 three-byte copies per output pixel) */
-  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
-  const int contiguous = s->groups == 1 && s->dw == 1 && ix0 >= 0 && ix0 + (ptrdiff_t)s->kw <= (ptrdiff_t)s->w;
+  /* ungrouped, undilated: a kernel row's valid taps are adjacent NHWC pixels, one copy between
+   * the padding on either side (a 7x7 RGB stem otherwise made 49 three-byte copies per pixel) */
+  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw, kw = (ptrdiff_t)s->kw;
+  const int ungrouped = s->groups == 1 && s->dw == 1;
+  /* valid taps kx in [lo, hi) (0 <= ix0 + kx < w), ungrouped case */
+  const ptrdiff_t lo = ix0 < 0 ? (-ix0 < kw ? -ix0 : kw) : 0;
+  const ptrdiff_t right = (ptrdiff_t)s->w - ix0, hi = right < lo ? lo : (right < kw ? right : kw);
   for (size_t ky = 0; ky < s->kh; ky++) {
     const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + ky * s->dh) - (ptrdiff_t)s->ph;
-    if (contiguous && iy >= 0 && iy < (ptrdiff_t)s->h) {
-      memcpy(row, x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix0) * s->cin, s->kw * cg);
+    if (ungrouped || iy < 0 || iy >= (ptrdiff_t)s->h) {
+      if (iy < 0 || iy >= (ptrdiff_t)s->h) {
+        memset(row, x_zp, s->kw * cg);
+      } else {
+        memset(row, x_zp, (size_t)lo * cg);
+        if (hi > lo)
+          fb_copy_run(row + (size_t)lo * cg,
+                      x + ((b * s->h + (size_t)iy) * s->w + (size_t)(ix0 + lo)) * s->cin,
+                      (size_t)(hi - lo) * cg);
+        memset(row + (size_t)hi * cg, x_zp, (size_t)(kw - hi) * cg);
+      }
       row += s->kw * cg;
       continue;
     }
     for (size_t kx = 0; kx < s->kw; kx++, row += cg) {
       const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + kx * s->dw) - (ptrdiff_t)s->pw;
-      if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)s->h || ix >= (ptrdiff_t)s->w) {
+      if (ix < 0 || ix >= (ptrdiff_t)s->w) {
         memset(row, x_zp, cg);
       } else {
-        memcpy(row, x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin + g * cg, cg);
+        fb_copy_run(row, x + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * s->cin + g * cg, cg);
       }
     }
   }
+}
+
+#define FB_IND_MAX_KH 16 /* kernel rows of the indirect path (its pointer table is on the stack) */
+
+/* The kh runs of output pixel `pix` (at ox, oy of image b) for the indirect kernel, each
+ * kw * cin input bytes read as run_pad >= kw * cin bytes (run_pad - kw * cin bytes past a run
+ * meet zero weights, see fb_conv_pad_runs): pointers into x when the whole patch is inside the input (and its last
+ * padded run ends inside x, x_end), else into `row`, where the patch is gathered with its
+ * padding (one group, no dilation). */
+static void fb_conv_row_runs(const fb_conv_shape *s, const uint8_t *x, const uint8_t *x_end,
+                             uint8_t x_zp, size_t run_pad, size_t pix, size_t ox, size_t oy,
+                             size_t b, uint8_t *row, const uint8_t **runs) {
+  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
+  const ptrdiff_t iy0 = (ptrdiff_t)(oy * s->sh) - (ptrdiff_t)s->ph;
+  const size_t run = s->kw * s->cin;
+  if (ix0 >= 0 && ix0 + (ptrdiff_t)s->kw <= (ptrdiff_t)s->w && iy0 >= 0 &&
+      iy0 + (ptrdiff_t)((s->kh - 1) * s->dh) < (ptrdiff_t)s->h) {
+    for (size_t ky = 0; ky < s->kh; ky++)
+      runs[ky] = x + ((b * s->h + (size_t)iy0 + ky * s->dh) * s->w + (size_t)ix0) * s->cin;
+    if ((size_t)(x_end - runs[s->kh - 1]) >= run_pad) return;
+  }
+  fb_im2col_row(s, x, x_zp, pix, 0, row);
+  /* spread the runs to run_pad strides (last first: they only move up), zero the gaps */
+  for (size_t ky = s->kh; ky-- > 0;) {
+    if (run_pad != run) {
+      memmove(row + ky * run_pad, row + ky * run, run);
+      memset(row + ky * run_pad + run, 0, run_pad - run);
+    }
+    runs[ky] = row + ky * run_pad;
+  }
+}
+
+/* The packed weight with each kernel row's kw * cin values followed by zeros up to run_pad
+ * (a multiple of FB_KR, so no k group of the indirect kernel straddles two runs): for the
+ * 7x7 RGB stem (21-byte runs, 147 -> 168 K) the few extra zero MACs cost much less than the
+ * im2col copy they replace. Rebuilt per call (the stem's weight is 9 KB); freed by the caller. */
+static int8_t *fb_conv_pad_runs(const int8_t *packed, size_t n, size_t kh, size_t run,
+                                size_t run_pad) {
+  const size_t k = kh * run, kp = kh * run_pad;
+  int8_t *w = (int8_t *)malloc(n * k), *wp = (int8_t *)calloc(n, kp);
+  int32_t *sums = (int32_t *)malloc(n * sizeof(int32_t));
+  int8_t *out = (int8_t *)malloc(fbgemm_packed_linear_size(n, kp));
+  int ok = w != NULL && wp != NULL && sums != NULL && out != NULL &&
+           fbgemm_unpack_linear_weight(packed, n, k, w) == QP_OK;
+  if (ok) {
+    for (size_t j = 0; j < n; j++)
+      for (size_t ky = 0; ky < kh; ky++) memcpy(wp + j * kp + ky * run_pad, w + j * k + ky * run, run);
+    ok = fbgemm_pack_linear_weight(wp, n, kp, out, sums) == QP_OK;
+  }
+  free(w);
+  free(wp);
+  free(sums);
+  if (!ok) {
+    free(out);
+    return NULL;
+  }
+  return out;
 }
 
 typedef struct {
@@ -112,6 +207,9 @@ typedef struct {
   const uint8_t *x;
   uint8_t *out;
   size_t m, packed_group_size;
+  size_t nsplit, chunk; /* column split: a task is (row tile, chunk of packed blocks) */
+  int indirect; /* rows as kh runs read in place (fb_conv_row_runs), not im2col copies */
+  size_t run_pad;   /* indirect: bytes per run in the kernel's rows (p.k = kh * run_pad) */
   int direct; /* 1x1 / stride 1 / no padding / one group: rows are the input itself */
   int status;
 } fb_conv_ctx;
@@ -129,27 +227,53 @@ static void fb_conv_task(void *vctx, size_t begin, size_t end) {
     }
   }
   const size_t nb = (s->cout_g + FB_NR - 1) / FB_NR;
+  size_t gathered = (size_t)-1; /* row tile whose patches the scratch holds (one group) */
+  const uint8_t *runs[FB_MC * FB_IND_MAX_KH];
   for (size_t t = begin; t < end; t++) {
-    const size_t m0 = t * FB_MC, mc = c->m - m0 < FB_MC ? c->m - m0 : FB_MC;
+    const size_t mt = t / c->nsplit, b0 = (t % c->nsplit) * c->chunk;
+    if (b0 >= nb) continue;
+    const size_t b1 = b0 + c->chunk < nb ? b0 + c->chunk : nb;
+    const size_t m0 = mt * FB_MC, mc = c->m - m0 < FB_MC ? c->m - m0 : FB_MC;
+    if (c->indirect) {
+      if (gathered != mt) {
+        /* pixel coordinates stepped, not divided out per pixel (three 64-bit divisions per
+         * pixel were ~5% of the RGB stem, whose GEMM is short: K = 168) */
+        size_t ox = m0 % s->ow, oy = (m0 / s->ow) % s->oh, b = m0 / (s->ow * s->oh);
+        for (size_t i = 0; i < mc; i++) {
+          fb_conv_row_runs(s, c->x, c->x + s->batch * s->h * s->w * s->cin, (uint8_t)c->p.x_zp,
+                           c->run_pad, m0 + i, ox, oy, b, scratch + i * k, runs + i * s->kh);
+          if (++ox == s->ow) {
+            ox = 0;
+            if (++oy == s->oh) {
+              oy = 0;
+              b++;
+            }
+          }
+        }
+      }
+      gathered = mt;
+      fb_gemm_rows_indirect(&c->p, runs, s->kh, mc, b0, b1, c->out + m0 * s->cout, s->cout);
+      continue;
+    }
     for (size_t g = 0; g < s->groups; g++) {
       fb_gemm_params p = c->p;
       p.w += g * c->packed_group_size;
-      p.rs += g * s->cout_g;
-      p.wz += g * s->cout_g;
-      p.ws += g * s->cout_g;
-      if (p.bias != NULL) p.bias += g * s->cout_g;
+      p.pre += g * nb;
       const uint8_t *a;
       size_t a_stride;
       if (c->direct) {
         a = c->x + m0 * s->cin;
         a_stride = s->cin;
       } else {
-        for (size_t i = 0; i < mc; i++)
-          fb_im2col_row(s, c->x, (uint8_t)c->p.x_zp, m0 + i, g, scratch + i * k);
+        /* consecutive tasks of one row tile (column split, one group) reuse the patches */
+        if (s->groups > 1 || gathered != mt)
+          for (size_t i = 0; i < mc; i++)
+            fb_im2col_row(s, c->x, (uint8_t)c->p.x_zp, m0 + i, g, scratch + i * k);
+        gathered = mt;
         a = scratch;
         a_stride = k;
       }
-      fb_gemm_rows(&p, a, a_stride, mc, 0, nb, c->out + m0 * s->cout + g * s->cout_g, s->cout);
+      fb_gemm_rows(&p, a, a_stride, mc, b0, b1, c->out + m0 * s->cout + g * s->cout_g, s->cout);
     }
   }
 }
@@ -359,10 +483,58 @@ int fbgemm_conv2d_u8s8(const uint8_t *x, size_t batch, size_t h, size_t w, size_
   c.m = m;
   c.packed_group_size = fbgemm_packed_linear_size(s.cout_g, c.p.k);
   c.direct = taps == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && groups == 1;
-  const size_t ntasks = (m + FB_MC - 1) / FB_MC;
-  if (m * cout * c.p.k < FB_PARALLEL_MIN_MACS)
+  /* indirect rows: runs of kw * cin bytes, padded to a multiple of FB_KR (zero weights) when
+   * that adds at most a quarter more work */
+  const size_t run = kw * cin, run_pad = (run + FB_KR - 1) / FB_KR * FB_KR;
+  c.indirect = impl.wide_ind != NULL && !c.direct && groups == 1 && dw == 1 && !has_wz &&
+               kh <= FB_IND_MAX_KH && (run == run_pad || (run >= 12 && kh * run_pad <= 4096));
+  c.run_pad = run_pad;
+  int8_t *padded = NULL;
+  /* The per-block epilogue parameters (a division and a rounding per channel) once per call,
+   * not once per row tile and block as the unprepared GEMM would (2-3% of a 64-channel 3x3). */
+  const size_t nb = (s.cout_g + FB_NR - 1) / FB_NR;
+  fb_block_params *pre = (fb_block_params *)malloc(groups * nb * sizeof(fb_block_params));
+  if (pre == NULL) return QP_ERR_OUT_OF_MEMORY;
+  for (size_t g = 0; g < groups; g++) {
+    fb_gemm_params pg = c.p;
+    pg.rs += g * s.cout_g;
+    pg.wz += g * s.cout_g;
+    pg.ws += g * s.cout_g;
+    if (pg.bias != NULL) pg.bias += g * s.cout_g;
+    for (size_t b = 0; b < nb; b++) {
+      const size_t n0 = b * FB_NR;
+      fb_block_setup(&pg, n0, s.cout_g - n0 < FB_NR ? s.cout_g - n0 : FB_NR, &pre[g * nb + b]);
+    }
+  }
+  c.p.pre = pre;
+  if (c.indirect && run_pad != run) {
+    padded = fb_conv_pad_runs(packed, cout, kh, run, run_pad);
+    if (padded == NULL) {
+      free(pre);
+      return QP_ERR_OUT_OF_MEMORY;
+    }
+    c.p.w = padded;
+    c.p.k = kh * run_pad;
+  }
+  /* Few row tiles (the 7x7 and 14x14 layers: M = 49, 196) cannot keep every thread busy, so
+   * the packed column blocks are split too (in whole wide-kernel pairs); a task then gathers
+   * its tile's patches again, which is small next to its share of the GEMM. Tasks write
+   * disjoint outputs: results do not depend on the split. */
+  const size_t mtiles = (m + FB_MC - 1) / FB_MC, threads = (size_t)qp_get_num_threads();
+  const int parallel = m * cout * c.p.k >= FB_PARALLEL_MIN_MACS && threads > 1;
+  c.nsplit = 1;
+  if (parallel && mtiles < 4 * threads) {
+    const size_t want = (4 * threads + mtiles - 1) / mtiles, pairs = (nb + 1) / 2;
+    c.nsplit = want < pairs ? want : pairs;
+  }
+  const size_t pairs_per = ((nb + 1) / 2 + c.nsplit - 1) / c.nsplit;
+  c.chunk = 2 * pairs_per;
+  const size_t ntasks = mtiles * c.nsplit;
+  if (!parallel)
     fb_conv_task(&c, 0, ntasks);
   else
     qp_parallel_for(ntasks, 1, fb_conv_task, &c);
+  free(pre);
+  free(padded);
   return c.status;
 }

@@ -207,6 +207,11 @@ typedef void (*fb_gemm_wide_fn)(size_t mr, size_t nb, size_t k, const uint8_t *a
                                 int32_t *acc);
 typedef void (*fb_gemv_fn)(size_t nb, size_t k, const uint8_t *a, const int8_t *w,
                            size_t w_bstride, int32_t *acc);
+/* Indirect wide kernel: row r's K = nseg * seg bytes are runs of seg bytes (seg % FB_KR == 0)
+ * at ptrs[r * nseg + s]; same sums and acc layout as fb_gemm_wide_fn. */
+typedef void (*fb_gemm_wide_ind_fn)(size_t mr, size_t nb, size_t nseg, size_t seg,
+                                    const uint8_t *const *ptrs, const int8_t *w,
+                                    size_t w_bstride, int32_t *acc);
 
 /* Raw int32 dot products of mr (<= FB_MR) rows of a against one packed 16-column block.
  * acc[r * 16 + j] = sum_k a[r, k] * w[j, k] (mod 2^32). `split` selects the exact split
@@ -272,6 +277,9 @@ void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(size_t mr, size_t nb, size_t k, 
                                                 size_t w_bstride, int32_t *acc);
 void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(size_t nb, size_t k, const uint8_t *a,
                                                 const int8_t *w, size_t w_bstride, int32_t *acc);
+void fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni(size_t mr, size_t nb, size_t nseg, size_t seg,
+                                                    const uint8_t *const *ptrs, const int8_t *w,
+                                                    size_t w_bstride, int32_t *acc);
 int fb_minmax_f32__avx512(const float *x, size_t n, float *mn, float *mx);
 size_t fb_quantize_row_u8__avx512(const float *x, size_t n, float inv_scale, int32_t zp,
                                   int32_t qmin, int32_t qmax, uint8_t *out);
@@ -370,6 +378,7 @@ typedef struct {
   fb_gemv_fn gemv;
   const char *wide_name;
   fb_epilogue_rows_fn epi_rows; /* per-row dynamic epilogue */
+  fb_gemm_wide_ind_fn wide_ind; /* optional: indirect rows (conv without im2col) */
 } fb_gemm_impl;
 
 /* One GEMM problem: weights (already offset to a conv group), qparams, epilogue kind. */
@@ -389,10 +398,17 @@ typedef struct {
 } fb_gemm_params;
 
 fb_gemm_impl fb_select(void);
+/* The epilogue parameters of columns n0 .. n0 + nc of problem c (what `pre` holds per block). */
+void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p);
 /* mc (<= FB_MC) rows of `a` (row stride a_stride) times packed blocks [b0, b1): writes
  * out[i * out_stride + column] (uint8, or float for dynamic). */
 void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, size_t mc,
                   size_t b0, size_t b1, void *out, size_t out_stride);
+/* The same through impl.wide_ind (non-NULL) on rows given as nseg runs each (ptrs[i * nseg + s],
+ * K = nseg * seg); static uint8 output, weights without zero points (has_wz == 0), prepared
+ * block parameters (c->pre != NULL). */
+void fb_gemm_rows_indirect(const fb_gemm_params *c, const uint8_t *const *ptrs, size_t nseg,
+                           size_t mc, size_t b0, size_t b1, uint8_t *out, size_t out_stride);
 int fb_any_above_127(const uint8_t *x, size_t n);
 int fb_valid_scale(float s);
 int fb_check_weights(const int8_t *packed, const int32_t *row_sums, const float *w_scales,

@@ -12,7 +12,9 @@
  *           8 activation broadcasts feed 16 vpdpbusd.
  *   1x64c4: GEMV (M = 1), 4 blocks x 2 interleaved k groups = 8 chains, streaming weights.
  * Output: acc[blk * FB_WMR * 16 + r * 16 + j] (the per-block layout the epilogues read).
- * Rows past mr / blocks past nb alias the last valid ones: computed, never stored.
+ * The 8x32 entry point runs a body specialized for mr rows (2..8: tail rows are not
+ * computed; one row takes the GEMV's two-k-group body); a block past nb aliases the last
+ * valid one: computed, never stored.
  */
 #include "fbgemm_kernels.h"
 #include "quantplug/qp_runtime.h"
@@ -26,34 +28,44 @@
  * of the inner loop. The asm ties the accumulator in place. Operands: acc (int32), u8, s8. */
 #define FB_DPBUSD(c, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(u), "v"(s))
 
+/* Software prefetch distance (bytes) of the two weight streams of the direct wide kernel.
+ * With few rows (M = 8 at K = N = 4096) the kernel streams 16 MB of cold weights and the
+ * hardware prefetcher alone left it ~10% behind torch; 2 KB ahead (32 k groups) measured
+ * best of 1 / 2 / 4 KB. Prefetches never fault, past the end of the panel included. */
+#define FB_PF_DIST 2048
 #define FB_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define FB_ZERO_ROW(R) __m512i c##R##0 = _mm512_setzero_si512(), c##R##1 = c##R##0;
+/* Rows at or past ROWS are dead code once the body is inlined with a constant ROWS. */
 #define FB_STEP_ROW(R)                                  \
-  {                                                     \
+  if (ROWS > (R)) {                                     \
     const __m512i b = _mm512_set1_epi32(LOADA(R));      \
     FB_DPBUSD(c##R##0, b, wv0);                         \
     FB_DPBUSD(c##R##1, b, wv1);                         \
   }
 #define FB_STORE_ROW(R)                                                    \
-  if (mr > (R)) {                                                          \
+  if (ROWS > (R)) {                                                        \
     _mm512_storeu_si512((void *)(acc + (R) * FB_NR), c##R##0);             \
     _mm512_storeu_si512((void *)(acc + (FB_WMR + (R)) * FB_NR), c##R##1);  \
   }
 
-QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(
-    size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w,
-    size_t w_bstride, int32_t *acc) {
-  const uint8_t *ar[FB_WMR];
-  for (size_t r = 0; r < FB_WMR; r++) ar[r] = a + (r < mr ? r : mr - 1) * a_stride;
-  const uint8_t *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
-  const uint8_t *a4 = ar[4], *a5 = ar[5], *a6 = ar[6], *a7 = ar[7];
-  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
+/* ROWS x 32 body, ROWS a compile-time constant (1..FB_WMR) after inlining: a call for the
+ * last few rows of a tile (M = 49, the 7x7 conv layers: 6 x 8 + 1) then costs in proportion
+ * to its rows instead of a full 8-row pass over the weight panel (one 8-row pass per block
+ * pair was 1/7 of that layer's time for one useful row). */
+QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_body(
+    const size_t ROWS, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w0,
+    const int8_t *w1, int32_t *acc) {
+  const uint8_t *a0 = a, *a1 = a0 + a_stride, *a2 = a1 + a_stride, *a3 = a2 + a_stride;
+  const uint8_t *a4 = a3 + a_stride, *a5 = a4 + a_stride, *a6 = a5 + a_stride;
+  const uint8_t *a7 = a6 + a_stride; /* only rows < ROWS are ever read */
   FB_ROWS8(FB_ZERO_ROW)
   const size_t kfull = k / FB_KR, tail = k % FB_KR;
   size_t off = 0;
   for (size_t g = 0; g < kfull; g++, off += 4) {
     const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
     const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+    _mm_prefetch((const char *)w0 + FB_PF_DIST, _MM_HINT_T0);
+    _mm_prefetch((const char *)w1 + FB_PF_DIST, _MM_HINT_T0);
     w0 += 64;
     w1 += 64;
 #define LOADA(R) (int)fb_load_u32(a##R + off)
@@ -72,12 +84,12 @@ QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(
   FB_ROWS8(FB_STORE_ROW)
 }
 
-QP_TARGET_AVX512VNNI void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(
-    size_t nb, size_t k, const uint8_t *a, const int8_t *w, size_t w_bstride, int32_t *acc) {
-  const int8_t *w0 = w;
-  const int8_t *w1 = nb > 1 ? w0 + w_bstride : w0;
-  const int8_t *w2 = nb > 2 ? w1 + w_bstride : w1;
-  const int8_t *w3 = nb > 3 ? w2 + w_bstride : w2;
+/* One row x NB (2 or 4, a constant after inlining) blocks, two k groups in flight: 2 * NB
+ * accumulator chains, so that a single row is not bound by vpdpbusd latency. Blocks 2-3 are
+ * skipped when NB == 2 (the 8x32 kernel's lone row). */
+QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_row_body(
+    const size_t NB, size_t k, const uint8_t *a, const int8_t *w0, const int8_t *w1,
+    const int8_t *w2, const int8_t *w3, int32_t *acc) {
   __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
   __m512i d0 = c0, d1 = c0, d2 = c0, d3 = c0;
   const size_t kfull = k / FB_KR, tail = k % FB_KR;
@@ -88,26 +100,103 @@ QP_TARGET_AVX512VNNI void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(
     const size_t o = g * 64;
     FB_DPBUSD(c0, b0, _mm512_loadu_si512((const void *)(w0 + o)));
     FB_DPBUSD(c1, b0, _mm512_loadu_si512((const void *)(w1 + o)));
-    FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
-    FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+    if (NB > 2) {
+      FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
+      FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+    }
     FB_DPBUSD(d0, b1, _mm512_loadu_si512((const void *)(w0 + o + 64)));
     FB_DPBUSD(d1, b1, _mm512_loadu_si512((const void *)(w1 + o + 64)));
-    FB_DPBUSD(d2, b1, _mm512_loadu_si512((const void *)(w2 + o + 64)));
-    FB_DPBUSD(d3, b1, _mm512_loadu_si512((const void *)(w3 + o + 64)));
+    if (NB > 2) {
+      FB_DPBUSD(d2, b1, _mm512_loadu_si512((const void *)(w2 + o + 64)));
+      FB_DPBUSD(d3, b1, _mm512_loadu_si512((const void *)(w3 + o + 64)));
+    }
   }
   for (; g < kfull + (tail != 0); g++) {
     const __m512i b0 = _mm512_set1_epi32(g < kfull ? (int)fb_load_u32(a + g * 4) : (int)fb_load_tail(a + g * 4, tail));
     const size_t o = g * 64;
     FB_DPBUSD(c0, b0, _mm512_loadu_si512((const void *)(w0 + o)));
     FB_DPBUSD(c1, b0, _mm512_loadu_si512((const void *)(w1 + o)));
-    FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
-    FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+    if (NB > 2) {
+      FB_DPBUSD(c2, b0, _mm512_loadu_si512((const void *)(w2 + o)));
+      FB_DPBUSD(c3, b0, _mm512_loadu_si512((const void *)(w3 + o)));
+    }
   }
   /* int32 adds wrap like the scalar path's uint32 sums */
   _mm512_storeu_si512((void *)acc, _mm512_add_epi32(c0, d0));
   _mm512_storeu_si512((void *)(acc + FB_WMR * FB_NR), _mm512_add_epi32(c1, d1));
-  _mm512_storeu_si512((void *)(acc + 2 * FB_WMR * FB_NR), _mm512_add_epi32(c2, d2));
-  _mm512_storeu_si512((void *)(acc + 3 * FB_WMR * FB_NR), _mm512_add_epi32(c3, d3));
+  if (NB > 2) {
+    _mm512_storeu_si512((void *)(acc + 2 * FB_WMR * FB_NR), _mm512_add_epi32(c2, d2));
+    _mm512_storeu_si512((void *)(acc + 3 * FB_WMR * FB_NR), _mm512_add_epi32(c3, d3));
+  }
+}
+
+/* A switch on the row count that runs BODY(R) with a constant R (its specialized body) for
+ * 2..8 rows and ONE for a single row. */
+#define FB_SWITCH_ROWS(mr, ONE, BODY) \
+  switch (mr) {                       \
+    case 1: ONE; break;               \
+    case 2: BODY(2); break;           \
+    case 3: BODY(3); break;           \
+    case 4: BODY(4); break;           \
+    case 5: BODY(5); break;           \
+    case 6: BODY(6); break;           \
+    case 7: BODY(7); break;           \
+    default: BODY(8); break;          \
+  }
+
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(
+    size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w,
+    size_t w_bstride, int32_t *acc) {
+  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
+#define FB_BODY(R) fb_wide_body(R, k, a, a_stride, w0, w1, acc)
+  FB_SWITCH_ROWS(mr, fb_row_body(2, k, a, w0, w1, w1, w1, acc), FB_BODY)
+#undef FB_BODY
+}
+
+/* Indirect ROWS x 32 body for convolutions: row r's K bytes are nseg runs of seg bytes
+ * (seg a multiple of FB_KR), run s starting at ptrs[r * nseg + s]: for a conv with one group
+ * and no dilation a run is one kernel row's kw * cin contiguous NHWC bytes, so interior
+ * output pixels read the input in place and no im2col copy is made (the copy was ~12% of a
+ * 64-channel 3x3 layer). The packed weight is read exactly as by fb_wide_body. */
+QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_body_ind(
+    const size_t ROWS, size_t nseg, size_t seg, const uint8_t *const *ptrs, const int8_t *w0,
+    const int8_t *w1, int32_t *acc) {
+  FB_ROWS8(FB_ZERO_ROW)
+  const size_t groups = seg / FB_KR;
+  for (size_t sg = 0; sg < nseg; sg++) {
+#define FB_SEG_PTR(R) const uint8_t *a##R = ptrs[(ROWS > (R) ? (R) : 0) * nseg + sg];
+    FB_ROWS8(FB_SEG_PTR)
+#undef FB_SEG_PTR
+    size_t off = 0;
+    for (size_t g = 0; g < groups; g++, off += 4) {
+      const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
+      const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+      w0 += 64;
+      w1 += 64;
+#define LOADA(R) (int)fb_load_u32(a##R + off)
+      FB_ROWS8(FB_STEP_ROW)
+#undef LOADA
+    }
+  }
+  FB_ROWS8(FB_STORE_ROW)
+}
+
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni(
+    size_t mr, size_t nb, size_t nseg, size_t seg, const uint8_t *const *ptrs, const int8_t *w,
+    size_t w_bstride, int32_t *acc) {
+  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
+#define FB_BODY(R) fb_wide_body_ind(R, nseg, seg, ptrs, w0, w1, acc)
+  FB_SWITCH_ROWS(mr, FB_BODY(1), FB_BODY)
+#undef FB_BODY
+}
+
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(
+    size_t nb, size_t k, const uint8_t *a, const int8_t *w, size_t w_bstride, int32_t *acc) {
+  const int8_t *w0 = w;
+  const int8_t *w1 = nb > 1 ? w0 + w_bstride : w0;
+  const int8_t *w2 = nb > 2 ? w1 + w_bstride : w1;
+  const int8_t *w3 = nb > 3 ? w2 + w_bstride : w2;
+  fb_row_body(4, k, a, w0, w1, w2, w3, acc);
 }
 
 /* Dynamic linear helpers: min / max / finiteness of x, then x -> uint8 with the same

@@ -39,7 +39,8 @@ static fb_gemm_impl fb_impl_for(int isa) {
                             fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni,
                             fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni,
                             "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni",
-                            fb_epilogue_rows__avx512};
+                            fb_epilogue_rows__avx512,
+                            fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni};
       break;
     case QP_ISA_AVX512:
       impl = (fb_gemm_impl){"fbgemm_qu8_gemm_ukernel_4x16c4__avx512",
@@ -83,7 +84,7 @@ int fb_any_above_127(const uint8_t *x, size_t n) {
 
 int fb_valid_scale(float s) { return s > 0.0f && isfinite(s); }
 
-static void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p) {
+void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p) {
   memset(p, 0, sizeof(*p));
   const uint32_t kxz = (uint32_t)c->k * (uint32_t)c->x_zp;
   if (c->row_scales != NULL) {
@@ -158,6 +159,26 @@ static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const 
         else
           c->impl.epi_u8(mr, nc, bacc, rows, &params[t], c->out_zp, c->qmin, c->qmax,
                          (uint8_t *)out + i * out_stride + n0, out_stride);
+      }
+    }
+  }
+}
+
+void fb_gemm_rows_indirect(const fb_gemm_params *c, const uint8_t *const *ptrs, size_t nseg,
+                           size_t mc, size_t b0, size_t b1, uint8_t *out, size_t out_stride) {
+  int32_t acc[FB_VNB * FB_WMR * FB_NR];
+  const size_t kg = (c->k + FB_KR - 1) / FB_KR, bstride = kg * FB_NR * FB_KR;
+  for (size_t b = b0; b < b1; b += FB_WNB) {
+    const size_t nbk = b1 - b < FB_WNB ? b1 - b : FB_WNB;
+    const fb_block_params *params = c->pre + b;
+    const int8_t *wb = c->w + b * bstride;
+    for (size_t i = 0; i < mc; i += FB_WMR) {
+      const size_t mr = mc - i < FB_WMR ? mc - i : FB_WMR;
+      c->impl.wide_ind(mr, nbk, nseg, c->k / nseg, ptrs + i * nseg, wb, bstride, acc);
+      for (size_t t = 0; t < nbk; t++) {
+        const size_t n0 = (b + t) * FB_NR, nc = c->n - n0 < FB_NR ? c->n - n0 : FB_NR;
+        c->impl.epi_u8(mr, nc, acc + t * FB_WMR * FB_NR, NULL, &params[t], c->out_zp, c->qmin,
+                       c->qmax, out + i * out_stride + n0, out_stride);
       }
     }
   }

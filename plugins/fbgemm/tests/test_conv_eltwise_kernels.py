@@ -23,6 +23,25 @@ CONVS = [  # N, C, H, W, Cout, kh, kw, stride, padding, dilation, groups
     (1, 5, 5, 5, 7, 5, 5, 1, 2, 1, 1),  # padding larger than half the input
     (1, 17, 3, 3, 129, 3, 3, 1, 0, 1, 1),  # K = 153, N = 129: partial blocks
     (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),
+    # kw * C % 4 == 0: the VNNI path reads interior patches in place (indirect rows), border
+    # ones gathered; M = 49 / 198 / 9 end in 1 / 6 / 1 rows past the 8-row kernel
+    (1, 64, 7, 7, 48, 3, 3, 1, 1, 1, 1),
+    (2, 4, 9, 11, 20, 3, 3, 1, 1, 1, 1),
+    (1, 8, 6, 6, 40, 3, 3, 2, 1, 1, 1),
+    (1, 12, 5, 5, 33, 2, 2, 1, 0, 1, 1),
+    # kw * C = 21 / 15: runs padded to 24 / 16 with zero weights (the RGB stem); unpadded last
+    # patch: its padded last run would end past the input, so it is gathered instead
+    (1, 3, 20, 20, 16, 7, 7, 2, 3, 1, 1),
+    (1, 5, 9, 9, 24, 3, 3, 1, 1, 1, 1),
+    (1, 5, 6, 6, 8, 3, 3, 1, 0, 1, 1),
+    # indirect rows with dilation in height only (runs 2 input rows apart), and a batch-2 stem
+    # whose M = 264 spans several row tiles and both images
+    (2, 8, 9, 8, 20, 3, 3, 1, 2, (2, 1), 1),
+    (2, 3, 23, 21, 16, 7, 7, 2, 3, 1, 1),
+    # the RGB stem with ResNet's 64 channels (M = 225: several row tiles, a partial last one)
+    # and a strided 3x3 with 6 blocks of 16 channels
+    (1, 3, 30, 30, 64, 7, 7, 2, 3, 1, 1),
+    (2, 16, 6, 5, 96, 3, 3, 2, 1, 1, 1),
 ]
 
 
@@ -75,6 +94,36 @@ def test_conv2d_sweep(kernels, ref, isas, n, cg, groups, cog, h, w, kh, kw, stri
     packed = kernels.pack_conv2d_weight(wt, s, z, stride, pad, dil, groups)
     expected = ref.conv2d(x, 0.02, x_zp, ref.pack_conv2d_weight(wt, s, z, stride, pad, dil, groups), bias, 0.25, 50)
     _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.02, x_zp, packed, bias, 0.25, 50), expected)
+
+
+@pytest.mark.parametrize("c,co,hw,wzp", [(64, 96, 7, False), (32, 160, 14, False), (64, 96, 7, True)])
+def test_conv2d_few_row_tiles_threads_and_every_isa_match_reference(kernels, ref, isas, c, co, hw, wzp):
+    """Layers with few output pixels (M = 49, 196: ResNet's 7x7 / 14x14 stages) split the output
+    channels across threads; the result must not depend on the thread count or the ISA."""
+    g = torch.Generator().manual_seed(c + co + hw)
+    x, wt, s, z = _conv_case(g, 1, c, hw, hw, co, 3, 3, 1, wzp=wzp)
+    bias = torch.randn(co, generator=g)
+    packed = kernels.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1)
+    expected = ref.conv2d(x, 0.03, 70, ref.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1), bias, 0.4, 60)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60), expected)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("w", list(range(1, 14)))
+def test_conv2d_indirect_every_row_count(kernels, ref, isas, w):
+    """M = 1..13 output pixels (one row of a padded 3x3) reach each row count of the 8-row
+    indirect VNNI kernel, border patches only; 80 channels = two block pairs and a lone block."""
+    g = torch.Generator().manual_seed(w)
+    x, wt, s, z = _conv_case(g, 1, 8, 1, w, 80, 3, 3, 1)
+    bias = torch.randn(80, generator=g)
+    packed = kernels.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1)
+    expected = ref.conv2d(x, 0.03, 70, ref.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1), bias, 0.4, 60)
+    _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60), expected)
 
 
 def test_conv2d_parity_with_torch_fbgemm(kernels):

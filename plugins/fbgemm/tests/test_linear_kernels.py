@@ -187,6 +187,18 @@ def test_batch_dims_are_flattened(kernels, ref):
     assert kernels.linear(x[:0], 0.1, 3, packed, None, 0.3, 5).shape == (0, 3, 7)
 
 
+@pytest.mark.parametrize("m", list(range(1, 18)))
+def test_every_row_count_of_the_wide_kernel(kernels, ref, isas, m):
+    """M = 1..17 reaches each row-count body of the 8-row VNNI kernel (and the 4-row ones)."""
+    g = torch.Generator().manual_seed(m)
+    w, s, z = _weights(40, 70, g)
+    x = torch.randint(0, 128, (m, 70), dtype=torch.uint8, generator=g)
+    bias = torch.randn(40, generator=g)
+    packed = kernels.pack_linear_weight(w, s, z)
+    expected = ref.linear(x, 0.05, 9, ref.pack_linear_weight(w, s, z), bias, 0.3, 70)
+    _check_all_isas(kernels, isas, lambda: kernels.linear(x, 0.05, 9, packed, bias, 0.3, 70), expected)
+
+
 def test_threads_do_not_change_results(kernels):
     g = torch.Generator().manual_seed(5)
     w, s, z = _weights(200, 256, g)
