@@ -1,11 +1,13 @@
-"""Per-call cost of the lowered ``quantplug::linear`` op vs the plugin's raw kernel call vs torch's int8 linear.
+"""Per-call cost of a lowered ``quantplug::linear`` node vs the plugin's raw kernel call vs torch's int8 linear.
 
-Shape 1x768x768 (one token through a BERT-base projection), one thread. The lowered op is taken
-from a model converted by ``convert_pt2e`` (its buffers, its arguments), so the measurement
-includes what a converted model pays per call: the dispatcher, the packed-object lookup and
-the plugin's Python wrapper. "op, no cache" is the same op with the cached packed object
-dropped before each call, i.e. rebuilding the plugin's packed dataclass on every call (what
-lowering did before the cache). Calls are interleaved (A, B, C, A, B, C...) and the median of
+Shape 1x768x768 (one token through a BERT-base projection), one thread. The node is taken from
+a model converted by ``convert_pt2e`` (its buffers, its arguments). "lowered" is what the
+converted model calls in eager execution: the op's direct-call function
+(``quantplug.direct_calls``), i.e. the packed-object lookup and the plugin's Python wrapper
+without the dispatcher. "op" is the ``torch.library`` op through the dispatcher (what an
+exported program or ``torch.compile`` graph calls). "op, no cache" is the op with the cached
+packed object dropped before each call, i.e. rebuilding the plugin's packed dataclass on every
+call (what lowering did before the cache). Calls are interleaved (A, B, C, A, B, C...) and the median of
 several rounds is reported, because the machine is shared.
 
     python benchmarks/bench_lowered_linear_overhead.py
@@ -18,6 +20,7 @@ import warnings
 import torch
 
 import quantplug
+from quantplug.direct_calls import op_of
 from quantplug.kernels import _HOLDER_ATTR
 from quantplug.lowering import _packed_object
 
@@ -33,13 +36,14 @@ def lowered_linear(backend: str):
     prepared = quantplug.prepare_pt2e(model, quantplug.get_quantizer(backend), (x,))
     prepared(x)
     gm = quantplug.convert_pt2e(prepared)
-    node = next(n for n in gm.graph.nodes if n.target == torch.ops.quantplug.linear.default)
+    node = next(n for n in gm.graph.nodes if op_of(n.target) == torch.ops.quantplug.linear.default)
+    assert node.target is not torch.ops.quantplug.linear.default, "the converted model should use the direct call"
     fetch = lambda a: getattr(gm, a.target) if isinstance(a, torch.fx.Node) and a.op == "get_attr" else a  # noqa: E731
     args = [([fetch(t) for t in a] if isinstance(a, list) else fetch(a)) for a in node.args]
     quantize = (torch.ops.quantplug.quantize_per_tensor.default, torch.ops.quantplug.quantize_per_tensor_kernel.default)
-    q_in = next(n for n in gm.graph.nodes if n.target in quantize)
+    q_in = next(n for n in gm.graph.nodes if op_of(n.target) in quantize)
     args[0] = q_in.target(torch.randn(1, K), *q_in.args[1:])
-    return model, args
+    return model, args, node.target
 
 
 def timed(fns, n=400, rounds=9):
@@ -57,14 +61,15 @@ def timed(fns, n=400, rounds=9):
 
 def main() -> None:
     torch.set_num_threads(1)
-    print(f"{'backend':<11} {'lowered op':>10} {'op, no cache':>12} {'raw kernel':>10} {'torch int8':>10} {'overhead':>9}"
-          f"  (us per call, 1x{K}x{N}; overhead = lowered op - raw kernel)")
+    print(f"{'backend':<11} {'lowered':>8} {'op':>6} {'op, no cache':>12} {'raw kernel':>10} {'torch int8':>10} "
+          f"{'overhead':>8} {'op overhead':>11}  (us per call, 1x{K}x{N}; overhead = lowered - raw kernel)")
     for backend in ("x86_onednn", "fbgemm", "xnnpack", "qnnpack"):
-        model, args = lowered_linear(backend)
+        model, args, lowered = lowered_linear(backend)
         x_q, xs, xz, packed, bias, os_, oz, relu, n, name = args
         kernels = quantplug.get_backend(backend).kernels
         obj = _packed_object(name, "linear", packed)
         fns = {
+            "lowered": lambda: lowered(*args),
             "op": lambda: torch.ops.quantplug.linear.default(*args),
             "raw": lambda: kernels.linear(x_q, xs, xz, obj, bias, os_, oz, relu=relu),
         }
@@ -80,8 +85,8 @@ def main() -> None:
         fns["op_nocache"] = lambda: (delattr(packed[0], _HOLDER_ATTR),
                                      torch.ops.quantplug.linear.default(*args))
         t = timed(fns)
-        print(f"{backend:<11} {t['op']:>10.1f} {t['op_nocache']:>12.1f} {t['raw']:>10.1f} {t.get('torch', float('nan')):>10.1f} "
-              f"{t['op'] - t['raw']:>9.1f}")
+        print(f"{backend:<11} {t['lowered']:>8.1f} {t['op']:>6.1f} {t['op_nocache']:>12.1f} {t['raw']:>10.1f} "
+              f"{t.get('torch', float('nan')):>10.1f} {t['lowered'] - t['raw']:>8.1f} {t['op'] - t['raw']:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import quantplug
+from quantplug.direct_calls import op_of
 from quantplug.registry import ENV_DISABLE_AUTOLOAD
 from tests import refkernels_backend as refk
 from tests.models import MLP, SmallCNN, calibrate
@@ -33,7 +34,7 @@ def refkernels(fresh_registry, monkeypatch):
 
 
 def _output_step(reference_model):
-    qs = [n for n in reference_model.graph.nodes if n.target == torch.ops.quantplug.quantize_per_tensor.default]
+    qs = [n for n in reference_model.graph.nodes if op_of(n.target) == torch.ops.quantplug.quantize_per_tensor.default]
     return qs[-1].args[1]
 
 
@@ -64,7 +65,7 @@ def test_lowered_model_exports_and_keeps_batch_dynamic(refkernels):
     x = torch.randn(4, 32)
     _, lowered = _convert_both(MLP(), x, _Quantizer())
     ep = torch.export.export(lowered, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
-    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}  # the op itself, not its direct call
     assert "quantplug.linear.default" in targets
     for b in (1, 7):
         y = torch.randn(b, 32)
@@ -91,6 +92,10 @@ def test_lowered_model_pickles(refkernels, tmp_path):
     torch.save(lowered, tmp_path / "m.pt")
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     torch.testing.assert_close(loaded(x), lowered(x), rtol=0, atol=0)
+    # unpickling re-traces the code: the linears must stay direct calls, not fall back to the op
+    from quantplug.direct_calls import direct_call
+
+    assert sum(n.target is direct_call(torch.ops.quantplug.linear.default) for n in loaded.graph.nodes) == 2
 
 
 def test_every_pattern_of_ops_cnn_lowered_within_one_step(refkernels):
@@ -176,7 +181,7 @@ def test_packed_objects_are_reused_per_call_and_not_leaked(refkernels, monkeypat
     y = lowered(x)
     lowered(x)
     assert built == []  # lowering's own packed objects are reused on every call
-    node = next(n for n in lowered.graph.nodes if n.target == torch.ops.quantplug.linear.default)
+    node = next(n for n in lowered.graph.nodes if op_of(n.target) == torch.ops.quantplug.linear.default)
     tensors = [getattr(lowered, a.target) for a in node.args[3]]
     first = lowering._packed_object(refk.NAME, "linear", tensors)
     other = [t.clone() for t in tensors[:1]] + tensors[1:]  # one different tensor: no hit
@@ -237,3 +242,44 @@ def test_quantize_range_wider_than_the_kernels_stays_reference_with_reason(narro
     reasons = [r.detail for r in report.not_lowered if r.op == "linear"]
     assert len(reasons) == 2 and all("-128..127" in d and "-100..100" in d for d in reasons), report
     torch.testing.assert_close(lowered(x * 20), ref(x * 20), rtol=0, atol=0)
+
+
+def test_lowered_graph_calls_kernels_without_the_dispatcher(refkernels):
+    # Each lowered node targets its op's direct-call function: in eager execution the op's CPU
+    # implementation runs straight away (the dispatcher's argument boxing costs ~8 us per call
+    # for quantplug::linear); an op-level TorchDispatchMode therefore never sees quantplug ops.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from quantplug.direct_calls import direct_call, use_direct_calls
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(4, 32)
+    _, lowered = _convert_both(MLP(), x, _Quantizer())
+    linears = [n for n in lowered.graph.nodes if op_of(n.target) == torch.ops.quantplug.linear.default]
+    assert len(linears) == 2 and all(n.target is direct_call(torch.ops.quantplug.linear.default) for n in linears)
+    with Recorder() as rec:
+        y = lowered(x)
+    assert "quantplug.linear.default" not in rec.ops, rec.ops  # (refk's reference quantize still dispatches)
+    # the same graph calling the ops through the dispatcher gives the same bits
+    for n in lowered.graph.nodes:
+        n.target = op_of(n.target)
+    lowered.recompile()
+    with Recorder() as rec:
+        assert torch.equal(lowered(x), y)
+    assert "quantplug.linear.default" in rec.ops
+    assert use_direct_calls(lowered) == 2 and torch.equal(lowered(x), y)  # both linears switched back
+
+
+def test_direct_call_of_a_missing_plugin_names_it():
+    import quantplug.direct_calls as dc
+
+    with pytest.raises(AttributeError, match="quantplug_nosuchplugin.*not installed"):
+        getattr(dc, "quantplug_nosuchplugin__linear__default")

@@ -4,6 +4,7 @@ import torch
 
 import quantplug
 from quantplug.builtin_plugin import ReferenceQuantizer
+from quantplug.direct_calls import op_of
 from tests.models import ConvBNDrop, qat_train_and_convert
 
 torch.manual_seed(0)
@@ -45,7 +46,7 @@ def test_train_eval_switch_keeps_each_modules_settings():
 
 def test_conv_bn_is_trained_in_folded_form():
     gm = _prepared()
-    targets = [n.target for n in gm.graph.nodes]
+    targets = [op_of(n.target) for n in gm.graph.nodes]
     # the weight fake-quant sees w * gamma / sqrt(var + eps), and the conv output is un-scaled after
     assert torch.ops.aten.sqrt.default in targets and torch.ops.aten.div.Tensor in targets
 
@@ -55,6 +56,6 @@ def test_qat_training_then_convert_matches_fake_quant_model():
     assert not any(n.target == torch.ops.aten.batch_norm.default for n in converted.graph.nodes)
     # The converted model computes the same folded, quantized graph; differences come from
     # fake-quant's float rounding vs integer quantization of the folded weight: allow 2 output steps.
-    q_out = [n for n in converted.graph.nodes if n.target == torch.ops.quantplug.quantize_per_tensor.default]
+    q_out = [n for n in converted.graph.nodes if op_of(n.target) == torch.ops.quantplug.quantize_per_tensor.default]
     out_scale = q_out[-1].args[1]
     assert (fake - real).abs().max() <= 2 * out_scale + 1e-6

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from .direct_calls import DirectCallTracer
 from .errors import CalibrationError, QuantplugError
 from .prepare import META_KEY, OBSERVER_PREFIX
 from .quant_ops import ops as qops
@@ -74,9 +75,9 @@ def _plain_graph_module(gm: GraphModule) -> GraphModule:
     for n in list(gm.graph.nodes):
         if n.op == "call_module" and n.target == "_guards_fn" and not n.users:
             gm.graph.erase_node(n)
-    # Unpickling rebuilds the tracer class the graph records; export's needs arguments we do
-    # not have, and a converted graph is never re-traced, so record none.
-    gm.graph._tracer_cls = None
+    # Unpickling re-traces the graph's code with the tracer class the graph records. Export's
+    # needs arguments we do not have; ours keeps lowered nodes' direct calls (see direct_calls).
+    gm.graph._tracer_cls = DirectCallTracer
     gm.graph._tracer_extras = None
     out = GraphModule(gm, gm.graph, class_name="QuantizedGraphModule")
     out.meta.update(gm.meta)

@@ -51,6 +51,8 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Interpreter, Node
 
+from .direct_calls import op_of
+
 __all__ = ["compare", "ComparisonReport", "LayerComparison"]
 
 #: Ops reported as layers (the ones a quantizer annotates and a backend runs).
@@ -213,13 +215,13 @@ def _op_name(node: Node) -> str | None:
 
 
 def _is_q(node: Node) -> bool:
-    t = node.target
+    t = op_of(node.target)
     return node.op == "call_function" and getattr(t, "namespace", None) == "quantplug" and \
         t._schema.name.split("::")[1].startswith("quantize_per")
 
 
 def _is_dq(node: Node) -> bool:
-    t = node.target
+    t = op_of(node.target)
     return node.op == "call_function" and getattr(t, "namespace", None) == "quantplug" and \
         t._schema.name.split("::")[1].startswith(("dequantize_per", "quantize_dequantize"))
 
@@ -230,13 +232,13 @@ def _is_observer(node: Node) -> bool:
 
 def _is_kernel(node: Node) -> bool:
     """A lowered backend op (not aten, not quantize/dequantize)."""
-    t = node.target
+    t = op_of(node.target)
     ns = getattr(t, "namespace", None)
     return node.op == "call_function" and ns is not None and ns != "aten" and not _is_q(node) and not _is_dq(node)
 
 
 def _schema_args(node: Node) -> dict[str, Any]:
-    schema = node.target._schema
+    schema = op_of(node.target)._schema
     out = {a.name: v for a, v in zip(schema.arguments, node.args)}
     out.update(node.kwargs)
     return out
@@ -329,7 +331,8 @@ def _kernel_label(node: Node, flow: str) -> str:
 
     if _is_kernel(node):
         text = node.meta.get(EXPLAIN_KEY)
-        return text or f"{node.target.namespace}::{node.target._schema.name.split('::')[1]}"
+        op = op_of(node.target)
+        return text or f"{op.namespace}::{op._schema.name.split('::')[1]}"
     if flow == "prepared":
         return "fake-quant" if any(_is_observer(a) for a in node.all_input_nodes) else "float"
     if any(_is_dq(a) for a in node.all_input_nodes):
@@ -339,7 +342,7 @@ def _kernel_label(node: Node, flow: str) -> str:
 
 def _kernel_kind(node: Node) -> str:
     """The float op a lowered kernel replaced: ``quantplug::linear_dynamic`` -> ``"linear"``."""
-    t = node.target
+    t = op_of(node.target)
     if hasattr(t, "_schema"):
         return t._schema.name.split("::", 1)[1].removesuffix("_dynamic")
     return str(getattr(t, "__name__", t))

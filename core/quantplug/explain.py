@@ -27,6 +27,7 @@ from torch.fx import GraphModule
 from .ops import op_name
 from .prepare import META_KEY
 from .quant_ops import ops as qops
+from .direct_calls import op_of
 from .lowering import QDQ_KERNEL_OPS
 from .specs import ANNOTATION_KEY, EXPLAIN_KEY, INTEGER_OP_PREFIX
 
@@ -100,7 +101,7 @@ _FUSED_TAIL = {"relu", "hardtanh", "batch_norm"}
 def _feeds_quantize(n) -> bool:
     """True when ``n``'s output (through a fused relu / hardtanh) is quantized: a quantized pattern."""
     for _ in range(3):
-        if any(u.target in _QUANTIZE for u in n.users):
+        if any(op_of(u.target) in _QUANTIZE for u in n.users):
             return True
         users = list(n.users)
         if len(users) != 1 or op_name(users[0]) not in _FUSED_TAIL:
@@ -114,7 +115,7 @@ def _quantized_pattern(n, dq_inputs) -> bool:
     ann = n.meta.get(ANNOTATION_KEY)
     if ann is not None:
         return True
-    if any(a.target == qops.quantize_dequantize_dynamic.default for a in dq_inputs):
+    if any(op_of(a.target) == qops.quantize_dequantize_dynamic.default for a in dq_inputs):
         return True
     # a reloaded model keeps no annotations: a quantized output marks a quantized pattern
     return not any(ANNOTATION_KEY in m.meta for m in n.graph.nodes) and _feeds_quantize(n)
@@ -127,12 +128,13 @@ def explain(model: GraphModule) -> ExplainReport:
     info = model.meta.get(META_KEY, {})
     rows = []
     for n in model.graph.nodes:
-        if n.op != "call_function" or n.target in _QDQ:
+        target = op_of(n.target)  # a lowered node may call its op's direct-call function
+        if n.op != "call_function" or target in _QDQ:
             continue
-        label = _op_label(n.target)
+        label = _op_label(target)
         if label in _DATA_MOVEMENT:
             continue
-        ns = getattr(n.target, "namespace", None) or ""
+        ns = getattr(target, "namespace", None) or ""
         # "quantplug" holds the core's lowered ops; plugins register their own fused ops
         # under "quantplug_<package>" (e.g. quantplug_x86_onednn::conv2d_add).
         if ns == "quantplug" or ns.startswith("quantplug_"):
@@ -143,7 +145,7 @@ def explain(model: GraphModule) -> ExplainReport:
             # lowering ran an ATen op directly on the quantized integers (e.g. cat with shared qparams)
             rows.append(ExplainRow(n.name, label, "kernel", n.meta[EXPLAIN_KEY]))
             continue
-        dq_inputs = [a for a in n.all_input_nodes if a.target in _QDQ]
+        dq_inputs = [a for a in n.all_input_nodes if op_of(a.target) in _QDQ]
         if dq_inputs and _quantized_pattern(n, dq_inputs):
             why = n.meta.get(EXPLAIN_KEY) or (
                 f"op unsupported by backend: {info.get('backend')!r} has no kernel for {label}" if info.get("lowered")

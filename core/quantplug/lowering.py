@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
+from .direct_calls import impl_cpu, op_of, use_direct_calls
 from .kernels import cached_packed, flatten_packed, remember_packed, unflatten_packed
 from .ops import is_op, op_name
 from .prepare import META_KEY
@@ -167,8 +168,8 @@ def _dequantize_kernel_impl(q, scale, zero_point, quant_min, quant_max, dtype, b
     return qops.dequantize_per_tensor(q, scale, zero_point, quant_min, quant_max, dtype)
 
 
-LIB.impl("quantize_per_tensor_kernel", _quantize_kernel_impl, "CPU")
-LIB.impl("dequantize_per_tensor_kernel", _dequantize_kernel_impl, "CPU")
+impl_cpu(LIB, "quantize_per_tensor_kernel", _quantize_kernel_impl)
+impl_cpu(LIB, "dequantize_per_tensor_kernel", _dequantize_kernel_impl)
 torch.library.register_fake("quantplug::quantize_per_tensor_kernel",
                             lambda x, scale, zp, qmin, qmax, dtype, backend: torch.empty_like(x, dtype=dtype), lib=LIB)
 torch.library.register_fake("quantplug::dequantize_per_tensor_kernel",
@@ -192,15 +193,15 @@ def _lower_qdq(gm: GraphModule, backend: Any, kernels: Any) -> None:
             n.args = (*n.args[:6], backend.name)
 
 
-LIB.impl("max_pool2d", _max_pool2d_impl, "CPU")
-LIB.impl("global_avg_pool", _global_avg_pool_impl, "CPU")
-LIB.impl("linear", _linear_impl, "CPU")
-LIB.impl("linear_dynamic", _linear_dynamic_impl, "CPU")
-LIB.impl("conv2d", _conv2d_impl, "CPU")
-LIB.impl("add", _add_impl, "CPU")
-LIB.impl("mul", _mul_impl, "CPU")
-LIB.impl("avg_pool2d", _avg_pool2d_impl, "CPU")
-LIB.impl("adaptive_avg_pool2d", _adaptive_avg_pool2d_impl, "CPU")
+impl_cpu(LIB, "max_pool2d", _max_pool2d_impl)
+impl_cpu(LIB, "global_avg_pool", _global_avg_pool_impl)
+impl_cpu(LIB, "linear", _linear_impl)
+impl_cpu(LIB, "linear_dynamic", _linear_dynamic_impl)
+impl_cpu(LIB, "conv2d", _conv2d_impl)
+impl_cpu(LIB, "add", _add_impl)
+impl_cpu(LIB, "mul", _mul_impl)
+impl_cpu(LIB, "avg_pool2d", _avg_pool2d_impl)
+impl_cpu(LIB, "adaptive_avg_pool2d", _adaptive_avg_pool2d_impl)
 
 
 @torch.library.register_fake("quantplug::linear", lib=LIB)
@@ -803,6 +804,7 @@ def lower_model(gm: GraphModule, backend_name: str | None = None) -> GraphModule
     gm.graph.eliminate_dead_code()
     _lower_qdq(gm, backend, kernels)
     _drop_unused(gm)
+    use_direct_calls(gm)  # eager execution skips the dispatcher's ~8 us per op call (see direct_calls)
     gm.graph.lint()
     gm.recompile()
     info["lowered"] = True

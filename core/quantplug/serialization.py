@@ -100,6 +100,7 @@ from torch import nn
 from torch.fx import Graph, GraphModule, Node
 
 from ._version import __version__
+from .direct_calls import op_of, use_direct_calls
 from .errors import QuantplugError
 
 __all__ = [
@@ -361,7 +362,7 @@ class _Decoder:
 
 
 def _target_name(node: Node) -> str:
-    t = node.target
+    t = op_of(node.target)  # files name the op, never the direct-call function
     if isinstance(t, torch._ops.OpOverload):
         return f"{t.namespace}.{t._schema.name.split('::', 1)[1]}.{t._overloadname}"
     name = _CALLABLE_NAMES.get(id(t))
@@ -493,11 +494,12 @@ def _qparams_summary(gm: GraphModule) -> list[dict]:
     """Scales and zero points of quantize/dequantize and lowered nodes (for readers of the file)."""
     rows = []
     for n in gm.graph.nodes:
-        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
+        op = op_of(n.target)
+        if n.op != "call_function" or not isinstance(op, torch._ops.OpOverload):
             continue
-        if n.target.namespace == "aten":
+        if op.namespace == "aten":
             continue
-        schema = n.target._schema
+        schema = op._schema
         entry: dict[str, Any] = {"node": n.name, "op": _target_name(n)}
         for arg, value in zip(schema.arguments, n.args):
             if any(word in arg.name for word in ("scale", "zero_point", "quant_min", "quant_max", "dtype", "axis")):
@@ -534,8 +536,9 @@ def _backend_entry(info: dict, needs_kernels: bool) -> dict | None:
 def _uses_backend_kernels(gm: GraphModule) -> bool:
     """True when some node dispatches to a backend by name (a ``str backend`` argument)."""
     for n in gm.graph.nodes:
-        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target.namespace != "aten":
-            if any(a.name == "backend" for a in n.target._schema.arguments):
+        op = op_of(n.target)
+        if n.op == "call_function" and isinstance(op, torch._ops.OpOverload) and op.namespace != "aten":
+            if any(a.name == "backend" for a in op._schema.arguments):
                 return True
     return False
 
@@ -544,9 +547,10 @@ def _packed_kinds(gm: GraphModule) -> set[str]:
     """Kinds of packed weights the lowered ops use: ``"linear"`` (also dynamic), ``"conv2d"``..."""
     kinds = set()
     for n in gm.graph.nodes:
-        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target.namespace != "aten":
-            if any(a.name == "packed" for a in n.target._schema.arguments):
-                kinds.add(n.target._schema.name.split("::", 1)[1].removesuffix("_dynamic"))
+        op = op_of(n.target)
+        if n.op == "call_function" and isinstance(op, torch._ops.OpOverload) and op.namespace != "aten":
+            if any(a.name == "packed" for a in op._schema.arguments):
+                kinds.add(op._schema.name.split("::", 1)[1].removesuffix("_dynamic"))
     return kinds
 
 
@@ -587,8 +591,9 @@ def _graph_recipe(gm: GraphModule, tensors_out: dict[str, torch.Tensor]) -> dict
         entry = {"name": n.name, "op": n.op, "args": enc(list(n.args)), "kwargs": enc(dict(n.kwargs))["dict"]}
         if n.op == "call_function":
             entry["target"] = _target_name(n)
-            if isinstance(n.target, torch._ops.OpOverload) and n.target.namespace != "aten":
-                op_schemas[entry["target"]] = str(n.target._schema)
+            op = op_of(n.target)
+            if isinstance(op, torch._ops.OpOverload) and op.namespace != "aten":
+                op_schemas[entry["target"]] = str(op._schema)
         elif n.op in ("placeholder", "get_attr"):
             entry["target"] = str(n.target)
         else:
@@ -947,6 +952,7 @@ def _build_graph_module(recipe: dict, tensors: dict[str, torch.Tensor]) -> Graph
             _set_tensor(gm, name, t, entry)
     gm.meta["quantplug"] = dict(recipe.get("meta") or {})
     gm.meta["quantplug"]["loaded_from_format"] = recipe["format_version"]
+    use_direct_calls(gm)
     gm.eval()
     return gm
 

@@ -16,6 +16,7 @@ import torch
 
 import quantplug
 from quantplug.affine import sqnr
+from quantplug.direct_calls import op_of
 from quantplug.lowering import QDQ_KERNEL_OPS
 from quantplug.backend_config import _observer_kwargs
 from quantplug.observers import MinMaxObserver
@@ -42,7 +43,7 @@ def _convert(backend, model, x, quantizer=None, modes=(False, True)):
 
 
 def _out_step(reference_model):
-    qs = [n for n in reference_model.graph.nodes if n.target == qops.quantize_per_tensor.default]
+    qs = [n for n in reference_model.graph.nodes if op_of(n.target) == qops.quantize_per_tensor.default]
     return qs[-1].args[1]
 
 
@@ -147,7 +148,7 @@ def test_agrees_with_torch_quantized_engine(name, model_name, monkeypatch):
     theirs = _torch_fx(model, x, data, act_kw, w_kw)
     with torch.no_grad():
         y_ours, y_torch, y_float = ours(x), theirs(x), model(x)
-    step = [n for n in ours.graph.nodes if n.target in _DEQUANTIZE][-1].args[1]
+    step = [n for n in ours.graph.nodes if op_of(n.target) in _DEQUANTIZE][-1].args[1]
     assert (y_ours - y_torch).abs().max() <= step * 1.0001
     assert sqnr(y_float, y_ours) >= sqnr(y_float, y_torch) - 0.5
 
@@ -156,7 +157,7 @@ def test_agrees_with_torch_quantized_engine(name, model_name, monkeypatch):
 
 
 def _reference_q_args(model):
-    return [n.args for n in model.graph.nodes if n.target == qops.quantize_per_tensor.default]
+    return [n.args for n in model.graph.nodes if op_of(n.target) == qops.quantize_per_tensor.default]
 
 
 def test_fbgemm_reduce_range_activations():
@@ -176,7 +177,7 @@ def test_x86_full_range_uint8_and_conv_add_relu_fusion():
 def test_xnnpack_symmetric_per_channel_weights_and_dynamic_per_row():
     backend = quantplug.get_backend("xnnpack")
     (ref,) = _convert(backend, MLP(), torch.randn(4, 32), modes=(False,))
-    w_dq = [n for n in ref.graph.nodes if n.target == qops.dequantize_per_channel.default]
+    w_dq = [n for n in ref.graph.nodes if op_of(n.target) == qops.dequantize_per_channel.default]
     assert len(w_dq) == 2
     for n in w_dq:
         assert not getattr(ref, n.args[2].target).any()  # zero points 0: symmetric
@@ -184,7 +185,7 @@ def test_xnnpack_symmetric_per_channel_weights_and_dynamic_per_row():
     x = torch.randn(6, 32)
     quantizer = backend.get_quantizer(is_dynamic=True, per_row=True)
     ref, lowered = _convert(backend, MLP(), x, quantizer=quantizer)
-    kernels = [n for n in lowered.graph.nodes if n.target == torch.ops.quantplug.linear_dynamic.default]
+    kernels = [n for n in lowered.graph.nodes if op_of(n.target) == torch.ops.quantplug.linear_dynamic.default]
     assert len(kernels) == 2 and all(n.args[3] is True for n in kernels)  # per_row
     assert sqnr(ref(x), lowered(x)) > 35
 
@@ -202,7 +203,7 @@ class _Gates(torch.nn.Module):
 def test_qnnpack_fixed_qparams_and_scale_bound():
     backend = quantplug.get_backend("qnnpack")
     (ref,) = _convert(backend, _Gates(), torch.randn(4, 16), modes=(False,))
-    by_input = {n.args[0].target: n.args[1:3] for n in ref.graph.nodes if n.target == qops.quantize_per_tensor.default}
+    by_input = {n.args[0].target: n.args[1:3] for n in ref.graph.nodes if op_of(n.target) == qops.quantize_per_tensor.default}
     assert by_input[torch.ops.aten.sigmoid.default] == (1 / 256, 0)
     assert by_input[torch.ops.aten.tanh.default] == (2 / 256, 128)
     assert min(a[1] for a in _reference_q_args(ref)) >= 2 ** -12
@@ -212,6 +213,6 @@ def test_qat_conv_bn_lowered_matches_fake_quant(backend):
     gm = quantplug.prepare_qat_pt2e(ConvBNDrop().train(), backend.get_quantizer(is_qat=True), (torch.randn(4, 3, 8, 8),))
     fake, real, converted = qat_train_and_convert(gm, steps=4, lower=True)
     assert not [r for r in quantplug.explain(converted).not_lowered if r.op in MUST_LOWER]
-    out_scale = [n for n in converted.graph.nodes if n.target in _DEQUANTIZE][-1].args[1]
+    out_scale = [n for n in converted.graph.nodes if op_of(n.target) in _DEQUANTIZE][-1].args[1]
     # fake quant rounds in float on the folded weight; the kernels compute in integers: <= 2 steps
     assert (fake - real).abs().max() <= 2 * out_scale + 1e-6

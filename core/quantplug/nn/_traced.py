@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..direct_calls import impl_cpu
 from ..kernels import packed_field_tensor
 from ..lowering import LIB, _kernels, _packed_object
 
@@ -82,10 +83,10 @@ def _embedding_bag_impl(input, offsets, weight_q, scales, zero_points, mode, per
                                                 include_last_offset=include_last_offset, padding_idx=padding_idx)
 
 
-LIB.impl("linear_weight_only", _linear_weight_only_impl, "CPU")
-LIB.impl("linear_int4_weight_only", _linear_int4_impl, "CPU")
-LIB.impl("embedding_int8", _embedding_impl, "CPU")
-LIB.impl("embedding_bag_int8", _embedding_bag_impl, "CPU")
+impl_cpu(LIB, "linear_weight_only", _linear_weight_only_impl)
+impl_cpu(LIB, "linear_int4_weight_only", _linear_int4_impl)
+impl_cpu(LIB, "embedding_int8", _embedding_impl)
+impl_cpu(LIB, "embedding_bag_int8", _embedding_bag_impl)
 
 
 @torch.library.register_fake("quantplug::linear_weight_only", lib=LIB)

@@ -67,6 +67,7 @@ import torch
 
 import quantplug
 from quantplug.affine import sqnr
+from quantplug.direct_calls import op_of
 from quantplug.errors import CalibrationError, ConstraintViolationError, KernelInputError
 from quantplug.kernels import flatten_packed, unflatten_packed
 from quantplug.testing.capabilities import Capabilities, capabilities as _read_capabilities
@@ -728,7 +729,7 @@ def _output_step(gm) -> float | None:
     dequantize = (qops.dequantize_per_tensor.default, QDQ_KERNEL_OPS[qops.dequantize_per_tensor.default])
     out = next(n for n in gm.graph.nodes if n.op == "output")
     for node in out.all_input_nodes:
-        if node.target in dequantize:
+        if op_of(node.target) in dequantize:
             return float(node.args[1])
     return None
 

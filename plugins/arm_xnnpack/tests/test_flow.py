@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import quantplug
+from quantplug.direct_calls import op_of
 
 from quantplug_arm_xnnpack import XNNPACKQuantizer
 
@@ -65,8 +66,8 @@ def test_int4_weight_only_lowered_and_portable(tmp_path):
     report = quantplug.explain(lowered)
     assert [r.op for r in report.kernels] == ["linear_int4"] * 2
     # the plugin's op lives in its own namespace, never in the core's "quantplug"
-    int4_nodes = [n for n in lowered.graph.nodes if n.op == "call_function" and "linear_int4" in str(n.target)]
-    assert [n.target.namespace for n in int4_nodes] == ["quantplug_arm_xnnpack"] * 2
+    int4_nodes = [n for n in lowered.graph.nodes if n.op == "call_function" and "linear_int4" in str(op_of(n.target))]
+    assert [op_of(n.target).namespace for n in int4_nodes] == ["quantplug_arm_xnnpack"] * 2
     assert not hasattr(torch.ops.quantplug, "xnnpack_linear_int4")
     assert any(r.op == "linear" and r.runs_as == "float" for r in report.rows)  # fc3: K=10
     torch.testing.assert_close(lowered(x), reference(x), rtol=1e-5, atol=1e-5)

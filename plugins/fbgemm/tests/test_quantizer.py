@@ -8,6 +8,7 @@ from torch import nn
 
 import quantplug
 from quantplug import ConstraintViolationError
+from quantplug.direct_calls import op_of
 from quantplug.observers import HistogramObserver, PerChannelMinMaxObserver
 from quantplug.specs import ANNOTATION_KEY, FixedQParamsQuantizationSpec, QuantizationSpec
 from quantplug_fbgemm import FbgemmQuantizer, get_fbgemm_backend_config, get_fbgemm_quantization_config
@@ -35,7 +36,7 @@ def _exported():
 
 
 def _node(gm, op):
-    return next(n for n in gm.graph.nodes if n.op == "call_function" and n.target == op)
+    return next(n for n in gm.graph.nodes if n.op == "call_function" and op_of(n.target) == op)
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ def test_dynamic_and_per_tensor_and_qat_configs():
     q = FbgemmQuantizer(is_dynamic=True)
     q.annotate(gm)
     q.validate(gm)
-    annotated_ops = {n.target for n in gm.graph.nodes if ANNOTATION_KEY in n.meta}
+    annotated_ops = {op_of(n.target) for n in gm.graph.nodes if ANNOTATION_KEY in n.meta}
     assert annotated_ops == {torch.ops.aten.linear.default}  # dynamic kernels exist for linear only
 
 
@@ -166,12 +167,12 @@ def test_end_to_end_lowered_model():
         prepared(torch.randn(8, 32))
     prepared(x)
     lowered = quantplug.convert_pt2e(prepared, lower=True)
-    kernels = [n for n in lowered.graph.nodes if n.target == torch.ops.quantplug.linear.default]
+    kernels = [n for n in lowered.graph.nodes if op_of(n.target) == torch.ops.quantplug.linear.default]
     assert len(kernels) == 2
     out = lowered(x)
     # Thresholds: 7-bit activations (reduce_range) cost ~6 dB against 8-bit ones; two layers with
     # per-tensor activations land around 32-36 dB here, a wrong scale or zero point gives < 10 dB.
     assert sqnr(model(x), out) > 28
     dyn = quantplug.convert_pt2e(quantplug.prepare_pt2e(model, FbgemmQuantizer(is_dynamic=True), (x,)), lower=True)
-    assert sum(n.target == torch.ops.quantplug.linear_dynamic.default for n in dyn.graph.nodes) == 2
+    assert sum(op_of(n.target) == torch.ops.quantplug.linear_dynamic.default for n in dyn.graph.nodes) == 2
     assert sqnr(model(x), dyn(x)) > 28

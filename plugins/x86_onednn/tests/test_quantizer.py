@@ -12,6 +12,7 @@ from torch import nn
 import quantplug
 from quantplug.affine import sqnr
 from quantplug.backend_config import validate_annotations
+from quantplug.direct_calls import op_of
 from quantplug.errors import ConstraintViolationError
 from quantplug.ops import is_op
 from quantplug.specs import ANNOTATION_KEY, FixedQParamsQuantizationSpec, QuantizationSpec
@@ -289,11 +290,11 @@ def residual_flow():
 
 def test_conv_add_relu_runs_fused(residual_flow):
     model, x, reference, lowered = residual_flow
-    targets = [n.target for n in lowered.graph.nodes if n.op == "call_function"]
+    targets = [op_of(n.target) for n in lowered.graph.nodes if n.op == "call_function"]
     assert torch.ops.quantplug_x86_onednn.conv2d_add.default in targets
     assert torch.ops.quantplug.conv2d.default in targets and torch.ops.quantplug.linear.default in targets
     assert not any(is_op(n, "conv2d") or is_op(n, "add") for n in lowered.graph.nodes)
-    fused = next(n for n in lowered.graph.nodes if n.target == torch.ops.quantplug_x86_onednn.conv2d_add.default)
+    fused = next(n for n in lowered.graph.nodes if op_of(n.target) == torch.ops.quantplug_x86_onednn.conv2d_add.default)
     assert fused.args[10] is True  # relu
     assert lowered.meta["quantplug"]["x86_onednn_fused_conv_add"] == 1
     with torch.no_grad():
@@ -317,6 +318,28 @@ def test_fused_model_save_load_and_export(residual_flow, tmp_path):
         assert torch.equal(load_exported(tmp_path / "m.pt2").module()(x), lowered(x))
 
 
+def test_pickled_lowered_model_runs_in_a_new_process(residual_flow, tmp_path):
+    # The converted graph calls the ops' direct-call functions (quantplug.direct_calls), the
+    # fused conv + add one included; a new process that unpickles the model must find them
+    # before anything imported this plugin.
+    import subprocess
+    import sys
+
+    _, x, _, lowered = residual_flow
+    torch.save(lowered, tmp_path / "m.pt")
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(lowered(x), tmp_path / "y.pt")
+    code = ("import torch; d = {!r}\n"
+            "m = torch.load(d + '/m.pt', weights_only=False); x = torch.load(d + '/x.pt')\n"
+            "with torch.no_grad(): assert torch.equal(m(x), torch.load(d + '/y.pt'))\n"
+            "print(sorted({{str(n.target.__name__) for n in m.graph.nodes if n.op == 'call_function'}}))").format(
+        str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "quantplug_x86_onednn__conv2d_add__default" in out.stdout
+
+
 def test_reduce_range_keeps_every_kernel_output_inside_0_127():
     # The kernels clamp to 0..255; with reduce_range each quantize node asks for 0..127, so the
     # lowering follows the kernels (conv + add fused included) with an integer clamp. Inputs far
@@ -330,7 +353,7 @@ def test_reduce_range_keeps_every_kernel_output_inside_0_127():
             prepared(torch.randn(4, 3, 12, 12))
     reference = quantplug.convert_pt2e(copy.deepcopy(prepared), lower=False)
     lowered = quantplug.convert_pt2e(prepared)
-    targets = [n.target for n in lowered.graph.nodes if n.op == "call_function"]
+    targets = [op_of(n.target) for n in lowered.graph.nodes if n.op == "call_function"]
     assert torch.ops.quantplug_x86_onednn.conv2d_add.default in targets
     clamps = [n for n in lowered.graph.nodes if n.target == torch.ops.aten.clamp.default]
     # stem conv, fused conv + add, global average pool, linear
@@ -348,6 +371,6 @@ def test_dynamic_flow_runs_dynamic_kernel():
     prepared = quantplug.prepare_pt2e(model, quantplug.get_quantizer("onednn", is_dynamic=True), (x,))
     prepared(x)
     converted = quantplug.convert_pt2e(prepared)
-    assert sum(n.target == torch.ops.quantplug.linear_dynamic.default for n in converted.graph.nodes) == 2
+    assert sum(op_of(n.target) == torch.ops.quantplug.linear_dynamic.default for n in converted.graph.nodes) == 2
     with torch.no_grad():
         assert sqnr(model(x), converted(x)) > 30.0

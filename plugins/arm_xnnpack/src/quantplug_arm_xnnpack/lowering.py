@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
+from quantplug.direct_calls import impl_cpu
 from quantplug.lowering import EXPLAIN_KEY
 from quantplug.quant_ops import ops as qops
 
@@ -52,8 +53,8 @@ def _linear_weight_only_impl(x: Tensor, packed: Tensor, scales: Tensor, zero_poi
     return load_kernels().linear_weight_only(x.contiguous(), weights, bias)
 
 
-LIB.impl("linear_int4", _linear_int4_impl, "CPU")
-LIB.impl("linear_weight_only", _linear_weight_only_impl, "CPU")
+impl_cpu(LIB, "linear_int4", _linear_int4_impl)  # direct calls from lowered graphs
+impl_cpu(LIB, "linear_weight_only", _linear_weight_only_impl)  # direct calls from lowered graphs
 
 
 @torch.library.register_fake(f"{NAMESPACE}::linear_int4", lib=LIB)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
+from quantplug.direct_calls import impl_cpu
 from quantplug.ops import is_op, op_name
 from quantplug.quant_ops import ops as qops
 
@@ -40,7 +41,7 @@ def _lookup_impl(x, table):
     return load_kernels().lookup(x, table)
 
 
-LIB.impl("lookup", _lookup_impl, "CPU")
+impl_cpu(LIB, "lookup", _lookup_impl)  # direct calls from lowered graphs
 
 
 @torch.library.register_fake("quantplug_qnnpack::lookup", lib=LIB)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
+from quantplug.direct_calls import impl_cpu
 from quantplug.kernels import unflatten_packed
 from quantplug.ops import is_op
 from quantplug.quant_ops import ops as qops
@@ -52,7 +53,7 @@ def _conv2d_add_impl(x, x_scale, x_zero_point, packed, bias, other, other_scale,
                     other_zero_point=other_zero_point)
 
 
-LIB.impl("conv2d_add", _conv2d_add_impl, "CPU")
+impl_cpu(LIB, "conv2d_add", _conv2d_add_impl)  # direct calls from lowered graphs
 
 
 @torch.library.register_fake("quantplug_x86_onednn::conv2d_add", lib=LIB)
@@ -73,8 +74,8 @@ def _linear_int4_weight_only_impl(x, packed, bias, n):
     return load_kernels().linear_int4_weight_only(x, unflatten_packed(PackedInt4LinearWeight, packed), bias)
 
 
-LIB.impl("linear_weight_only", _linear_weight_only_impl, "CPU")
-LIB.impl("linear_int4_weight_only", _linear_int4_weight_only_impl, "CPU")
+impl_cpu(LIB, "linear_weight_only", _linear_weight_only_impl)  # direct calls from lowered graphs
+impl_cpu(LIB, "linear_int4_weight_only", _linear_int4_weight_only_impl)  # direct calls from lowered graphs
 
 
 @torch.library.register_fake("quantplug_x86_onednn::linear_weight_only", lib=LIB)
