@@ -1,9 +1,11 @@
 /*
  * qs8-qc8w convolution, NHWC, as XNNPACK's igemm: each group's weights are a
  * packed gemm matrix [cout/groups, kh * kw * cin/groups] and every output
- * pixel is one gemm row (its input patch). The patch of MR pixels is copied
- * into a small buffer (im2col; padding filled with the input zero point so it
- * contributes 0), then the same microkernels and epilogues as the linear run.
+ * pixel is one gemm row (its input patch). The patch of one row tile is copied
+ * into a small buffer (im2col, a kernel row at a time where it is contiguous;
+ * padding filled with the input zero point so it contributes 0), then the same
+ * microkernels (the wide 8x32 tiles on VNNI, over x + 128 rows) and epilogues
+ * as the linear run, a weight panel at a time so the weights stay in L2.
  * 1x1 stride-1 unpadded convolutions read the input rows in place; depthwise
  * convolutions (groups == cin == cout) take the channel-vectorised dwconv.c.
  *
@@ -60,61 +62,129 @@ typedef struct {
   const xnn_gemm_config *cfg;
   const int8_t *x;
   size_t h, w, cin, groups, cin_g, cout, cout_g, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, k, kp;
-  size_t pixels, mtiles, group_packed, group_rows;
+  size_t pixels, tile_rows, mtiles, panels, panel_blocks, group_packed, group_rows;
   int32_t x_zp;
   const int8_t *packed;
   const int32_t *row_sums, *bias_eff; /* both in the packed per-group layout */
   const float *mult;
   int per_channel;
+  int u8; /* the patch holds x + 128 (x ^ 0x80) for the config's gemm_u8 / gemm_wide_u8 */
   int32_t zp, qmin, qmax;
   int8_t *out;
   atomic_int failed;
 } xnn_conv_task;
 
-/* Copy the input patch of output pixel `pixel` (group g) into row[0 .. k). */
-static void xnn_conv_patch(const xnn_conv_task *t, size_t pixel, size_t g, int8_t *row) {
-  const size_t b = pixel / (t->oh * t->ow), oy = pixel / t->ow % t->oh, ox = pixel % t->ow;
-  for (size_t ky = 0; ky < t->kh; ky++) {
+/* Copy n bytes XORed with flip (0, or 0x80 in every byte for the u8 microkernels) in a few
+ * 8-byte moves instead of a memcpy call: kernel-row runs are short (21 bytes in a 7x7 stem over
+ * 3 channels) and there are several per output pixel. The last chunk overlaps the previous one
+ * rather than falling back to bytes. */
+static inline void xnn_copy8(int8_t *dst, const int8_t *src, uint64_t flip) {
+  uint64_t v;
+  memcpy(&v, src, 8);
+  v ^= flip;
+  memcpy(dst, &v, 8);
+}
+static inline void xnn_copy_run(int8_t *dst, const int8_t *src, size_t n, uint64_t flip) {
+  if (n >= 8) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) xnn_copy8(dst + i, src + i, flip), xnn_copy8(dst + i + 8, src + i + 8, flip);
+    if (i + 8 <= n) xnn_copy8(dst + i, src + i, flip), i += 8;
+    if (i < n) xnn_copy8(dst + n - 8, src + n - 8, flip);
+  } else {
+    for (size_t i = 0; i < n; i++) dst[i] = (int8_t)((uint8_t)src[i] ^ (uint8_t)flip);
+  }
+}
+
+/* Copy the input patch of output pixel (b, oy, ox) (group g) into row[0 .. k), k ordered (ky, kx, c).
+ * When the whole kernel window is inside the row horizontally, dilation is 1 and there is one
+ * group, a kernel row is kw * cin contiguous input bytes: one run instead of kw copies. */
+static void xnn_conv_patch(const xnn_conv_task *t, size_t b, size_t oy, size_t ox, size_t g, int8_t *row) {
+  const uint64_t flip = t->u8 ? 0x8080808080808080ull : 0;
+  const int8_t pad = (int8_t)((uint8_t)t->x_zp ^ (uint8_t)flip);
+  const size_t ix0 = ox * t->sw, cin_g = t->cin_g, krow = t->kw * cin_g; /* ix0 - pw: first input column */
+  const int one_run = t->dw == 1 && cin_g == t->cin && ix0 >= t->pw && ix0 + t->kw <= t->w + t->pw;
+  for (size_t ky = 0; ky < t->kh; ky++, row += krow) {
     const size_t iy = oy * t->sh + ky * t->dh; /* + pad offset: iy - ph is the input row */
-    for (size_t kx = 0; kx < t->kw; kx++, row += t->cin_g) {
-      const size_t ix = ox * t->sw + kx * t->dw;
-      if (iy < t->ph || iy - t->ph >= t->h || ix < t->pw || ix - t->pw >= t->w) {
-        memset(row, (int8_t)t->x_zp, t->cin_g);
-      } else {
-        memcpy(row, t->x + ((b * t->h + (iy - t->ph)) * t->w + (ix - t->pw)) * t->cin + g * t->cin_g, t->cin_g);
-      }
+    if (iy < t->ph || iy - t->ph >= t->h) { /* padding row: x_zp contributes 0 */
+      memset(row, pad, krow);
+      continue;
+    }
+    const int8_t *src = t->x + ((b * t->h + (iy - t->ph)) * t->w) * t->cin + g * cin_g;
+    if (one_run) {
+      xnn_copy_run(row, src + (ix0 - t->pw) * t->cin, krow, flip);
+      continue;
+    }
+    for (size_t kx = 0; kx < t->kw; kx++) {
+      const size_t ix = ix0 + kx * t->dw;
+      if (ix < t->pw || ix - t->pw >= t->w)
+        memset(row + kx * cin_g, pad, cin_g);
+      else
+        xnn_copy_run(row + kx * cin_g, src + (ix - t->pw) * t->cin, cin_g, flip);
     }
   }
 }
 
+static void xnn_conv_epilogue(const xnn_conv_task *t, size_t g, size_t p0, size_t mr, size_t n0,
+                              const int32_t *raw) {
+  const size_t nc = xnn_min(XNN_NR, t->cout_g - n0), co = g * t->cout_g + n0, rs = g * t->group_rows + n0;
+  const xnn_requant_params p = {t->bias_eff + rs, t->mult + (t->per_channel ? co : 0), t->per_channel, t->zp,
+                                t->qmin, t->qmax};
+  /* SIMD epilogues write 16 channels; a partial block takes the scalar one (same arithmetic) */
+  (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + p0 * t->cout + co, t->cout);
+}
+
+/* One task: row tile (i % mtiles) of group g times the channel blocks of one weight panel, with
+ * i / mtiles = g * panels + panel. Consecutive tasks share a panel, so its weights stay in L2
+ * while the row tiles stream past (the patch of a tile is rebuilt per panel: a few kB). The
+ * tiles are the wide microkernel's (8 rows x 32 channels on VNNI) when the ISA has one. */
 static void xnn_conv_run(void *ctx, size_t begin, size_t end) {
   xnn_conv_task *t = (xnn_conv_task *)ctx;
-  const size_t mr_max = t->cfg->mr;
+  const xnn_gemm_config *cfg = t->cfg;
+  const size_t tile_rows = t->tile_rows, blocks = t->group_rows / XNN_NR;
   const int direct = t->kh == 1 && t->kw == 1 && t->sh == 1 && t->sw == 1 && t->ph == 0 && t->pw == 0;
-  int8_t *patch = direct ? NULL : (int8_t *)malloc(mr_max * t->k);
+  int8_t *patch = direct ? NULL : (int8_t *)malloc(tile_rows * t->k);
   if (!direct && !patch) {
     atomic_store(&t->failed, 1);
     return;
   }
-  int32_t raw[XNN_MR_MAX * XNN_NR];
+  /* rows of the patch were written as x + 128 when t->u8 (never the in-place 1x1 rows) */
+  const int u8 = t->u8 && !direct;
+  const xnn_gemm_ukernel_fn gemm = u8 ? cfg->gemm_u8 : cfg->gemm;
+  const xnn_gemm_wide_ukernel_fn gemm_wide = u8 ? cfg->gemm_wide_u8 : cfg->gemm_wide;
+  int32_t raw[2 * XNN_MR_WIDE_MAX * XNN_NR];
   for (size_t i = begin; i < end; i++) {
-    const size_t g = i / t->mtiles, p0 = (i % t->mtiles) * mr_max, mr = xnn_min(mr_max, t->pixels - p0);
+    const size_t gp = i / t->mtiles, g = gp / t->panels, panel = gp % t->panels;
+    const size_t p0 = (i % t->mtiles) * tile_rows, mr = xnn_min(tile_rows, t->pixels - p0);
     const int8_t *a;
     size_t a_stride;
     if (direct) { /* 1x1, stride 1, no padding: the pixel rows are the gemm rows */
       a = t->x + p0 * t->cin + g * t->cin_g, a_stride = t->cin;
     } else {
-      for (size_t r = 0; r < mr; r++) xnn_conv_patch(t, p0 + r, g, patch + r * t->k);
+      /* the pixel's coordinates step along the row (three divisions per pixel were ~20 ns) */
+      size_t b = p0 / (t->oh * t->ow), oy = p0 / t->ow % t->oh, ox = p0 % t->ow;
+      for (size_t r = 0; r < mr; r++) {
+        xnn_conv_patch(t, b, oy, ox, g, patch + r * t->k);
+        if (++ox == t->ow && (ox = 0, ++oy == t->oh)) oy = 0, b++;
+      }
       a = patch, a_stride = t->k;
     }
-    for (size_t n0 = 0; n0 < t->cout_g; n0 += XNN_NR) {
-      const size_t nc = xnn_min(XNN_NR, t->cout_g - n0), co = g * t->cout_g + n0;
-      const size_t rs = g * t->group_rows + n0;
-      t->cfg->gemm(mr, t->k, a, a_stride, t->packed + g * t->group_packed + n0 * t->kp, t->row_sums + rs, raw);
-      const xnn_requant_params p = {t->bias_eff + rs, t->mult + (t->per_channel ? co : 0), t->per_channel, t->zp,
-                                    t->qmin, t->qmax};
-      (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + p0 * t->cout + co,
-                                                                 t->cout);
+    const size_t b0 = panel * t->panel_blocks, b1 = xnn_min(blocks, b0 + t->panel_blocks);
+    const int8_t *wg = t->packed + g * t->group_packed;
+    const int32_t *rsg = t->row_sums + g * t->group_rows;
+    for (size_t nb = b0; nb < b1; nb++) {
+      const size_t n0 = nb * XNN_NR;
+      if (gemm_wide && nb + 1 < b1) { /* two blocks at once */
+        gemm_wide(mr, t->k, a, a_stride, wg + n0 * t->kp, XNN_NR * t->kp, rsg + n0, raw);
+        xnn_conv_epilogue(t, g, p0, mr, n0, raw);
+        xnn_conv_epilogue(t, g, p0, mr, n0 + XNN_NR, raw + XNN_MR_WIDE_MAX * XNN_NR);
+        nb++;
+        continue;
+      }
+      for (size_t s = 0; s < mr; s += cfg->mr) {
+        const size_t sr = xnn_min(cfg->mr, mr - s);
+        gemm(sr, t->k, a + s * a_stride, a_stride, wg + n0 * t->kp, rsg + n0, raw);
+        xnn_conv_epilogue(t, g, p0 + s, sr, n0, raw);
+      }
     }
   }
   free(patch);
@@ -179,13 +249,27 @@ int xnnpack_qs8_qc8w_conv2d_nhwc(const int8_t *x, size_t batch, size_t h, size_t
   xnn_conv_task t = {0};
   t.cfg = cfg, t.x = x, t.h = h, t.w = w, t.cin = cin, t.groups = groups, t.cin_g = cin_g, t.cout = cout;
   t.cout_g = cout_g, t.kh = kh, t.kw = kw, t.sh = sh, t.sw = sw, t.ph = ph, t.pw = pw, t.dh = dh, t.dw = dw;
-  t.oh = oh, t.ow = ow, t.k = k, t.kp = kp, t.pixels = pixels, t.mtiles = (pixels + cfg->mr - 1) / cfg->mr;
+  t.oh = oh, t.ow = ow, t.k = k, t.kp = kp, t.pixels = pixels;
+  t.tile_rows = cfg->gemm_wide ? cfg->mr_wide : cfg->mr, t.mtiles = (pixels + t.tile_rows - 1) / t.tile_rows;
   t.group_packed = group_packed, t.group_rows = group_rows, t.x_zp = x_zp, t.packed = packed;
   t.row_sums = row_sums, t.bias_eff = bias_eff, t.mult = mult, t.per_channel = n_mult != 1;
   t.zp = out_zp, t.qmin = qmin, t.qmax = qmax, t.out = out;
+  t.u8 = cfg->gemm_u8 != NULL; /* with gemm_wide_u8 whenever gemm_wide is set */
   atomic_init(&t.failed, 0);
-  const size_t tile_work = cfg->mr * group_rows * kp;
-  qp_parallel_for(groups * t.mtiles, tile_work >= (1u << 16) ? 1 : (1u << 16) / tile_work, xnn_conv_run, &t);
+  /* panel width: the L2 budget (as the linear's) in whole tiles; with few row tiles, narrower panels so that every
+   * thread gets several tasks */
+  const size_t blocks = group_rows / XNN_NR, tile_blocks = cfg->gemm_wide ? 2 : 1;
+  size_t pb = XNN_PANEL_BYTES / (XNN_NR * kp) / tile_blocks * tile_blocks;
+  const size_t want = 4 * (size_t)qp_get_num_threads(), row_tasks = groups * t.mtiles;
+  if (row_tasks < want) {
+    const size_t split = (want + row_tasks - 1) / row_tasks, even = (blocks + split - 1) / split;
+    if (even < pb) pb = (even + tile_blocks - 1) / tile_blocks * tile_blocks;
+  }
+  t.panel_blocks = pb < tile_blocks ? tile_blocks : pb;
+  t.panels = (blocks + t.panel_blocks - 1) / t.panel_blocks;
+  const size_t tile_work = t.tile_rows * t.panel_blocks * XNN_NR * kp;
+  qp_parallel_for(groups * t.panels * t.mtiles, tile_work >= (1u << 16) ? 1 : (1u << 16) / tile_work, xnn_conv_run,
+                  &t);
   free(bias_eff);
   return atomic_load(&t.failed) ? QP_ERR_OUT_OF_MEMORY : QP_OK;
 }

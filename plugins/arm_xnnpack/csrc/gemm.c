@@ -156,11 +156,6 @@ static void xnn_gemm_epilogue(const xnn_gemm_task *t, size_t m0, size_t mr, size
 static size_t xnn_tile_rows(const xnn_gemm_config *cfg) { return cfg->gemm_wide ? cfg->mr_wide : cfg->mr; }
 static size_t xnn_tile_blocks(const xnn_gemm_config *cfg) { return cfg->gemm_wide ? 2 : 1; }
 
-/* Weights of one panel: they stay in L2 while every row tile of a task runs over them, and the
- * few rows of a tile stay in L1 across the panel (reading the activations from L2 once per
- * 32 channels instead was ~10% slower at K = 384). */
-#define XNN_PANEL_BYTES ((size_t)384 * 1024)
-
 /* One task: row tile (i % mtiles) times the tile columns of panel (i / mtiles). */
 static void xnn_gemm_run(void *ctx, size_t begin, size_t end) {
   const xnn_gemm_task *t = (const xnn_gemm_task *)ctx;

@@ -50,6 +50,41 @@ def test_conv2d_bit_exact_vs_reference(kernels, ref, isa, problem, seed, x_zp, o
     assert torch.equal(got, want), f"{isa}: {(got.int() - want.int()).abs().max()} LSB off"
 
 
+# The gemm conv path's tiling (8-row x 32-channel tiles on VNNI, weight panels, kernel-row runs):
+# a 7x7 / 2 stem over 3 channels (one run of kw * cin bytes per kernel row, borders on every
+# side), odd channel counts (partial 16-channel blocks), k and cout large enough for two weight
+# panels, 1x1 stride 2, dilation with groups (no runs), the in-place 1x1 path, batch > 1.
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", [
+    ((1, 3, 29, 31), (64, 3, 7, 7), 2, 3, 1, 1),
+    ((2, 3, 17, 16), (37, 3, 7, 7), 2, 3, 1, 1),
+    ((1, 5, 12, 13), (33, 5, 3, 3), 1, 1, 1, 1),
+    ((2, 300, 5, 4), (150, 300, 3, 3), 1, 1, 1, 1),
+    ((1, 64, 9, 9), (48, 64, 1, 1), 2, 0, 1, 1),
+    ((1, 24, 10, 11), (40, 12, 3, 3), 1, 2, 2, 2),
+    ((3, 7, 6, 6), (19, 7, 3, 3), 2, 1, 1, 1),
+    ((1, 16, 12, 12), (96, 16, 1, 1), 1, 0, 1, 1),
+])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_conv2d_tiling_bit_exact_vs_reference(kernels, ref, isa, x_shape, w_shape, stride, padding, dilation,
+                                              groups, threads):
+    g = torch.Generator().manual_seed(sum(x_shape) * 31 + sum(w_shape))
+    x = torch.randint(-128, 128, x_shape, generator=g, dtype=torch.int8)
+    w = torch.randint(-127, 128, w_shape, generator=g, dtype=torch.int8)
+    cout = w_shape[0]
+    scales, zps = torch.rand(cout, generator=g) * 0.02 + 1e-3, torch.zeros(cout, dtype=torch.int32)
+    bias = torch.randn(cout, generator=g) * 5
+    geometry = dict(stride=(stride, stride), padding=(padding, padding), dilation=(dilation, dilation), groups=groups)
+    out_scale = float(0.05 * scales.max() * 127 * (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5 / 3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        got = kernels.conv2d(x, 0.05, 7, kernels.pack_conv2d_weight(w, scales, zps, **geometry), bias, out_scale, -3)
+    finally:
+        torch.set_num_threads(before)
+    want = ref.conv2d(x, 0.05, 7, ref.pack_conv2d_weight(w, scales, zps, **geometry), bias, out_scale, -3)
+    assert torch.equal(got, want), f"{isa}: {(got.int() - want.int()).abs().max()} LSB off"
+
+
 # 144 channels: two full 64-channel groups and a 16-channel tail of the AVX-512 VNNI row kernel
 @pytest.mark.parametrize("kernel, stride, padding, channels", [(3, 1, 1, 48), (5, 2, 2, 37), (3, 1, 0, 16),
                                                                (3, 1, 1, 144)])
