@@ -274,6 +274,68 @@ static void qnnpack_im2col_rows(void *vctx, size_t begin, size_t end) {
   free(tmp);
 }
 
+/* ------------------------------------------------------- fused row tasks -- */
+
+/*
+ * A conv whose packed weights stay cache resident runs as one parallel loop over row tasks:
+ * each task gathers its own output rows (im2col, prepared for the GEMM path) into a private
+ * buffer and multiplies them at once, for every group. Versus a parallel im2col then a
+ * parallel GEMM per chunk of rows, there is one pool barrier per conv instead of two per
+ * chunk (a descheduled worker stalls every barrier on a loaded machine), and the rows a
+ * thread gathers are the rows it multiplies, from its own L1/L2. The GEMMs called from a task
+ * run inline (the pool is busy), so the result is the same as on one thread.
+ */
+typedef struct {
+  const qnnpack_conv_geom *geom;
+  const qnnpack_isa_kernels *kern;
+  size_t rows, tasks, max_rows, groups, cin_g, k, ng, cout, stride, gsize, gsums;
+  const uint8_t *packed;
+  const int32_t *wsums, *w_zps, *bias;
+  const float *mult;
+  int32_t x_zp, out_zp, qmin, qmax;
+  uint8_t *out;
+  int status; /* first failure (written atomically), QP_OK otherwise */
+} qnnpack_conv_rows_ctx;
+
+/* First row of task t: tasks hold rows / tasks rows each, boundaries on multiples of 8 (whole
+ * tiles of every path's MR) except the end. */
+static size_t qnnpack_conv_task_row(const qnnpack_conv_rows_ctx *c, size_t t) {
+  return t >= c->tasks ? c->rows : c->rows * t / c->tasks / 8 * 8;
+}
+
+static void qnnpack_conv_row_tasks(void *vctx, size_t begin, size_t end) {
+  qnnpack_conv_rows_ctx *c = (qnnpack_conv_rows_ctx *)vctx;
+  uint8_t *cols = (uint8_t *)malloc(c->max_rows * c->stride + c->max_rows * sizeof(uint32_t) + 64);
+  if (!cols) {
+    __atomic_store_n(&c->status, QP_ERR_OUT_OF_MEMORY, __ATOMIC_RELAXED);
+    return;
+  }
+  uint32_t *xsum = (uint32_t *)(void *)(cols + (c->max_rows * c->stride + 3) / 4 * 4);
+  for (size_t t = begin; t < end; t++) {
+    const size_t r0 = qnnpack_conv_task_row(c, t), nr = qnnpack_conv_task_row(c, t + 1) - r0;
+    for (size_t g = 0; g < c->groups && nr; g++) {
+      qnnpack_im2col_ctx ic = {.geom = c->geom, .row0 = r0, .group = g, .cin_g = c->cin_g,
+                               .k = c->k, .xprep = c->kern->xprep, .dst_stride = c->stride,
+                               .dst = cols, .xsum = xsum, .failed = 0};
+      qnnpack_im2col_rows(&ic, 0, nr);
+      const int st = ic.failed ? QP_ERR_OUT_OF_MEMORY
+                               : qnnpack_gemm_prepared_u8(
+                                     c->kern, cols, c->stride, xsum, nr, c->k, c->x_zp,
+                                     c->packed + g * c->gsize, c->wsums + g * c->gsums,
+                                     c->w_zps + g * c->ng, c->ng,
+                                     c->bias ? c->bias + g * c->ng : NULL,
+                                     c->mult + g * c->gsums, c->out_zp, c->qmin, c->qmax,
+                                     c->out + r0 * c->cout + g * c->ng, c->cout);
+      if (st != QP_OK) {
+        __atomic_store_n(&c->status, st, __ATOMIC_RELAXED);
+        free(cols);
+        return;
+      }
+    }
+  }
+  free(cols);
+}
+
 /* -------------------------------------------------------------------- driver -- */
 
 int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, size_t cin,
@@ -358,13 +420,37 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
     for (size_t j = 0; j < gsums; j++)
       mult[g * gsums + j] = j < ng ? multipliers[n_multipliers == 1 ? 0 : g * ng + j] : 1.0f;
 
-  {
+  const size_t esize = kern->xprep == QNNPACK_XPREP_WIDEN16 ? 2 : 1;
+  const size_t stride = qnnpack_xprep_k(kern, k) * esize;
+  /* Fused row tasks (see qnnpack_conv_row_tasks) when all packed weights fit in L2 (each task
+   * walks them all; 512->512 3x3, 2.4 MB, keeps the tile-parallel GEMM below) and a task holds
+   * at least 32 rows (fewer re-read all the weights too often per row: 256->256 3x3 at 14x14,
+   * 196 rows, is faster tile-parallel): 4 tasks per thread for the pool's dynamic balancing,
+   * more when a task's rows would pass ~256 KB. */
+  const size_t threads = (size_t)qp_get_num_threads();
+  size_t ntasks = 4 * threads, max_rows = ((size_t)1 << 18) / stride;
+  if (max_rows < 16) max_rows = 16;
+  if (rows > ntasks * max_rows)
+    ntasks = (rows + ntasks * max_rows - 1) / (ntasks * max_rows) * ntasks;
+  if (groups * gsize <= ((size_t)768 << 10) && rows >= ntasks * 32) {
+    qnnpack_conv_rows_ctx rc = {
+        .geom = &geom, .kern = kern, .rows = rows, .tasks = ntasks, .groups = groups,
+        .cin_g = cin_g, .k = k, .ng = ng, .cout = cout, .stride = stride, .gsize = gsize,
+        .gsums = gsums, .packed = packed, .wsums = wsums, .w_zps = w_zps, .bias = bias,
+        .mult = mult, .x_zp = x_zp, .out_zp = out_zp, .qmin = qmin, .qmax = qmax, .out = out,
+        .status = QP_OK};
+    rc.max_rows = 0;
+    for (size_t t = 0; t < ntasks; t++) {
+      const size_t nr = qnnpack_conv_task_row(&rc, t + 1) - qnnpack_conv_task_row(&rc, t);
+      if (nr > rc.max_rows) rc.max_rows = nr;
+    }
+    qp_parallel_for(ntasks, 1, qnnpack_conv_row_tasks, &rc);
+    status = rc.status;
+  } else {
     /* im2col in chunks of rows (bounded scratch), one GEMM per chunk and group. A pointwise
      * conv goes this way too: its "gather" is one copy per row, fused with the preparation
      * the GEMM path needs, chunk by chunk in L2 (cheaper than preparing the whole input).
      * ~256 KB of im2col rows per chunk: written by im2col and read by the GEMM while in L2 */
-    const size_t esize = kern->xprep == QNNPACK_XPREP_WIDEN16 ? 2 : 1;
-    const size_t stride = qnnpack_xprep_k(kern, k) * esize;
     size_t chunk = ((size_t)1 << 18) / stride / 64 * 64;
     if (chunk < 64) chunk = 64;
     if (chunk > rows) chunk = rows;

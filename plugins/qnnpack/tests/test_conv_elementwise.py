@@ -126,6 +126,36 @@ def test_conv2d_long_reduction_extremes_no_overflow(isa):
         _check_conv(case, 0.01, 255, 0.01, 128, False)
 
 
+# (n, cin_g, cout_g, groups, h, w, k, stride, pad, dilation, x_mode): at least 4 * 32 output rows per
+# thread, so the conv runs as fused row tasks (im2col + GEMM per task, see conv.c), with task
+# boundaries inside images, between images and off the tiles' multiples.
+ROW_TASKS = [
+    (2, 8, 20, 1, 19, 17, 3, 1, 1, 1, "random"),   # 3x3 borders, 646 rows over two images
+    (1, 3, 16, 1, 33, 37, 7, 2, 3, 1, "random"),   # the stem's few-channel 7x7 / 2
+    (2, 24, 40, 1, 31, 33, 1, 2, 0, 1, "max"),     # strided pointwise
+    (2, 5, 7, 3, 23, 21, 3, 1, 2, 2, "random"),    # groups, dilation 2
+    (1, 17, 33, 1, 16, 17, 3, 1, 1, 1, "min"),     # 272 rows: one task per 34
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("geom", ROW_TASKS)
+def test_conv2d_row_tasks_every_isa_and_thread_count(isa, threads, geom):
+    n, cin_g, cout_g, groups, h, w, k, stride, pad, dilation, x_mode = geom
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    cout = cout_g * groups
+    x = _bytes((n, cin_g * groups, h, w), x_mode, gen).contiguous(memory_format=torch.channels_last)
+    w_q = _bytes((cout, cin_g, k, k), "random", gen, -128, 127, torch.int8)
+    scales = torch.rand(cout, generator=gen) * 0.02 + 0.001
+    zps = torch.randint(-128, 128, (cout,), generator=gen, dtype=torch.int32)
+    bias = torch.randn(cout, generator=gen) * 3
+    torch.set_num_threads(threads)
+    with KERNELS.use_isa(isa):
+        _check_conv((x, w_q, scales, zps, bias, stride, pad, dilation, groups), 0.03, 17, 0.05, 120, False)
+        _check_conv((x, w_q, scales, zps, None, stride, pad, dilation, groups), 0.03, 250, 0.08, 3, True)
+
+
 def test_conv2d_nchw_and_channels_last_agree(kernels):
     gen = torch.Generator().manual_seed(3)
     x = _bytes((2, 16, 11, 13), "random", gen)

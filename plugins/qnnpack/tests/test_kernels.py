@@ -262,6 +262,26 @@ def test_linear_dynamic_large_k(kernels):
             assert torch.equal(kernels.linear_dynamic(x, kernels.pack_linear_weight(w, s, z), None), want)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_dynamic_long_tensor_every_isa_and_thread_count(isa, threads):
+    """A per-tensor range over several rows and 140k values on 1 and 2 threads: the minimum
+    near the end, the maximum in the middle, then all positive (zero point 0)."""
+    gen = torch.Generator().manual_seed(11)
+    w, s, z = make_weight(37, 2001, gen)
+    b = torch.randn(37, generator=gen)
+    packed = KERNELS.pack_linear_weight(w, s, z)
+    x = torch.randn(70, 2001, generator=gen)
+    x.view(-1)[139000] = -40.0
+    x.view(-1)[70000] = 25.0
+    torch.set_num_threads(threads)
+    for xx in (x, x.abs() + 0.5, x[:33]):
+        want, scale, zp = ref_linear_dynamic(xx, w, s, z, b)
+        with KERNELS.use_isa(isa):
+            assert KERNELS.choose_dynamic_qparams(xx) == (scale, zp)
+            assert torch.equal(KERNELS.linear_dynamic(xx, packed, b), want)
+
+
 def ref_linear_dynamic_rows(x, w_q, w_scales, w_zps, bias):
     """ref_linear_dynamic with one (scale, zero point) per row of x.reshape(-1, K)."""
     k = w_q.shape[1]

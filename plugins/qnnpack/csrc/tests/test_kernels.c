@@ -286,6 +286,8 @@ static int test_conv_case(int kind) {
             sh = sw = 1; ph = pw = 0; break;
     case 2: groups = 2 + rnd_below(3); cin_g = 1 + rnd_below(6);                   /* grouped */
             cout = groups * (1 + rnd_below(6)); break;
+    case 4: cin_g = 1 + rnd_below(12); cout = 1 + rnd_below(40);                    /* many rows */
+            groups = 1 + rnd_below(2); cout *= groups; break;
     default: groups = 1 + rnd_below(80); cin_g = 1; cout = groups;                  /* depthwise */
             if (rnd_below(8) == 0) kh = kw = 6; /* > 26 taps: the SIMD run kernels' scalar fallback */
             else if (rnd_below(3) == 0) sh = sw = dh = dw = 1, kh = kw = 3; /* pair-row paths */
@@ -294,6 +296,10 @@ static int test_conv_case(int kind) {
   const size_t cin = cin_g * groups, batch = 1 + rnd_below(2);
   size_t in_h = dh * (kh - 1) + 1 + rnd_below(7), in_w = dw * (kw - 1) + 1 + rnd_below(7);
   if (kind == 3) in_w += rnd_below(16); /* depthwise: long interior runs between the borders */
+  if (kind == 4) { /* >= 128 output rows per thread: conv.c's fused row tasks */
+    in_h += 14 + rnd_below(14);
+    in_w += 14 + rnd_below(14);
+  }
   if (in_h + 2 * ph < dh * (kh - 1) + 1) in_h = dh * (kh - 1) + 1;
   const size_t out_h = (in_h + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
   const size_t out_w = (in_w + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
@@ -485,6 +491,7 @@ int main(int argc, char **argv) {
     if (test_dynamic_case(m, k, n, rnd_below(4) == 0)) return 1;
     if (it % 2 == 0 && test_dynamic_rows_case(m, k, n, rnd_below(4) == 0)) return 1;
     if (test_conv_case(it % 4)) return 1;
+    if (it % 8 == 1 && test_conv_case(4)) return 1;
     if (test_binary_case(0) || test_binary_case(1)) return 1;
     if (it % 8 == 0 && test_lut_case()) return 1;
   }
@@ -492,6 +499,8 @@ int main(int argc, char **argv) {
   if (test_static_case(3, 16384, 17, 1, 1)) return 1;
   if (test_static_case(9, 16383, 33, 0, 1)) return 1;
   if (test_dynamic_case(2, 16384, 5, 1)) return 1;
+  /* per-tensor ranges over 140k values, on 1 to 3 threads */
+  if (test_dynamic_case(70, 2001, 9, 1) || test_dynamic_case(33, 4099, 17, 0)) return 1;
   if (test_dynamic_rows_case(3, 16384, 5, 1)) return 1;
   qp_set_isa(-1);
   printf("qnnpack kernel tests: %d random cases x %d ISA paths passed (active: %s)\n", iterations,
