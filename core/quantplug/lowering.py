@@ -746,7 +746,9 @@ def _bias_attr(gm: GraphModule, anchor: Node, bias: Tensor | None) -> Node | Non
     if bias is None:
         return None
     name = f"{anchor.name}_bias_fp32"
-    gm.register_buffer(name, bias.contiguous())
+    # a plain tensor, never the float model's nn.Parameter: kernels' fast paths test
+    # ``type(t) is Tensor`` (x86_onednn's linear took its ~20 us slow path for every call)
+    gm.register_buffer(name, bias.detach().contiguous().clone())
     return gm.graph.get_attr(name)
 
 
