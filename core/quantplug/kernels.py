@@ -19,7 +19,8 @@ import torch
 from .errors import KernelBuildMismatchError, KernelInputError
 
 __all__ = ["CffiKernelLibrary", "ISA_NAMES", "check_tensor", "check_dense", "check_binary_operands", "check_finite",
-           "requant_params", "flatten_packed", "unflatten_packed", "cached_packed", "remember_packed"]
+           "requant_params", "flatten_packed", "unflatten_packed", "cached_packed", "remember_packed",
+           "default_out_range"]
 
 #: Must equal QP_RUNTIME_API_VERSION in csrc/include/quantplug/qp_runtime.h.
 RUNTIME_API_VERSION = 2
@@ -136,6 +137,16 @@ def check_binary_operands(
 
 
 _F32 = struct.Struct("f")
+
+
+def default_out_range(library: object, dtype: torch.dtype) -> tuple[int, int]:
+    """The range ``library``'s requantizing kernels clamp outputs of ``dtype`` to by default: its
+    declared ``act_range`` when that lies inside the dtype (fbgemm: 0..127), else the dtype's range."""
+    info = torch.iinfo(dtype)
+    declared = getattr(library, "act_range", None)
+    if declared is None or declared[0] < info.min or declared[1] > info.max:
+        return info.min, info.max
+    return int(declared[0]), int(declared[1])
 
 
 def _f32(v: float) -> float:
@@ -520,8 +531,7 @@ class CffiKernelLibrary:
         x = self._as_channels_last(x_q)
         out = torch.empty((n, c, 1, 1), dtype=x_q.dtype, memory_format=torch.channels_last)
         mult = _f32(_f32(x_scale) / _f32(_f32(out_scale) * _f32(h * w)))  # float32 math, as the reference does
-        if self.act_range is not None and lo <= self.act_range[0] and self.act_range[1] <= hi:
-            lo, hi = self.act_range  # the backend's activation range (fbgemm: 0..127), like its own kernels
+        lo, hi = default_out_range(self, x_q.dtype)  # fbgemm: 0..127, like its own kernels
         qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
         status = getattr(self.lib, f"qp_global_avg_pool_nhwc_{suffix}")(
             self.ptr(x, ctype), n, h * w, c, int(x_zero_point), mult, int(out_zero_point), qmin, qmax, self.ptr(out, ctype))

@@ -47,7 +47,7 @@ from torch import Tensor
 from torch.fx import GraphModule, Node
 
 from .direct_calls import impl_cpu, op_of, use_direct_calls
-from .kernels import cached_packed, flatten_packed, remember_packed, unflatten_packed
+from .kernels import cached_packed, default_out_range, flatten_packed, remember_packed, unflatten_packed
 from .ops import is_op, op_name
 from .prepare import META_KEY
 from .quant_ops import LIB
@@ -404,38 +404,14 @@ def _erase_chain(graph, *nodes: Node) -> None:
             graph.erase_node(n)
 
 
-def _kernel_out_range(kernels, dtype: torch.dtype) -> tuple[int, int]:
-    """The range a requantizing kernel clamps its output to by default.
-
-    ``kernels.act_range`` when the library declares one inside ``dtype`` (fbgemm: 0..127),
-    else the full range of ``dtype``.
-    """
-    info = torch.iinfo(dtype)
-    declared = getattr(kernels, "act_range", None)
-    if declared is None or declared[0] < info.min or declared[1] > info.max:
-        return info.min, info.max
-    return int(declared[0]), int(declared[1])
-
-
 def _out_range_or_note(node: Node, q_out: Node, backend, kernels) -> tuple[int, int] | bool | None:
     """:func:`output_range`, noting on ``node`` why it stays in reference form when ``None``."""
     out_range = output_range(q_out, kernels)
     if out_range is None:
-        lo, hi = _kernel_out_range(kernels, q_out.args[5])
+        lo, hi = default_out_range(kernels, q_out.args[5])
         _note(node, f"{_CONSTRAINT}the output is quantized to {int(q_out.args[3])}..{int(q_out.args[4])} but "
                     f"{backend.name}'s kernels clamp to {lo}..{hi} (use {backend.name}'s own quantization config)")
     return out_range
-
-
-def _clamped(graph, new: Node, out_range: tuple[int, int] | bool) -> Node:
-    """``new``, followed by an integer clamp to ``out_range`` when one is needed."""
-    if out_range is False:
-        return new
-    with graph.inserting_after(new):
-        clamp = graph.call_function(torch.ops.aten.clamp.default, (new, out_range[0], out_range[1]))
-    clamp.meta["val"] = new.meta.get("val")
-    _note(clamp, f"{INTEGER_OP_PREFIX}clamp to the output's quantized range {out_range[0]}..{out_range[1]}")
-    return clamp
 
 
 def _lower_linear(gm: GraphModule, lin: Node, backend, kernels) -> bool:
@@ -495,7 +471,7 @@ def _lower_linear(gm: GraphModule, lin: Node, backend, kernels) -> bool:
                                    int(out_zp), relu, n_out, backend.name))
     new.meta["val"] = tail.meta.get("val")
     _note(new, f"{backend.name} int8 linear{_act_label(last, lin, relu)} kernel ({kernels.selected_isa()})")
-    tail.replace_all_uses_with(_clamped(graph, new, out_range))
+    tail.replace_all_uses_with(clamp_output(graph, new, out_range))
     _erase_chain(graph, tail, last, lin)
     return True
 
@@ -559,7 +535,7 @@ def _lower_conv(gm: GraphModule, conv: Node, backend, kernels) -> bool:
             int(w_q.shape[0]), [int(w_q.shape[2]), int(w_q.shape[3])], stride, padding, dilation, backend.name))
         result = graph.call_function(torch.ops.aten.squeeze.dim, (new, 2)) if one_d else new
     result.meta["val"] = q_out.meta.get("val")
-    result = _clamped(graph, result, out_range)
+    result = clamp_output(graph, result, out_range)
     kind = "depthwise conv" if groups > 1 and groups == w_q.shape[0] and w_q.shape[1] == 1 else "conv"
     _note(new, f"{backend.name} int8 {kind}{'1d (as 1xL conv2d)' if one_d else '2d'}{_act_label(last, conv, relu)} "
                f"kernel ({kernels.selected_isa()})")
@@ -601,7 +577,7 @@ def _lower_binary(gm: GraphModule, node: Node, backend, kernels) -> bool:
             float(q_out.args[1]), int(q_out.args[2]), relu, backend.name))
     new.meta["val"] = q_out.meta.get("val")
     _note(new, f"{backend.name} int8 {name}{'+relu' if relu else ''} kernel ({kernels.selected_isa()})")
-    q_out.replace_all_uses_with(_clamped(graph, new, out_range))
+    q_out.replace_all_uses_with(clamp_output(graph, new, out_range))
     _erase_chain(graph, q_out, last, node)
     return True
 
@@ -637,7 +613,7 @@ def _replace_with(gm: GraphModule, node: Node, q_out: Node, target, args: tuple,
         new = graph.call_function(target, args)
     new.meta["val"] = q_out.meta.get("val")
     _note(new, detail)
-    q_out.replace_all_uses_with(_clamped(graph, new, out_range))
+    q_out.replace_all_uses_with(clamp_output(graph, new, out_range))
     _erase_chain(graph, q_out, node)
     return True
 
@@ -747,7 +723,7 @@ def _bias_attr(gm: GraphModule, anchor: Node, bias: Tensor | None) -> Node | Non
         return None
     name = f"{anchor.name}_bias_fp32"
     # a plain tensor, never the float model's nn.Parameter: kernels' fast paths test
-    # ``type(t) is Tensor`` (x86_onednn's linear took its ~20 us slow path for every call)
+    # ``type(t) is Tensor`` (a Parameter sent x86_onednn's linear down its checked path on every call)
     gm.register_buffer(name, bias.detach().contiguous().clone())
     return gm.graph.get_attr(name)
 
@@ -865,7 +841,7 @@ def output_range(q_out: Node, kernels: Any) -> tuple[int, int] | bool | None:
     ``None``: the node allows values the kernel would clip; do not lower the pattern.
     """
     qmin, qmax = int(q_out.args[3]), int(q_out.args[4])
-    lo, hi = _kernel_out_range(kernels, q_out.args[5])
+    lo, hi = default_out_range(kernels, q_out.args[5])
     if (qmin, qmax) == (lo, hi):
         return False
     return (qmin, qmax) if lo <= qmin and qmax <= hi else None
@@ -874,7 +850,13 @@ def output_range(q_out: Node, kernels: Any) -> tuple[int, int] | bool | None:
 def clamp_output(graph: Any, new: Node, out_range: tuple[int, int] | bool) -> Node:
     """``new``, followed by an integer clamp when :func:`output_range` asked for one; replace
     the quantize node's uses with the returned node."""
-    return _clamped(graph, new, out_range)
+    if out_range is False:
+        return new
+    with graph.inserting_after(new):
+        clamp = graph.call_function(torch.ops.aten.clamp.default, (new, out_range[0], out_range[1]))
+    clamp.meta["val"] = new.meta.get("val")
+    _note(clamp, f"{INTEGER_OP_PREFIX}clamp to the output's quantized range {out_range[0]}..{out_range[1]}")
+    return clamp
 
 
 def erase_unused(graph: Any, *nodes: Node) -> None:
