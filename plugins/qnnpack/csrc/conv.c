@@ -202,6 +202,165 @@ static void qnnpack_dw_rows(void *vctx, size_t begin, size_t end) {
   free(buf);
 }
 
+/* ------------------------------------------------------ depthwise 3x3 rows -- */
+/*
+ * 3x3 depthwise (dilation 1) on paths with dw3 kernels (layout and numerics: qnnpack_internal.h).
+ * A task owns a band of output rows of one image and walks it one 16-channel slice at a time:
+ * each input row of the slice is staged once into a 3-slot ring (so it serves every output row
+ * that reads it): stride 1 as "quads" (4 adjacent input bytes per channel, one entry per two
+ * output columns, the odd column's weights shifted up one byte: half the staging and loads of
+ * one triple per column), other strides as tap triples. The row kernel then does one 4-byte
+ * dot product per kernel row and pixel (two when the slice's w - w_zp leaves int8, see
+ * qnnpack_internal.h), with the requantization fused.
+ * Rows of vertical padding are skipped: their x_zp * sum w term goes into the row's init.
+ */
+#define QNNPACK_DW3_BAND 16 /* output rows per task (at most): the band's rows stay in L2 */
+
+typedef struct {
+  const qnnpack_conv_geom *geom;
+  const qnnpack_isa_kernels *kern;
+  const uint32_t *w3;   /* per slice: [set][phase][ky][16] (sets: h then l when split, else d) */
+  const int32_t *rsum;  /* per slice: [3][16] sum_kx (w - w_zp) of kernel row ky */
+  const uint8_t *split; /* per slice: 1 when some w - w_zp of the slice leaves int8 */
+  const uint8_t *small; /* per slice: 1 when |acc * mult| < 2**30 for every input */
+  const int32_t *bias;  /* cstride: bias - x_zp * sum_t (w - w_zp), mod 2**32 */
+  const float *mult;    /* cstride */
+  int32_t x_zp, out_zp, qmin, qmax;
+  size_t nblk, band, nband;
+  uint8_t *out;
+  int failed;
+} qnnpack_dw3_ctx;
+
+static void qnnpack_dw3_task(void *vctx, size_t begin, size_t end) {
+  qnnpack_dw3_ctx *c = (qnnpack_dw3_ctx *)vctx;
+  const qnnpack_conv_geom *g = c->geom;
+  /* 3 spare entries per slot: a row kernel may read (not store) a group of 4 past the end */
+  const size_t row_words = (g->out_w + 3) * 16, ch = g->cin;
+  const int quad = g->sw == 1; /* one staged entry per two output columns */
+  void *buf = malloc(3 * row_words * sizeof(uint32_t) + 64);
+  if (!buf) {
+    c->failed = 1; /* benign race: every writer stores the same value */
+    return;
+  }
+  uint32_t *ring = (uint32_t *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+  memset(ring, 0, 3 * row_words * sizeof(uint32_t));
+  for (size_t t = begin; t < end; t++) {
+    const size_t b = t / c->nband, oy0 = (t % c->nband) * c->band;
+    const size_t oy1 = oy0 + c->band < g->out_h ? oy0 + c->band : g->out_h;
+    for (size_t blk = 0; blk < c->nblk; blk++) {
+      const size_t c0 = blk * 16, nc = ch - c0 < 16 ? ch - c0 : 16;
+      const int split = c->split[blk];
+      const uint32_t *w3 = c->w3 + blk * 192;
+      const int32_t *rsum = c->rsum + blk * 48;
+      size_t tag[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+      for (size_t oy = oy0; oy < oy1; oy++) {
+        const uint32_t *rows[3];
+        uint32_t wv[4 * 3 * 16];
+        int32_t init[16];
+        size_t nv = 0, valid[3];
+        for (size_t j = 0; j < 16; j++) init[j] = c->bias[c0 + j];
+        for (size_t ky = 0; ky < 3; ky++) {
+          const size_t iy = oy * g->sh + ky; /* + ph */
+          if (iy < g->ph || iy - g->ph >= g->in_h) { /* padding: x_zp * w, folded */
+            for (size_t j = 0; j < 16; j++)
+              init[j] = (int32_t)((uint32_t)init[j] +
+                                  (uint32_t)c->x_zp * (uint32_t)rsum[ky * 16 + j]);
+            continue;
+          }
+          const size_t y = iy - g->ph, slot = y % 3;
+          if (tag[slot] != y) {
+            c->kern->dw3_stage(g->x + (b * g->in_h + y) * g->in_w * ch + c0, g->in_w, ch, g->pw,
+                               g->sw, quad, g->out_w, nc, (uint8_t)c->x_zp,
+                               ring + slot * row_words);
+            tag[slot] = y;
+          }
+          rows[nv] = ring + slot * row_words;
+          valid[nv++] = ky;
+        }
+        /* the row kernel's weight sets [st][phase][r < nv][16]: w3 itself for quads and
+         * three rows, else its valid rows (and phase 0 only for triples) */
+        const size_t phases = quad ? 2 : 1, sets = split ? 2 : 1;
+        if (!(quad && nv == 3))
+          for (size_t st = 0; st < sets; st++)
+            for (size_t ph = 0; ph < phases; ph++)
+              for (size_t r = 0; r < nv; r++)
+                memcpy(wv + ((st * phases + ph) * nv + r) * 16,
+                       w3 + ((st * 2 + ph) * 3 + valid[r]) * 16, 64);
+        const qnnpack_dw3_row_params rp = {.w = quad && nv == 3 ? w3 : wv, .init = init,
+                                           .mult = c->mult + c0, .nv = nv, .split = split,
+                                           .quad = quad, .small = c->small[blk],
+                                           .out_zp = c->out_zp, .qmin = c->qmin, .qmax = c->qmax};
+        uint8_t *o = c->out + ((b * g->out_h + oy) * g->out_w) * ch + c0;
+        c->kern->dw3_row(rows, g->out_w, &rp, nc, o, ch);
+      }
+    }
+  }
+  free(buf);
+}
+
+/* Runs the 3x3 row path; returns QP_OK or QP_ERR_OUT_OF_MEMORY. */
+static int qnnpack_dw3_conv(const qnnpack_conv_geom *g, const qnnpack_isa_kernels *kern,
+                            const int16_t *wp, size_t cstride, const int32_t *bias,
+                            const int32_t *bias_q, const float *mult, int32_t x_zp,
+                            int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out) {
+  const size_t nblk = cstride / 16;
+  void *buf = malloc(nblk * (192 * sizeof(uint32_t) + 48 * sizeof(int32_t) + 2));
+  if (!buf) return QP_ERR_OUT_OF_MEMORY;
+  uint32_t *w3 = (uint32_t *)buf;
+  int32_t *rsum = (int32_t *)(w3 + nblk * 192);
+  uint8_t *split = (uint8_t *)(rsum + nblk * 48), *small = split + nblk;
+  for (size_t blk = 0; blk < nblk; blk++) {
+    int sp = 0, sm = 1;
+    for (size_t j = 0; j < 16; j++) {
+      const size_t ch = blk * 16 + j;
+      /* |acc| <= |bias_q| + 255 * sum |w - w_zp| (and <= 2**31 as an int32) */
+      int64_t bound = bias_q && ch < g->cin ? llabs((long long)bias_q[ch]) : 0;
+      for (size_t t = 0; t < 9; t++) {
+        const int32_t d = wp[t * cstride + ch];
+        sp |= d < -128 || d > 127;
+        bound += 255 * (int64_t)(d < 0 ? -d : d);
+      }
+      if (bound > ((int64_t)1 << 31)) bound = (int64_t)1 << 31;
+      sm &= (double)bound * (double)mult[ch] < 1073741824.0;
+    }
+    split[blk] = (uint8_t)sp;
+    small[blk] = (uint8_t)sm;
+    for (size_t ky = 0; ky < 3; ky++)
+      for (size_t j = 0; j < 16; j++) {
+        uint32_t v = 0, h = 0, l = 0;
+        int32_t sum = 0;
+        for (size_t kx = 0; kx < 3; kx++) {
+          const int32_t d = wp[(ky * 3 + kx) * cstride + blk * 16 + j];
+          sum += d;
+          v |= (uint32_t)(uint8_t)(int8_t)(sp ? 0 : d) << (8 * kx);
+          /* d = 2 * (d >> 1) + (d & 1), arithmetic shift spelled out (floor division) */
+          const int32_t hi = d >= 0 ? d / 2 : -((1 - d) / 2);
+          h |= (uint32_t)(uint8_t)(int8_t)hi << (8 * kx);
+          l |= (uint32_t)(d - 2 * hi) << (8 * kx);
+        }
+        /* phase 1 (odd columns of a quad, lanes 1..3) = phase 0 moved up one byte */
+        for (size_t ph = 0; ph < 2; ph++) {
+          w3[blk * 192 + (ph * 3 + ky) * 16 + j] = (sp ? h : v) << (8 * ph);
+          w3[blk * 192 + ((2 + ph) * 3 + ky) * 16 + j] = (sp ? l : 0) << (8 * ph);
+        }
+        rsum[blk * 48 + ky * 16 + j] = sum;
+      }
+  }
+  qnnpack_dw3_ctx ctx = {.geom = g, .kern = kern, .w3 = w3, .rsum = rsum, .split = split,
+                         .small = small, .bias = bias, .mult = mult, .x_zp = x_zp, .out_zp = out_zp,
+                         .qmin = qmin, .qmax = qmax, .nblk = nblk, .out = out, .failed = 0};
+  /* long bands stage fewer rows twice; with threads, enough bands (>= 3 per thread) to balance */
+  const size_t threads = (size_t)(qp_get_num_threads() > 0 ? qp_get_num_threads() : 1);
+  size_t band = QNNPACK_DW3_BAND < g->out_h ? QNNPACK_DW3_BAND : g->out_h;
+  while (band > 2 && threads > 1 && g->batch * ((g->out_h + band - 1) / band) < 3 * threads)
+    band = (band + 1) / 2;
+  ctx.band = band;
+  ctx.nband = (g->out_h + band - 1) / band;
+  qp_parallel_for(g->batch * ctx.nband, 1, qnnpack_dw3_task, &ctx);
+  free(buf);
+  return ctx.failed ? QP_ERR_OUT_OF_MEMORY : QP_OK;
+}
+
 /* ------------------------------------------------------------------- im2col -- */
 
 typedef struct {
@@ -397,6 +556,12 @@ int qnnpack_conv2d_u8(const uint8_t *x, size_t batch, size_t in_h, size_t in_w, 
       for (size_t t = 0; t < taps; t++) s -= (uint32_t)(x_zp * (int32_t)wp[t * cstride + c]);
       b[c] = (int32_t)s;
       mult[c] = c < cout ? multipliers[n_multipliers == 1 ? 0 : c] : 1.0f;
+    }
+    if (kern->dw3_row && kh == 3 && kw == 3 && dh == 1 && dw == 1) {
+      status = qnnpack_dw3_conv(&geom, kern, wp, cstride, b, bias, mult, x_zp, out_zp, qmin, qmax, out);
+      free(scratch);
+      free(zero_row);
+      return status;
     }
     qnnpack_dw_ctx ctx = {.geom = &geom, .kern = kern, .w = wp, .cstride = cstride,
                           .params = {.bias = b, .mult = mult, .out_zp = out_zp, .qmin = qmin, .qmax = qmax},

@@ -491,6 +491,204 @@ QNNPACK_DW_RUN_AVX512(qnnpack_qu8_dwconv_run__avx512skx, qnnpack_dw_block_avx512
 QNNPACK_DW_RUN_AVX512(qnnpack_qu8_dwconv_run__avx512vnni, qnnpack_dw_block_avx512vnni,
                       qnnpack_dw_tail16_avx512vnni, QP_TARGET_AVX512VNNI)
 
+/* ---- depthwise 3x3 by rows (driver and layout: conv.c, qnnpack_internal.h) ---- */
+
+/* 16 channels of input column ix (counted from the left padding) as int32 lanes: x_zp in the
+ * padding, 0 in lanes >= nc (masked load: no byte past the slice's channels is read). */
+QP_TARGET_AVX512 static inline __m512i qnnpack_dw3_px(const uint8_t *row, size_t ix, size_t pw,
+                                                      size_t in_w, size_t pix_stride, int full,
+                                                      __mmask16 m, __m512i vzp) {
+  if (ix < pw || ix - pw >= in_w) return vzp;
+  const uint8_t *p = row + (ix - pw) * pix_stride;
+  return _mm512_cvtepu8_epi32(full ? _mm_loadu_si128((const __m128i *)p) : _mm_maskz_loadu_epi8(m, p));
+}
+
+/* e0 | e1 << 8 | e2 << 16 (one vpternlogd for the two ors) */
+#define QNNPACK_DW3_TRIPLE(e0, e1, e2) \
+  _mm512_ternarylogic_epi32(e0, _mm512_slli_epi32(e1, 8), _mm512_slli_epi32(e2, 16), 0xFE)
+
+QP_TARGET_AVX512 static void qnnpack_dw3_stage__avx512(const uint8_t *row, size_t in_w,
+                                                       size_t pix_stride, size_t pw, size_t sw,
+                                                       int quad, size_t n, size_t nc,
+                                                       uint8_t x_zp, uint32_t *dst) {
+  const __mmask16 m = (__mmask16)((1u << nc) - 1u);
+  const int full = nc == 16;
+  const __m512i vzp = _mm512_maskz_set1_epi32(m, x_zp);
+  if (quad) { /* entry j = lo(j) | lo(j + 1) << 16 with lo(j) = column 2j | column 2j+1 << 8 */
+    __m512i lo = _mm512_or_si512(qnnpack_dw3_px(row, 0, pw, in_w, pix_stride, full, m, vzp),
+                                 _mm512_slli_epi32(qnnpack_dw3_px(row, 1, pw, in_w, pix_stride, full, m, vzp), 8));
+    for (size_t j = 0; j < (n + 1) / 2; j++) {
+      const __m512i e0 = qnnpack_dw3_px(row, 2 * j + 2, pw, in_w, pix_stride, full, m, vzp);
+      const __m512i e1 = qnnpack_dw3_px(row, 2 * j + 3, pw, in_w, pix_stride, full, m, vzp);
+      const __m512i next = _mm512_or_si512(e0, _mm512_slli_epi32(e1, 8));
+      _mm512_storeu_si512((void *)(dst + j * 16), _mm512_or_si512(lo, _mm512_slli_epi32(next, 16)));
+      lo = next;
+    }
+    return;
+  }
+  if (sw == 1) { /* sliding window: each input column is widened once */
+    __m512i e0 = qnnpack_dw3_px(row, 0, pw, in_w, pix_stride, full, m, vzp);
+    __m512i e1 = qnnpack_dw3_px(row, 1, pw, in_w, pix_stride, full, m, vzp);
+    for (size_t i = 0; i < n; i++) {
+      const __m512i e2 = qnnpack_dw3_px(row, i + 2, pw, in_w, pix_stride, full, m, vzp);
+      _mm512_storeu_si512((void *)(dst + i * 16), QNNPACK_DW3_TRIPLE(e0, e1, e2));
+      e0 = e1;
+      e1 = e2;
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const size_t ix = i * sw;
+    const __m512i e0 = qnnpack_dw3_px(row, ix, pw, in_w, pix_stride, full, m, vzp);
+    const __m512i e1 = qnnpack_dw3_px(row, ix + 1, pw, in_w, pix_stride, full, m, vzp);
+    const __m512i e2 = qnnpack_dw3_px(row, ix + 2, pw, in_w, pix_stride, full, m, vzp);
+    _mm512_storeu_si512((void *)(dst + i * 16), QNNPACK_DW3_TRIPLE(e0, e1, e2));
+  }
+}
+
+/* The accumulator of the pixel whose staged entries are at word xoff, weight phase ph: vpdpbusd
+ * of the raw uint8 lanes (unsigned operand) with the int8 weights; split slices run the h and l
+ * weights into two sums, 2 * h + l. Weight set st, phase ph, row r is w[(st * P + ph) * nv + r]. */
+#define QNNPACK_DW3_ACC(xoff, ph)                                                                 \
+  ({                                                                                              \
+    __m512i acc_ = vinit;                                                                         \
+    if (three) {                                                                                  \
+      acc_ = _mm512_dpbusd_epi32(acc_, _mm512_loadu_si512((const void *)(r0 + (xoff))), w[3 * (ph)]);     \
+      acc_ = _mm512_dpbusd_epi32(acc_, _mm512_loadu_si512((const void *)(r1 + (xoff))), w[3 * (ph) + 1]); \
+      acc_ = _mm512_dpbusd_epi32(acc_, _mm512_loadu_si512((const void *)(r2 + (xoff))), w[3 * (ph) + 2]); \
+    } else {                                                                                      \
+      __m512i h_ = _mm512_setzero_si512();                                                        \
+      for (size_t r_ = 0; r_ < nv; r_++) {                                                        \
+        const __m512i x_ = _mm512_loadu_si512((const void *)(rows[r_] + (xoff)));                 \
+        if (split) {                                                                              \
+          h_ = _mm512_dpbusd_epi32(h_, x_, w[(ph) * nv + r_]);                                    \
+          acc_ = _mm512_dpbusd_epi32(acc_, x_, w[(P + (ph)) * nv + r_]);                          \
+        } else {                                                                                  \
+          acc_ = _mm512_dpbusd_epi32(acc_, x_, w[(ph) * nv + r_]);                                \
+        }                                                                                         \
+      }                                                                                           \
+      if (split) acc_ = _mm512_add_epi32(acc_, _mm512_slli_epi32(h_, 1));                         \
+    }                                                                                             \
+    acc_;                                                                                         \
+  })
+/* pixel i + k of a group (i a multiple of 4): its staged word offset and weight phase */
+#define QNNPACK_DW3_XOFF(i, k) (quad ? ((i) / 2 + (k) / 2) * 16 : ((i) + (k)) * 16)
+#define QNNPACK_DW3_PH(k) (quad ? (k) & 1 : 0)
+
+/* cvt and multiply in float32 (as qnnpack_qu8_requant_avx512 does), the upper clamp in float32
+ * unless the slice's |acc * mult| stays below 2**30 (FMIN = 0: then the clamp happens on the
+ * bytes alone), then round to int32. With the float clamp every value is <= qmax - out_zp and
+ * one far below the grid becomes INT32_MIN, which every later step keeps below qmin. */
+#define QNNPACK_DW3_Q(a, FMIN)                                                       \
+  _mm512_cvtps_epi32((FMIN) ? _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), vm), fhi) \
+                            : _mm512_mul_ps(_mm512_cvtepi32_ps(a), vm))
+
+/*
+ * Four pixels' int32 results -> one vector of bytes, pixel k in 128-bit lane k: two vpackssdw
+ * (saturating to int16 keeps every value's side of [0, 255]), the zero point added with int16
+ * saturation, vpackuswb to [0, 255], one vpermd (the packs interleave 4-channel groups of the
+ * pixels by 128-bit lane); the caller clamps to [qmin, qmax] on the bytes. Rounding commutes
+ * with clamping to integer bounds, so this is qp_requantize bit for bit.
+ */
+#define QNNPACK_DW3_NARROW4(q0, q1, q2, q3)                                                      \
+  _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(_mm512_adds_epi16(_mm512_packs_epi32(q0, q1), vzp16), \
+                                                     _mm512_adds_epi16(_mm512_packs_epi32(q2, q3), vzp16)))
+
+/* Four pixels from pixel i on: accumulate, requantize, narrow; STORE(b) writes them. */
+#define QNNPACK_DW3_GROUP4(i, CLAMP, STORE)                                                     \
+  do {                                                                                          \
+    const __m512i q0_ = QNNPACK_DW3_Q(QNNPACK_DW3_ACC(QNNPACK_DW3_XOFF(i, 0), QNNPACK_DW3_PH(0)), fmin); \
+    const __m512i q1_ = QNNPACK_DW3_Q(QNNPACK_DW3_ACC(QNNPACK_DW3_XOFF(i, 1), QNNPACK_DW3_PH(1)), fmin); \
+    const __m512i q2_ = QNNPACK_DW3_Q(QNNPACK_DW3_ACC(QNNPACK_DW3_XOFF(i, 2), QNNPACK_DW3_PH(2)), fmin); \
+    const __m512i q3_ = QNNPACK_DW3_Q(QNNPACK_DW3_ACC(QNNPACK_DW3_XOFF(i, 3), QNNPACK_DW3_PH(3)), fmin); \
+    __m512i b_ = QNNPACK_DW3_NARROW4(q0_, q1_, q2_, q3_);                                       \
+    if (CLAMP) b_ = _mm512_min_epu8(_mm512_max_epu8(b_, vqmin), vqmax);                         \
+    STORE(b_);                                                                                  \
+  } while (0)
+#define QNNPACK_DW3_STORE4_FULL(b)                                                              \
+  do {                                                                                          \
+    _mm_storeu_si128((__m128i *)o, _mm512_castsi512_si128(b));                                  \
+    _mm_storeu_si128((__m128i *)(o + out_stride), _mm512_extracti32x4_epi32(b, 1));             \
+    _mm_storeu_si128((__m128i *)(o + 2 * out_stride), _mm512_extracti32x4_epi32(b, 2));         \
+    _mm_storeu_si128((__m128i *)(o + 3 * out_stride), _mm512_extracti32x4_epi32(b, 3));         \
+  } while (0)
+#define QNNPACK_DW3_STORE4_MASK(b)                                                              \
+  do {                                                                                          \
+    _mm_mask_storeu_epi8(o, m, _mm512_castsi512_si128(b));                                      \
+    _mm_mask_storeu_epi8(o + out_stride, m, _mm512_extracti32x4_epi32(b, 1));                   \
+    _mm_mask_storeu_epi8(o + 2 * out_stride, m, _mm512_extracti32x4_epi32(b, 2));               \
+    _mm_mask_storeu_epi8(o + 3 * out_stride, m, _mm512_extracti32x4_epi32(b, 3));               \
+  } while (0)
+
+/* The body for one (layout, nv, split, clamp) case: constant folding leaves one straight loop. */
+static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void qnnpack_dw3_row_body(
+    const uint32_t *const *rows, size_t n, const qnnpack_dw3_row_params *p, size_t nc,
+    uint8_t *out, size_t out_stride, int quad, size_t nv, int split, int clamp, int fmin) {
+  const int three = nv == 3 && !split;
+  const size_t P = quad ? 2 : 1; /* weight phases */
+  __m512i w[12];
+  for (size_t r = 0; r < (split ? 2 : 1) * P * nv; r++)
+    w[r] = _mm512_loadu_si512((const void *)(p->w + r * 16));
+  const uint32_t *r0 = rows[0], *r1 = rows[nv > 1 ? 1 : 0], *r2 = rows[nv > 2 ? 2 : 0];
+  const __m512i vinit = _mm512_loadu_si512((const void *)p->init);
+  const __m512 vm = _mm512_loadu_ps(p->mult);
+  const __m512 fhi = _mm512_set1_ps((float)(p->qmax - p->out_zp));
+  const __m512i vzp16 = _mm512_set1_epi16((int16_t)p->out_zp);
+  const __m512i vqmin = _mm512_set1_epi8((char)p->qmin), vqmax = _mm512_set1_epi8((char)p->qmax);
+  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __mmask16 m = (__mmask16)((1u << nc) - 1u);
+  size_t i = 0;
+  uint8_t *o = out;
+  if (nc == 16) {
+    for (; i + 4 <= n; i += 4, o += 4 * out_stride) QNNPACK_DW3_GROUP4(i, clamp, QNNPACK_DW3_STORE4_FULL);
+  } else {
+    for (; i + 4 <= n; i += 4, o += 4 * out_stride) QNNPACK_DW3_GROUP4(i, clamp, QNNPACK_DW3_STORE4_MASK);
+  }
+  if (i < n) { /* 1..3 pixels: the rows hold spare entries (zeros); extra results are not stored */
+    __m512i b;
+#define QNNPACK_DW3_KEEP(v) b = (v)
+    QNNPACK_DW3_GROUP4(i, 1, QNNPACK_DW3_KEEP);
+#undef QNNPACK_DW3_KEEP
+    const __m128i lanes[4] = {_mm512_castsi512_si128(b), _mm512_extracti32x4_epi32(b, 1),
+                              _mm512_extracti32x4_epi32(b, 2), _mm512_extracti32x4_epi32(b, 3)};
+    for (size_t k = 0; i + k < n; k++) _mm_mask_storeu_epi8(o + k * out_stride, m, lanes[k]);
+  }
+}
+
+QP_TARGET_AVX512VNNI static void qnnpack_dw3_row__avx512vnni(const uint32_t *const *rows,
+                                                             size_t n,
+                                                             const qnnpack_dw3_row_params *p,
+                                                             size_t nc, uint8_t *out,
+                                                             size_t out_stride) {
+  const int clamp = p->qmin != 0 || p->qmax != 255; /* else vpackuswb's [0, 255] is the clamp */
+#define QNNPACK_DW3_CASE(Q)                                                                 \
+  do {                                                                                      \
+    if (p->nv == 3 && !p->split) {                                                          \
+      if (p->small && clamp)                                                                \
+        qnnpack_dw3_row_body(rows, n, p, nc, out, out_stride, Q, 3, 0, 1, 0);               \
+      else if (p->small)                                                                    \
+        qnnpack_dw3_row_body(rows, n, p, nc, out, out_stride, Q, 3, 0, 0, 0);               \
+      else                                                                                  \
+        qnnpack_dw3_row_body(rows, n, p, nc, out, out_stride, Q, 3, 0, 1, 1);               \
+    } else {                                                                                \
+      qnnpack_dw3_row_body(rows, n, p, nc, out, out_stride, Q, p->nv, p->split, 1, 1);      \
+    }                                                                                       \
+  } while (0)
+  if (p->quad)
+    QNNPACK_DW3_CASE(1);
+  else
+    QNNPACK_DW3_CASE(0);
+#undef QNNPACK_DW3_CASE
+}
+#undef QNNPACK_DW3_ACC
+#undef QNNPACK_DW3_XOFF
+#undef QNNPACK_DW3_PH
+#undef QNNPACK_DW3_Q
+#undef QNNPACK_DW3_NARROW4
+#undef QNNPACK_DW3_GROUP4
+#undef QNNPACK_DW3_STORE4_FULL
+#undef QNNPACK_DW3_STORE4_MASK
+
 QP_TARGET_AVX512 static void qnnpack_qu8_dwconv_ukernel_up32__avx512skx(
     size_t channels, size_t taps, const uint8_t *const *x, const int16_t *w, size_t cstride,
     int32_t x_zp, const int32_t *bias, int32_t *acc) {
@@ -584,6 +782,8 @@ const qnnpack_isa_kernels qnnpack_kernels_avx512vnni = {
     .mul = qnnpack_qu8_vmul_ukernel__avx2,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up32__avx512skx,
     .dwconv_run = qnnpack_qu8_dwconv_run__avx512vnni,
+    .dw3_stage = qnnpack_dw3_stage__avx512,
+    .dw3_row = qnnpack_dw3_row__avx512vnni,
     .acc_init = qnnpack_qu8_acc_init_avx512,
     .xprep = QNNPACK_XPREP_FLIP,
     .gemm = qnnpack_qu8_gemm_ukernel_8x16c4__avx512vnni,

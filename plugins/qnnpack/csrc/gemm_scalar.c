@@ -116,6 +116,50 @@ void qnnpack_qu8_dwconv_run__scalar(size_t channels, size_t npix, size_t taps,
     }
 }
 
+void qnnpack_dw3_stage__scalar(const uint8_t *row, size_t in_w, size_t pix_stride, size_t pw,
+                               size_t sw, int quad, size_t n, size_t nc, uint8_t x_zp,
+                               uint32_t *dst) {
+  const size_t entries = quad ? (n + 1) / 2 : n, taps = quad ? 4 : 3, step = quad ? 2 : sw;
+  for (size_t i = 0; i < entries; i++)
+    for (size_t j = 0; j < 16; j++) {
+      uint32_t v = 0;
+      for (size_t k = 0; k < taps && j < nc; k++) {
+        const size_t ix = i * step + k; /* + pw */
+        const uint8_t b = ix >= pw && ix - pw < in_w ? row[(ix - pw) * pix_stride + j] : x_zp;
+        v |= (uint32_t)b << (8 * k);
+      }
+      dst[i * 16 + j] = v;
+    }
+}
+
+/* Byte k of lane j of set g, phase ph, row r of a row kernel's weights, as the int8 it encodes. */
+static int32_t qnnpack_dw3_wbyte(const qnnpack_dw3_row_params *p, size_t g, size_t ph, size_t r,
+                                 size_t j, size_t k) {
+  const size_t phases = p->quad ? 2 : 1;
+  const uint32_t v = p->w[((g * phases + ph) * p->nv + r) * 16 + j];
+  return (int32_t)(int8_t)(uint8_t)(v >> (8 * k));
+}
+
+void qnnpack_dw3_row__scalar(const uint32_t *const *rows, size_t n,
+                             const qnnpack_dw3_row_params *p, size_t nc, uint8_t *out,
+                             size_t out_stride) {
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < nc; j++) {
+      const size_t ph = p->quad ? i % 2 : 0, e = p->quad ? i / 2 : i;
+      uint32_t a = (uint32_t)p->init[j];
+      for (size_t r = 0; r < p->nv; r++)
+        for (size_t k = 0; k < 4; k++) {
+          const int32_t x = (int32_t)(uint8_t)(rows[r][e * 16 + j] >> (8 * k));
+          const int32_t d = p->split ? 2 * qnnpack_dw3_wbyte(p, 0, ph, r, j, k) +
+                                           qnnpack_dw3_wbyte(p, 1, ph, r, j, k)
+                                     : qnnpack_dw3_wbyte(p, 0, ph, r, j, k);
+          a += (uint32_t)(x * d);
+        }
+      out[i * out_stride + j] =
+          (uint8_t)qp_requantize((int32_t)a, p->mult[j], p->out_zp, p->qmin, p->qmax);
+    }
+}
+
 void qnnpack_qu8_vadd_ukernel__scalar(size_t n, const uint8_t *a, const uint8_t *b,
                                       const qnnpack_add_params *p, uint8_t *out) {
   for (size_t i = 0; i < n; i++) {
@@ -143,6 +187,8 @@ const qnnpack_isa_kernels qnnpack_kernels_scalar = {
     .mul = qnnpack_qu8_vmul_ukernel__scalar,
     .dwconv = qnnpack_qu8_dwconv_ukernel_up16__scalar,
     .dwconv_run = qnnpack_qu8_dwconv_run__scalar,
+    .dw3_stage = qnnpack_dw3_stage__scalar,
+    .dw3_row = qnnpack_dw3_row__scalar,
     .gemm = qnnpack_qu8_gemm_ukernel_4x16c4__scalar,
     .requant = qnnpack_qu8_requant_scalar,
     .dequant = qnnpack_qu8_dequant_scalar,

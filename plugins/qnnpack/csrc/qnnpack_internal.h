@@ -102,6 +102,45 @@ typedef void (*qnnpack_dwconv_run_fn)(size_t channels, size_t npix, size_t taps,
                                       size_t cstride, const qnnpack_dw_params *p, uint8_t *out,
                                       size_t out_step);
 
+/*
+ * Depthwise 3x3 (dilation 1) by rows, one 16-channel slice at a time (conv.c drives it):
+ *   stage: one input row of the slice into 4-byte lanes dst[i * 16 + j] of raw uint8 inputs
+ *          (x_zp outside the row; lanes j >= nc are 0), `row` at channel 0 of the slice in input
+ *          column 0, input columns `pix_stride` bytes apart, columns counted with the padding:
+ *          triples (quad = 0): entry i of output column i, bytes 0..2 = padded columns
+ *                 i * sw + 0..2, byte 3 = 0 (n entries);
+ *          quads (quad = 1, sw = 1): entry i serves output columns 2i and 2i + 1, bytes 0..3 =
+ *                 padded columns 2i + 0..3 ((n + 1) / 2 entries).
+ *   row:   n output pixels of one output row from the staged rows of its nv kernel rows that
+ *          lie inside the image (rows[r]), requantization fused:
+ *            acc = init[j] + sum_r sum_b byte_b(x) * byte_b(weight)       (mod 2**32)
+ *            out[i * out_stride + j] = qp_requantize(acc, mult[j], out_zp, qmin, qmax), j < nc
+ *          with x = rows[r][i * 16 + j] (triples) or rows[r][(i / 2) * 16 + j] (quads), whose
+ *          weight lanes are phase i % 2: (w0, w1, w2, 0) for even i, (0, w0, w1, w2) for odd i
+ *          (triples: always the first). The weights are d = w - w_zp in [-255, 255]: when every
+ *          d of the slice fits int8 (split = 0) one int8 set; otherwise (split = 1) d = 2 * h + l
+ *          with h = d >> 1 in [-128, 127], l = d & 1, and the h set then the l set. A set is
+ *          [phase][r < nv][16] uint32 lanes (one phase for triples). init is the bias with the
+ *          input zero point folded in for the taps that were read (padding rows are skipped).
+ *          Staged rows hold 3 spare entries past the last one (zeros): a kernel may compute a
+ *          group of up to 4 pixels past n; it never stores them.
+ */
+typedef void (*qnnpack_dw3_stage_fn)(const uint8_t *row, size_t in_w, size_t pix_stride,
+                                     size_t pw, size_t sw, int quad, size_t n, size_t nc,
+                                     uint8_t x_zp, uint32_t *dst);
+typedef struct {
+  const uint32_t *w;
+  const int32_t *init; /* 16 entries */
+  const float *mult;   /* 16 entries */
+  size_t nv;
+  int split, quad;
+  int small; /* a hint: |(float)acc * mult| < 2**30 for every input (no float clamp needed) */
+  int32_t out_zp, qmin, qmax;
+} qnnpack_dw3_row_params;
+typedef void (*qnnpack_dw3_row_fn)(const uint32_t *const *rows, size_t n,
+                                   const qnnpack_dw3_row_params *p, size_t nc, uint8_t *out,
+                                   size_t out_stride);
+
 /* Elementwise add over n elements (see qnnpack_add_u8); params already checked. */
 typedef struct {
   float a_scale, b_scale, inv_out;
@@ -175,6 +214,8 @@ typedef struct {
   qnnpack_mul_fn mul;
   qnnpack_dwconv_fn dwconv;
   qnnpack_dwconv_run_fn dwconv_run; /* NULL: conv2d loops over dwconv + requant per pixel */
+  qnnpack_dw3_stage_fn dw3_stage;   /* with dw3_row; NULL: 3x3 depthwise uses dwconv_run */
+  qnnpack_dw3_row_fn dw3_row;
   qnnpack_gemm_ukernel_fn gemm;
   qnnpack_requant_fn requant;
   qnnpack_dequant_fn dequant;
@@ -264,6 +305,13 @@ void qnnpack_qu8_dwconv_run__scalar(size_t channels, size_t npix, size_t taps,
                                     const uint8_t *const *x, size_t x_step, const int16_t *w,
                                     size_t cstride, const qnnpack_dw_params *p, uint8_t *out,
                                     size_t out_step);
+/* The references of qnnpack_dw3_stage_fn / qnnpack_dw3_row_fn. */
+void qnnpack_dw3_stage__scalar(const uint8_t *row, size_t in_w, size_t pix_stride, size_t pw,
+                               size_t sw, int quad, size_t n, size_t nc, uint8_t x_zp,
+                               uint32_t *dst);
+void qnnpack_dw3_row__scalar(const uint32_t *const *rows, size_t n,
+                             const qnnpack_dw3_row_params *p, size_t nc, uint8_t *out,
+                             size_t out_stride);
 void qnnpack_qu8_dwconv_ukernel_up16__scalar(size_t channels, size_t taps, const uint8_t *const *x,
                                              const int16_t *w, size_t cstride, int32_t x_zp,
                                              const int32_t *bias, int32_t *acc);

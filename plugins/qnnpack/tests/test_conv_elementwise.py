@@ -111,6 +111,56 @@ def test_depthwise_3x3_stride1_every_isa(isa, channels, pad, mode):
         _check_conv(case, 0.03, 255 if mode == "min" else 7, 0.07, 3, True)
 
 
+# The 3x3 depthwise row path (conv.c: staged tap triples, one dot product per kernel row): (n, channels,
+# h, w, stride, pad, threads, weights, scales). weights "fit": every w - w_zp in int8 (one vpdpbusd per
+# row); "wide": w - w_zp reaches -255 and 255 (the 2 * h + l split); "mixed": both kinds of 16-channel
+# slice. scales "big": a multiplier that sends |acc * mult| past int32 (the float clamp is needed).
+DW3_CASES = [
+    (1, 5, 1, 1, 1, 1, 1, "fit", "normal"),      # one pixel: only the middle kernel row is inside
+    (1, 16, 2, 3, 1, 2, 1, "wide", "normal"),    # pad 2: output rows that read one input row
+    (2, 17, 6, 13, 1, 1, 1, "mixed", "normal"),  # a 1-channel tail slice, odd width, two images
+    (1, 33, 9, 11, 2, 1, 1, "mixed", "big"),     # stride 2, big multipliers
+    (1, 48, 5, 7, 2, 0, 1, "wide", "big"),
+    (2, 40, 21, 9, 1, 1, 2, "fit", "normal"),    # bands split between threads and images
+    (1, 144, 6, 10, 1, 1, 1, "mixed", "big"),    # MobileNet's channel count
+    (1, 20, 4, 5, 1, 0, 1, "fit", "big"),        # no padding, width 1..3 rows of pixels
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", DW3_CASES)
+def test_depthwise_3x3_row_path_every_isa(isa, case):
+    n, c, h, w, stride, pad, threads, wmode, smode = case
+    gen = torch.Generator().manual_seed(c * 100 + h)
+    x = _bytes((n, c, h, w), "random", gen).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, :] = 255  # full-range input in every case
+    x[-1, -1, -1, :] = 0
+    w_q = _bytes((c, 1, 3, 3), "random", gen, -128, 127, torch.int8)
+    zps = torch.randint(-20, 21, (c,), generator=gen, dtype=torch.int32)
+    if wmode != "fit":
+        # "mixed": every other whole 16-channel slice
+        wide = (torch.arange(c) // 16) % 2 == 0 if wmode == "mixed" else torch.ones(c, dtype=torch.bool)
+        w_q[wide, 0, 0, 0] = 127
+        w_q[wide, 0, 2, 2] = -128
+        zps[wide] = torch.where(torch.arange(c)[wide] % 3 == 0, -128, 127).to(torch.int32)
+    else:
+        w_q = w_q.clamp(-100, 100)
+    scales = torch.rand(c, generator=gen) * 0.02 + 0.001
+    if smode == "big":
+        scales = scales * 200
+    bias = torch.randn(c, generator=gen) * 3
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with KERNELS.use_isa(isa):
+            for x_zp, out_scale, out_zp, relu, b in ((131, 0.05, 100, False, bias), (0, 0.07, 3, True, None),
+                                                     (255, 2.0**-12, 255, False, bias * 1000)):
+                _check_conv((x, w_q, scales, zps, b, stride, pad, 1, c), 0.03 if smode == "normal" else 4.0,
+                            x_zp, out_scale, out_zp, relu)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_conv2d_long_reduction_extremes_no_overflow(isa):
     # K = 3 * 3 * 2048 = 18432 > 16384 with |x - x_zp| = 255 and |w - w_zp| = 255 everywhere:
