@@ -24,6 +24,9 @@
  * A 3x3 output pixel costs 3 of them per 16 channels. With stride-1 columns every U
  * position is a window start used by kh output rows, so U is transposed once per chunk
  * into q[row][x][64] (xo_dwv_transpose) and the taps are plain loads.
+ *
+ * AVX-512 VNNI 3x3 with stride-1 columns and the plain requantizing epilogue (the MobileNet
+ * layer) runs the fused row schedule of depthwise3x3_vnni.c before all of these.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -443,7 +446,9 @@ int xo_depthwise_run(const xo_depthwise_problem *p) {
   ctx.p = p;
   ctx.impl = xo_gemm_select();
 #if defined(__x86_64__) || defined(__i386__)
-  const int st = xo_dwv_run(p, ctx.impl);
+  int st = xo_dw3_vnni_run(p);
+  if (st >= 0) return st;
+  st = xo_dwv_run(p, ctx.impl);
   if (st >= 0) return st;
 #endif
   ctx.dw = xo_dw_select();

@@ -131,6 +131,10 @@ int x86_onednn_set_ymm_vnni_probe(int on);
  * so both conv schedules of one ISA are tested (and timed) against each other. Returns the
  * previous value. */
 int x86_onednn_set_conv_im2col_probe(int on);
+/* 1: depthwise 3x3 layers skip the fused AVX-512 VNNI row schedule (depthwise3x3_vnni.c)
+ * and run the general VNNI depthwise one, so both are tested against each other. Returns the
+ * previous value. */
+int x86_onednn_set_dw3x3_probe(int off);
 /* Name of the GEMM microkernel the active ISA runs. */
 const char *x86_onednn_gemm_ukernel_name(void);
 /* QP_CDEF_END */

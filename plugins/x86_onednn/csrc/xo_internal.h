@@ -210,6 +210,9 @@ typedef struct {
 } xo_depthwise_problem;
 
 int xo_depthwise_run(const xo_depthwise_problem *p);
+/* AVX-512 VNNI 3x3 stride-1-column schedule with the requantization fused
+ * (depthwise3x3_vnni.c); returns -1 when it does not apply. */
+int xo_dw3_vnni_run(const xo_depthwise_problem *p);
 
 /* Per-call helpers shared by the drivers. */
 int xo_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,

@@ -93,8 +93,17 @@ class PackedConv2dWeight:
     dilation_w: int
     groups: int
 
+    def __getstate__(self) -> dict:
+        # drop the kernels' caches (cffi pointers do not pickle; rebuilt on first use)
+        state = dict(self.__dict__)
+        state.pop("_xo_checked", None)
+        state.pop("_xo_bias_ok", None)
+        return state
+
 
 def _finite_positive(v: object, name: str, op: str) -> float:
+    if type(v) is float and _F32_MIN_NORMAL <= v <= _F32_MAX:  # the per-call common case
+        return v
     try:
         f = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -107,6 +116,8 @@ def _finite_positive(v: object, name: str, op: str) -> float:
 
 
 def _zero_point(v: object, name: str, op: str) -> int:
+    if type(v) is int and _U8_LO <= v <= _U8_HI:  # the per-call common case
+        return v
     if isinstance(v, Tensor):
         if v.numel() != 1 or v.is_floating_point() or v.dtype == torch.bool:
             raise KernelInputError(f"{op}: {name} must be an integer, got a tensor {v!r}")
@@ -553,13 +564,13 @@ class X86OneDNNKernels(CffiKernelLibrary):
         no permuted view is made (its ~3 us of view + checks are 1-2% of a 64-channel conv)."""
         if not isinstance(t, Tensor):
             raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.device.type != "cpu":
+        if not t.is_cpu:  # not t.device.type: that builds a device object (~0.5 us a call)
             raise KernelInputError(f"{op}: {name} is on {t.device}; quantplug kernels run on CPU — call .cpu() first")
         if t.dtype != ACT_DTYPE:
             raise KernelInputError(f"{op}: {name} has dtype {t.dtype}, expected {ACT_DTYPE}")
         if t.dim() != 4:
             raise KernelInputError(f"{op}: {name} must be 4-D [N, C, H, W], got shape {tuple(t.shape)}")
-        n, c, h, w = (int(d) for d in t.shape)
+        n, c, h, w = t.shape  # torch.Size holds ints
         if c <= 16 and t.is_contiguous() and not t.is_contiguous(memory_format=torch.channels_last):
             # few channels (a first layer's image): the C copy instead of torch's strided one
             nhwc = torch.empty((n, h, w, c), dtype=ACT_DTYPE)
@@ -575,7 +586,9 @@ class X86OneDNNKernels(CffiKernelLibrary):
         identities, versions and data pointers (a forward pass calls every conv with the same
         unmodified packed weight; the checks and casts are ~6 us of a ~15 us call)."""
         ts = (packed.packed, packed.col_sums, packed.scales)
-        key = tuple((id(t), t._version, t.data_ptr()) for t in ts if isinstance(t, Tensor))
+        # no generator: this runs on every call
+        key = ((id(ts[0]), ts[0]._version, ts[0].data_ptr()), (id(ts[1]), ts[1]._version, ts[1].data_ptr()),
+               (id(ts[2]), ts[2]._version, ts[2].data_ptr())) if all(isinstance(t, Tensor) for t in ts) else ()
         geom = (packed.out_channels, packed.in_channels_per_group, packed.kernel_h, packed.kernel_w, packed.groups,
                 packed.stride_h, packed.stride_w, packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w)
         hit = getattr(packed, "_xo_checked", None)
@@ -624,7 +637,13 @@ class X86OneDNNKernels(CffiKernelLibrary):
         os_ = _finite_positive(out_scale, "out_scale", op)
         xz = _zero_point(x_zero_point, "x_zero_point", op)
         oz = _zero_point(out_zero_point, "out_zero_point", op)
-        bias = _check_bias(bias, oc, op)
+        if bias is not None:
+            # the bias a conv layer passes on every call: its passing check is remembered on the
+            # packed weight with the tensor's version and data pointer (~1.5 us of a call)
+            seen = getattr(packed, "_xo_bias_ok", None)
+            if seen is None or seen[0] is not bias or seen[1] != (bias._version, bias.data_ptr()):
+                bias = _check_bias(bias, oc, op)
+                object.__setattr__(packed, "_xo_bias_ok", (bias, (bias._version, bias.data_ptr())))
         other_nhwc = None
         oth_s, oth_z = 1.0, 0
         if other is not None:
@@ -634,7 +653,8 @@ class X86OneDNNKernels(CffiKernelLibrary):
                                        f"shape {(nb, oc, oh, ow)}")
             oth_s = _finite_positive(other_scale, "other_scale", op)
             oth_z = _zero_point(other_zero_point, "other_zero_point", op)
-        out = torch.empty((nb, oc, oh, ow), dtype=ACT_DTYPE, memory_format=torch.channels_last)
+        # channels_last strides given directly: ~2 us less than empty(memory_format=...)
+        out = torch.empty_strided((nb, oc, oh, ow), (oh * ow * oc, 1, ow * oc, oc), dtype=ACT_DTYPE)
         qmin = max(_U8_LO, oz) if relu else _U8_LO
         self.sync_threads()
         self._call(self.lib.x86_onednn_conv2d_u8(
