@@ -8,7 +8,9 @@
  * 16-channel block per single-channel group.
  *
  * The weights are re-laid per call from the packed gemm layout to [tap][C]
- * int32 (kh * kw * C entries: small next to the activations).
+ * int32 (kh * kw * C entries: small next to the activations); an ISA with a
+ * row-wise kernel (xnn_dwconv_rows_for) re-lays them itself, straight from
+ * the packed layout.
  */
 #include <stdlib.h>
 
@@ -88,20 +90,18 @@ int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, s
   const xnn_dwconv_acc_fn acc16 = xnn_dwconv_acc_for(qp_active_isa());
   const size_t taps = kh * kw;
   if (!acc16 || taps > XNN_DW_MAX_TAPS) return QP_ERR_INVALID_ARGUMENT; /* the caller checks both */
+  const xnn_dwconv_rows_fn rows = xnn_dwconv_rows_for(qp_active_isa());
+  if (rows) {
+    const xnn_dwconv_problem pr = {x, batch, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_zp, out_zp, qmin, qmax,
+                                   packed, group_packed, kp, bias, mult, per_channel, out};
+    return rows(&pr);
+  }
   int32_t *buf = (int32_t *)malloc((taps + 1) * c * sizeof(int32_t));
   if (!buf) return QP_ERR_OUT_OF_MEMORY;
   int32_t *wt = buf, *b32 = buf + taps * c;
   for (size_t ch = 0; ch < c; ch++) {
     for (size_t k = 0; k < taps; k++) wt[k * c + ch] = xnn_packed_w(packed + ch * group_packed, kp, 0, k);
     b32[ch] = bias ? bias[ch] : 0;
-  }
-  const xnn_dwconv_rows_fn rows = xnn_dwconv_rows_for(qp_active_isa());
-  if (rows) {
-    const xnn_dwconv_problem pr = {x, batch, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_zp, out_zp, qmin, qmax,
-                                   wt, b32, mult, per_channel, out};
-    const int st = rows(&pr);
-    free(buf);
-    return st;
   }
   const xnn_dwconv_task t = {cfg, acc16, x, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_zp, wt, b32, mult,
                              per_channel, out_zp, qmin, qmax, out};

@@ -160,13 +160,17 @@ typedef void (*xnn_dwconv_acc_fn)(size_t taps, const int8_t *const *rows, const 
 /* The SIMD accumulation for `isa` (16 full channels), NULL for the scalar path. */
 xnn_dwconv_acc_fn xnn_dwconv_acc_for(int isa);
 /* A whole depthwise convolution, for ISAs with a faster row-wise kernel than the per-pixel
- * accumulation above (same results bit for bit). wt is [kh * kw][c] int32 (tap ky * kw + kx),
- * bias [c] int32 (zeros when the layer has none), mult c entries or 1 (per_channel). */
+ * accumulation above (same results bit for bit). The weights stay in the packed gemm layout: tap
+ * k = ky * kw + kx of channel ch is xnn_packed_w(packed + ch * group_packed, kp, 0, k) (the kernel
+ * re-lays them once per call, straight from there); bias [c] int32 or NULL (no bias), mult c
+ * entries or 1 (per_channel). */
 typedef struct {
   const int8_t *x;
   size_t batch, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
   int32_t x_zp, out_zp, qmin, qmax;
-  const int32_t *wt, *bias;
+  const int8_t *packed;
+  size_t group_packed, kp;
+  const int32_t *bias;
   const float *mult;
   int per_channel;
   int8_t *out;

@@ -240,28 +240,12 @@ static int test_dynamic(size_t m, size_t k, size_t n, int threads) {
 
 /* ------------------------------------------------------------------- conv -- */
 
-static int test_conv(int threads) {
-  /* depthwise with multiplier 1 and 16+ channels takes dwconv.c's SIMD path (full and partial 16-blocks) */
-  const int wide_dw = rnd() % 4 == 0;
-  /* wide depthwise: up to 150 channels (AVX-512 VNNI: two full groups of 64 and a partial one) */
-  const size_t groups = wide_dw ? (size_t)rnd_range(14, rnd() % 4 ? 50 : 150) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
-  const int depthwise = wide_dw || (groups > 1 && rnd() % 2);
-  /* stem: a 7x7 / 2 over few channels (kernel-row runs of kw * cin bytes, many row tiles);
-   * big: k and cout large enough for several weight panels of the gemm path */
-  const int shape = depthwise || groups > 1 ? 0 : rnd() % 12 == 0 ? 1 : rnd() % 12 == 0 ? 2 : 0;
-  const size_t cin_g = depthwise ? 1 : shape == 1 ? (size_t)rnd_range(1, 4) : shape == 2 ? (size_t)rnd_range(200, 330)
-                                                                                         : (size_t)rnd_range(1, 12);
-  const size_t cout_g = wide_dw ? 1 : (size_t)rnd_range(1, depthwise ? 3 : shape == 2 ? 170 : shape == 1 ? 70 : 24);
-  const size_t cin = cin_g * groups, cout = cout_g * groups;
-  /* kh up to 9: the VNNI depthwise kernel takes the vertical taps four at a time */
-  const size_t batch = (size_t)rnd_range(1, 2);
-  const size_t kh = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? (rnd() % 3 ? 5 : 9) : 3);
-  const size_t kw = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? 5 : 3);
-  const size_t sh = shape == 1 ? 2 : (size_t)rnd_range(1, 2), sw = shape == 1 ? 2 : (size_t)rnd_range(1, 2);
-  const size_t dh = shape ? 1 : (size_t)rnd_range(1, 2), dw = shape ? 1 : (size_t)rnd_range(1, 2);
-  const size_t ph = shape == 1 ? 3 : (size_t)rnd_range(0, 2), pw = shape == 1 ? 3 : (size_t)rnd_range(0, 2);
-  const size_t h = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
-  const size_t w = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
+/* One convolution against the naive reference, on every usable ISA path. big_acc: biases and
+ * multipliers so large that the float products reach 2^31 (the requantization's overflow
+ * guards), instead of the usual accumulator-sized scales. */
+static int check_conv(size_t batch, size_t h, size_t w, size_t cin, size_t cout, size_t groups, size_t kh, size_t kw,
+                      size_t sh, size_t sw, size_t ph, size_t pw, size_t dh, size_t dw, int big_acc, int threads) {
+  const size_t cin_g = cin / groups, cout_g = cout / groups;
   const size_t span_h = dh * (kh - 1) + 1, span_w = dw * (kw - 1) + 1;
   if (h + 2 * ph < span_h || w + 2 * pw < span_w) return 0; /* no output: skip this geometry */
   const size_t oh = (h + 2 * ph - span_h) / sh + 1, ow = (w + 2 * pw - span_w) / sw + 1, pixels = batch * oh * ow;
@@ -274,9 +258,11 @@ static int test_conv(int threads) {
   const int32_t x_zp = (int32_t)rnd_range(-128, 127), out_zp = (int32_t)rnd_range(-128, 127);
   const int per_channel = rnd() % 2, relu = rnd() % 3 == 0;
   const int32_t qmin = relu ? out_zp : -128;
+  const int32_t qmax = rnd() % 4 == 0 ? (int32_t)rnd_range(qmin, 127) : 127; /* a clamp below 127 (relu6-like) */
   for (size_t j = 0; j < cout; j++) {
-    bias[j] = (int32_t)rnd_range(-50000, 50000);
-    mult[j] = rnd_float(0.1f, 4.0f) / (127.0f * 64.0f * sqrtf((float)(kh * kw * cin_g)));
+    bias[j] = big_acc ? (int32_t)rnd_range(-2000000000, 2000000000) : (int32_t)rnd_range(-50000, 50000);
+    mult[j] = big_acc ? rnd_float(0.5f, 200.0f)
+                      : rnd_float(0.1f, 4.0f) / (127.0f * 64.0f * sqrtf((float)(kh * kw * cin_g)));
   }
   /* naive reference on the OIHW weights */
   for (size_t pix = 0; pix < pixels; pix++) {
@@ -292,7 +278,7 @@ static int test_conv(int threads) {
             acc += ((int64_t)x[((b * h + (size_t)iy) * w + (size_t)ix) * cin + g * cin_g + c] - x_zp) *
                    wt[((co * cin_g + c) * kh + ky) * kw + kx];
           }
-      ref[pix * cout + co] = (int8_t)qp_requantize((int32_t)acc, mult[per_channel ? co : 0], out_zp, qmin, 127);
+      ref[pix * cout + co] = (int8_t)qp_requantize((int32_t)acc, mult[per_channel ? co : 0], out_zp, qmin, qmax);
     }
   }
   const size_t psize = xnnpack_qc8w_conv2d_packed_size(groups, cout, cin_g, kh, kw);
@@ -308,7 +294,7 @@ static int test_conv(int threads) {
     qp_set_num_threads(isa == QP_ISA_SCALAR ? 1 : threads);
     memset(out, SENTINEL, nout + GUARD);
     int st = xnnpack_qs8_qc8w_conv2d_nhwc(x, batch, h, w, cin, x_zp, packed, rs, groups, cout, kh, kw, sh, sw, ph, pw,
-                                          dh, dw, oh, ow, bias, mult, per_channel ? cout : 1, out_zp, qmin, 127, out);
+                                          dh, dw, oh, ow, bias, mult, per_channel ? cout : 1, out_zp, qmin, qmax, out);
     if (st != QP_OK) FAIL("%s conv returned %d", qp_isa_name(isa), st);
     if (!guard_intact(out, nout)) FAIL("%s conv wrote past its output", qp_isa_name(isa));
     for (size_t i = 0; i < nout; i++)
@@ -322,6 +308,55 @@ static int test_conv(int threads) {
                                    dw, oh + 1, ow, bias, mult, 1, out_zp, qmin, 127, out) != QP_ERR_INVALID_ARGUMENT)
     FAIL("conv accepted a wrong output height");
   free(x), free(wt), free(ref), free(bias), free(mult), free(packed), free(rs), free(out);
+  return 0;
+}
+
+static int test_conv(int threads) {
+  /* depthwise with multiplier 1 and 16+ channels takes dwconv.c's SIMD path (full and partial 16-blocks) */
+  const int wide_dw = rnd() % 4 == 0;
+  /* wide depthwise: up to 150 channels (AVX-512 VNNI: two full groups of 64 and a partial one) */
+  const size_t groups = wide_dw ? (size_t)rnd_range(14, rnd() % 4 ? 50 : 150) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
+  const int depthwise = wide_dw || (groups > 1 && rnd() % 2);
+  /* stem: a 7x7 / 2 over few channels (kernel-row runs of kw * cin bytes, many row tiles);
+   * big: k and cout large enough for several weight panels of the gemm path */
+  const int shape = depthwise || groups > 1 ? 0 : rnd() % 12 == 0 ? 1 : rnd() % 12 == 0 ? 2 : 0;
+  const size_t cin_g = depthwise ? 1 : shape == 1 ? (size_t)rnd_range(1, 4) : shape == 2 ? (size_t)rnd_range(200, 330)
+                                                                                         : (size_t)rnd_range(1, 12);
+  const size_t cout_g = wide_dw ? 1 : (size_t)rnd_range(1, depthwise ? 3 : shape == 2 ? 170 : shape == 1 ? 70 : 24);
+  /* kh up to 9: the VNNI depthwise kernel takes the vertical taps four at a time */
+  const size_t batch = (size_t)rnd_range(1, 2);
+  const size_t kh = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? (rnd() % 3 ? 5 : 9) : 3);
+  const size_t kw = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? 5 : 3);
+  const size_t sh = shape == 1 ? 2 : (size_t)rnd_range(1, 2), sw = shape == 1 ? 2 : (size_t)rnd_range(1, 2);
+  const size_t dh = shape ? 1 : (size_t)rnd_range(1, 2), dw = shape ? 1 : (size_t)rnd_range(1, 2);
+  const size_t ph = shape == 1 ? 3 : (size_t)rnd_range(0, 2), pw = shape == 1 ? 3 : (size_t)rnd_range(0, 2);
+  const size_t h = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
+  const size_t w = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
+  return check_conv(batch, h, w, cin_g * groups, cout_g * groups, groups, kh, kw, sh, sw, ph, pw, dh, dw,
+                    rnd() % 8 == 0, threads);
+}
+
+/* The depthwise shape classes of the row kernels (dwconv_x86.c), each ISA against the reference:
+ * channel counts around the 64-channel groups and the 16-channel tail (nc < 16 included), widths
+ * below, at and past the 2- and 4-pixel steps (odd ones), stride 1 and 2, padding 0 and 1, border
+ * rows (h = 1 .. 5: row pairs cut by the image edge), batch 2, 1 and 3 threads (task boundaries),
+ * the 3x3 fast paths and their generic neighbours (1x3, 4x3, 5x5, dilation 2), and the big-scale
+ * requantization. */
+static int test_dwconv_classes(void) {
+  static const size_t chans[] = {1, 7, 16, 17, 31, 32, 33, 48, 64, 80, 96, 144, 150};
+  static const size_t widths[] = {1, 2, 3, 5, 8, 9};
+  static const size_t kernels[][4] = {{3, 3, 1, 1}, {1, 3, 1, 1}, {4, 3, 1, 1}, {5, 5, 1, 1}, {3, 3, 2, 2}};
+  size_t n = 0;
+  for (size_t ci = 0; ci < sizeof chans / sizeof *chans; ci++)
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+      for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
+        const size_t c = chans[ci], w = widths[wi], kh = kernels[ki][0], kw = kernels[ki][1];
+        const size_t d = kernels[ki][2], s = n % 3 == 2 ? 2 : 1, pad = n % 4 == 3 ? 0 : kw / 2;
+        const size_t h = 1 + n % 5, batch = n % 7 == 6 ? 2 : 1;
+        const int threads = n % 2 ? 3 : 1, big = n % 11 == 5;
+        n++;
+        if (check_conv(batch, h, w, c, c, c, kh, kw, s, s, pad, pad, d, d, big, threads)) return 1;
+      }
   return 0;
 }
 
@@ -586,7 +621,7 @@ int main(int argc, char **argv) {
   for (int isa = 0; isa < QP_ISA_COUNT; isa++)
     if (qp_compiled_isas() & (1u << isa)) printf(" %s%s", qp_isa_name(isa), qp_isa_usable(isa) ? "" : "(not usable here)");
   printf("\n");
-  if (test_invalid()) return 1;
+  if (test_invalid() || test_dwconv_classes()) return 1;
   for (long t = 0; t < trials; t++) {
     const size_t m = pick(MN_CHOICES, sizeof MN_CHOICES / sizeof *MN_CHOICES, 40);
     const size_t n = pick(MN_CHOICES, sizeof MN_CHOICES / sizeof *MN_CHOICES, 80);
