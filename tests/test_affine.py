@@ -21,12 +21,14 @@ from quantplug.affine import (
     dequantize_affine,
     fake_quantize_affine,
     pack_int4,
+    pack_uint4,
     quant_range,
     quantize_affine,
     quantize_bias,
     requantize_reference,
     sqnr,
     unpack_int4,
+    unpack_uint4,
 )
 from torch.ao.quantization.observer import MinMaxObserver as TorchMinMax
 from torch.ao.quantization.observer import PerChannelMinMaxObserver as TorchPerChannel
@@ -329,6 +331,24 @@ def test_pack_int4_validation():
         pack_int4(torch.tensor([8, 0], dtype=torch.int8))
     with pytest.raises(ValueError, match="int8"):
         pack_int4(torch.zeros(2, dtype=torch.int32))
+
+
+def test_pack_uint4_round_trip_nibble_order_and_validation():
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 16, (4, 10), generator=g, dtype=torch.uint8)
+    packed = pack_uint4(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (4, 5)
+    assert torch.equal(unpack_uint4(packed), codes)
+    # torch's embedding_bag_4bit layout: element 2i in the low nibble of byte i
+    assert pack_uint4(torch.tensor([1, 14, 15, 0], dtype=torch.uint8)).tolist() == [0xE1, 0x0F]
+    with pytest.raises(ValueError, match="even"):
+        pack_uint4(torch.zeros(3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 15\]"):
+        pack_uint4(torch.tensor([16, 0], dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        pack_uint4(torch.zeros(2, dtype=torch.int8))
+    with pytest.raises(ValueError, match="uint8"):
+        unpack_uint4(torch.zeros(2, dtype=torch.int8))
 
 
 # ---------------------------------------------------------------- bias, requant --

@@ -439,6 +439,48 @@ def test_quantized_embedding_and_bag_are_exact_on_dequantized_rows():
         assert torch.allclose(b[0](inp, off), exp, atol=1e-6)
 
 
+def test_int4_embedding_rows_pack_two_per_byte_and_stay_within_half_a_step():
+    torch.manual_seed(0)
+    emb = nn.Embedding(30, 12, padding_idx=2)
+    bag = nn.EmbeddingBag(30, 12, mode="mean")
+    model = nn.Sequential(emb, bag)
+    w_emb, w_bag = emb.weight.detach().clone(), bag.weight.detach().clone()
+    cfg = quantplug.Int8WeightOnlyConfig(embeddings=True, embedding_bits=4)
+    info = quantplug.quantize_(model, cfg, backend="reference")
+    assert info.swapped == {"0": "QuantizedEmbedding", "1": "QuantizedEmbeddingBag"}
+    q_emb, q_bag = model
+    assert q_emb.weight_q.dtype == torch.uint8 and q_emb.weight_q.shape == (30, 6)
+    assert "int4 asymmetric per-row (packed 2/byte)" in repr(q_emb)
+    for q, w in ((q_emb, w_emb), (q_bag, w_bag)):
+        # 16 codes per row; the all-zero padding row gets the smallest scale (float32 eps)
+        step = ((w.amax(1).clamp(min=0) - w.amin(1).clamp(max=0)) / 15).clamp(min=torch.finfo(torch.float32).eps)
+        assert torch.allclose(q.weight_scales, step, rtol=1e-6)
+        assert ((q.dequantized_weight() - w).abs() <= q.weight_scales[:, None] / 2 + 1e-6).all()
+    idx = torch.tensor([[0, 2, 29], [7, 7, 1]])
+    assert torch.equal(q_emb(idx), F.embedding(idx, q_emb.dequantized_weight()))
+    assert torch.equal(q_emb(torch.tensor([2])), torch.zeros(1, 12))  # padding row stays exactly zero
+    inp, off = torch.tensor([1, 3, 9, 9, 20, 3]), torch.tensor([0, 2, 5])
+    assert torch.allclose(q_bag(inp, off), F.embedding_bag(inp, q_bag.dequantized_weight(), off, mode="mean"),
+                          atol=1e-6)
+
+
+def test_int4_embeddings_need_an_even_dim_and_valid_bits():
+    model = nn.Sequential(nn.Embedding(10, 5), nn.Embedding(10, 6))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(quantplug.QuantplugError, match=r"Embedding\(10, 5\).*embedding_dim must be even"):
+        quantplug.quantize_(model, quantplug.Int8WeightOnlyConfig(embeddings=True, embedding_bits=4),
+                            backend="reference")
+    assert [type(m) for m in model] == [nn.Embedding, nn.Embedding]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # auto mode keeps the odd table float and quantizes the even one
+    info = quantplug.quantize_(model, quantplug.Int8WeightOnlyConfig(embeddings=None, embedding_bits=4),
+                               backend="reference")
+    assert info.swapped == {"1": "QuantizedEmbedding"} and model[1].bits == 4
+    for bad in (2, 16, True, "4"):
+        with pytest.raises(ValueError, match="embedding_bits must be 8"):
+            quantplug.Int8WeightOnlyConfig(embedding_bits=bad).validate()
+
+
 def test_dynamic_config_leaves_embeddings_float_unless_asked():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
     info = quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(), backend="reference")

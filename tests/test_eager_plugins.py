@@ -48,6 +48,7 @@ class _AllLayers(nn.Module):
 _PLUGIN_CONFIGS = {
     "dynamic": qc.Int8DynamicActivationInt8WeightConfig(embeddings=None),
     "dynamic+embeddings": qc.Int8DynamicActivationInt8WeightConfig(embeddings=True),
+    "dynamic+int4 embeddings": qc.Int8DynamicActivationInt8WeightConfig(embeddings=True, embedding_bits=4),
     "int8 weight-only": qc.Int8WeightOnlyConfig(),
     "int4 weight-only": qc.Int4WeightOnlyConfig(group_size=32),
     "static": qc.Int8StaticActivationInt8WeightConfig(),
@@ -179,6 +180,7 @@ def test_qat_fake_quant_matches_the_plugin_kernels(backend, target):
 _EXPORTED_OPS = {
     "dynamic": {"linear_dynamic"},
     "dynamic+embeddings": {"linear_dynamic", "embedding_int8", "embedding_bag_int8"},
+    "dynamic+int4 embeddings": {"linear_dynamic", "embedding_int4", "embedding_bag_int4"},
     "int8 weight-only": {"linear_weight_only"},
     "int4 weight-only": {"linear_int4_weight_only"},
     "static": {"quantize_per_tensor", "linear", "conv2d", "dequantize_per_tensor"},

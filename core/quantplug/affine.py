@@ -43,6 +43,8 @@ __all__ = [
     "fake_quantize_affine",
     "pack_int4",
     "unpack_int4",
+    "pack_uint4",
+    "unpack_uint4",
     "quantize_bias",
     "requantize_reference",
     "sqnr",
@@ -454,6 +456,37 @@ def unpack_int4(packed: Tensor) -> Tensor:
     both = torch.stack((lo, hi), dim=-1)
     signed = (both ^ 8) - 8  # sign-extend the nibble
     return signed.reshape(*packed.shape[:-1], packed.shape[-1] * 2).to(torch.int8)
+
+
+def pack_uint4(codes: Tensor) -> Tensor:
+    """Pack unsigned 4-bit codes (uint8 tensor holding 0..15, last dim even) two per byte.
+
+    The layout of :func:`pack_int4` without the sign: byte ``i`` holds element
+    ``2i`` in its low nibble and ``2i + 1`` in its high nibble. Asymmetric
+    4-bit tables (row-wise int4 embeddings: a value is ``(code - zero_point) *
+    scale``) store their codes this way, as torch's ``embedding_bag_4bit``
+    tables do.
+
+    :returns: uint8 tensor of shape ``[..., n // 2]``.
+    :raises ValueError: wrong dtype, odd last dim, or codes above 15.
+    """
+    if not isinstance(codes, Tensor) or codes.dtype != torch.uint8:
+        raise ValueError(f"pack_uint4 expects a uint8 tensor, got {getattr(codes, 'dtype', type(codes).__name__)}")
+    if codes.dim() == 0 or codes.shape[-1] % 2:
+        raise ValueError(f"pack_uint4 needs an even last dimension, got shape {tuple(codes.shape)}")
+    if codes.numel() and int(codes.max()) > 15:
+        raise ValueError(f"pack_uint4 codes must lie in [0, 15], got a maximum of {int(codes.max())}")
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def unpack_uint4(packed: Tensor) -> Tensor:
+    """Inverse of :func:`pack_uint4`: uint8 ``[..., m]`` -> uint8 ``[..., 2m]`` holding 0..15."""
+    if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
+        raise ValueError(f"unpack_uint4 expects a uint8 tensor, got {getattr(packed, 'dtype', type(packed).__name__)}")
+    if packed.dim() == 0:
+        raise ValueError("unpack_uint4 needs at least one dimension")
+    both = torch.stack((packed & 0xF, packed >> 4), dim=-1)
+    return both.reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 
 
 # ------------------------------------------------------------- bias / requant --

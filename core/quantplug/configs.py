@@ -214,9 +214,11 @@ def _check_bool(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"{owner}.{name} must be True or False, got {value!r}")
 
 
-def _check_embeddings(owner: str, value: Any) -> None:
+def _check_embeddings(owner: str, value: Any, bits: Any = 8) -> None:
     if value is not None and not isinstance(value, bool):
         raise ValueError(f"{owner}.embeddings must be True, False or None (auto), got {value!r}")
+    if bits not in (8, 4) or isinstance(bits, bool):
+        raise ValueError(f"{owner}.embedding_bits must be 8 (int8 rows) or 4 (int4 rows, two per byte), got {bits!r}")
 
 
 
@@ -250,11 +252,16 @@ class Int8DynamicActivationInt8WeightConfig(BaseConfig):
         ``quantize_dynamic`` leaves them float; this is off by default too).
         ``True`` fails before any change on a backend without an int8
         embedding kernel; ``None`` quantizes them only where the kernel exists.
+    :param embedding_bits: 8 (default) or 4: row-wise int4 tables (codes
+        0..15 two per byte, a scale and zero point per row; half the memory of
+        int8, needs an even ``embedding_dim``). The recommender-model recipe:
+        dynamic int8 linears with int4 embedding tables.
     """
 
     per_row: bool = True
     weight_per_channel: bool = True
     embeddings: bool | None = False
+    embedding_bits: int = 8
     mode: ClassVar[str] = "dynamic"
     module_types: ClassVar[None] = None
 
@@ -262,7 +269,7 @@ class Int8DynamicActivationInt8WeightConfig(BaseConfig):
         """Every field is a bool (``embeddings`` may also be ``None``)."""
         for name in ("per_row", "weight_per_channel"):
             _check_bool(type(self).__name__, name, getattr(self, name))
-        _check_embeddings(type(self).__name__, self.embeddings)
+        _check_embeddings(type(self).__name__, self.embeddings, self.embedding_bits)
 
 
 @dataclass
@@ -275,10 +282,13 @@ class Int8WeightOnlyConfig(BaseConfig):
         ``nn.EmbeddingBag`` tables as int8 rows, failing on a backend without
         that kernel; ``None`` (default): only where the backend has the kernel;
         ``False``: keep them float.
+    :param embedding_bits: 8 (default) or 4 for row-wise int4 tables (see
+        :class:`Int8DynamicActivationInt8WeightConfig`).
     """
 
     group_size: int | None = None
     embeddings: bool | None = None
+    embedding_bits: int = 8
     mode: ClassVar[str] = "weight_only"
     module_types: ClassVar[None] = None
 
@@ -287,7 +297,7 @@ class Int8WeightOnlyConfig(BaseConfig):
         if self.group_size is not None and (not isinstance(self.group_size, int) or isinstance(self.group_size, bool)
                                             or self.group_size <= 0):
             raise ValueError(f"Int8WeightOnlyConfig.group_size must be None or a positive int, got {self.group_size!r}")
-        _check_embeddings("Int8WeightOnlyConfig", self.embeddings)
+        _check_embeddings("Int8WeightOnlyConfig", self.embeddings, self.embedding_bits)
 
 
 @dataclass

@@ -169,20 +169,35 @@ def _config_kernel_ops(config: Any) -> list[tuple[tuple[str, ...], str]]:
 _EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
 
 
+def _embedding_bits(config: Any) -> int:
+    """Row width of the config's embedding tables (configs without ``embedding_bits``: 8)."""
+    return getattr(config, "embedding_bits", 8)
+
+
 def _quantize_embedding(module: nn.Module, config: Any, backend: Any) -> bool:
-    """Whether ``module`` (an exact Embedding / EmbeddingBag) becomes int8 under ``config.embeddings``.
+    """Whether ``module`` (an exact Embedding / EmbeddingBag) is quantized under ``config.embeddings``.
 
     ``True`` demands the backend's kernel (raising before any change), ``None``
-    takes it where it exists, ``False`` never.
+    takes it where it exists, ``False`` never. int4 rows (``embedding_bits=4``)
+    also need an even ``embedding_dim``: ``None`` keeps an odd one float.
     """
     if type(module) not in _EMBEDDING_TYPES or config.embeddings is False:
         return False
-    ops = wo.QuantizedEmbedding.ops if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag.ops
+    bits = _embedding_bits(config)
+    cls = wo.QuantizedEmbedding if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag
+    ops = cls.ops_by_bits[bits]
     if config.embeddings is None:
-        return not missing_kernel_ops(backend, ops)
-    require_kernel_ops(backend, ops, f"int8 {type(module).__name__}({module.num_embeddings}, {module.embedding_dim})",
+        return not missing_kernel_ops(backend, ops) and not (bits == 4 and module.embedding_dim % 2)
+    require_kernel_ops(backend, ops, f"int{bits} {type(module).__name__}({module.num_embeddings}, "
+                       f"{module.embedding_dim})",
                        f"Pass {type(config).__name__}(embeddings=None) to keep embeddings float where the backend "
-                       f"has no kernel, or embeddings=False")
+                       f"has no kernel, or embeddings=False" + (" (fbgemm ships int4 embedding kernels: "
+                                                                 "pip install quantplug-fbgemm)" if bits == 4 else ""))
+    if bits == 4 and module.embedding_dim % 2:
+        raise QuantplugError(f"int4 {type(module).__name__}({module.num_embeddings}, {module.embedding_dim}): int4 "
+                             f"rows pack two codes per byte, so embedding_dim must be even; use embedding_bits=8, "
+                             f"embeddings=None (keeps odd tables float) or exclude it with filter_fn. "
+                             f"Nothing was changed.")
     return True
 
 
@@ -265,7 +280,7 @@ def _dynamic_handler(module: nn.Module, config: Int8DynamicActivationInt8WeightC
         return dyn.DynamicRNNCell.from_float(module, backend, num, per_row=config.per_row)
     if _quantize_embedding(module, config, backend):
         cls = wo.QuantizedEmbedding if t is nn.Embedding else wo.QuantizedEmbeddingBag
-        return cls.from_float(module, backend)
+        return cls.from_float(module, backend, bits=_embedding_bits(config))
     return module
 
 
@@ -275,7 +290,7 @@ def _weight_only_handler(module: nn.Module, config: Int8WeightOnlyConfig, backen
                                                   group_size=config.group_size)
     if _quantize_embedding(module, config, backend):
         cls = wo.QuantizedEmbedding if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag
-        return cls.from_float(module, backend)
+        return cls.from_float(module, backend, bits=_embedding_bits(config))
     return module
 
 

@@ -62,6 +62,10 @@ LIB.define("linear_int4_weight_only(Tensor x, Tensor[] packed, Tensor? bias, int
 LIB.define("embedding_int8(Tensor indices, Tensor weight_q, Tensor scales, Tensor zero_points, str backend) -> Tensor")
 LIB.define("embedding_bag_int8(Tensor input, Tensor? offsets, Tensor weight_q, Tensor scales, Tensor zero_points, "
            "str mode, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx, str backend) -> Tensor")
+# int4 rows: ``weight_q`` is uint8 [rows, dim / 2], two codes per byte (quantplug.affine.pack_uint4)
+LIB.define("embedding_int4(Tensor indices, Tensor weight_q, Tensor scales, Tensor zero_points, str backend) -> Tensor")
+LIB.define("embedding_bag_int4(Tensor input, Tensor? offsets, Tensor weight_q, Tensor scales, Tensor zero_points, "
+           "str mode, Tensor? per_sample_weights, bool include_last_offset, int? padding_idx, str backend) -> Tensor")
 
 
 def _linear_weight_only_impl(x, packed, bias, n, backend):
@@ -72,21 +76,28 @@ def _linear_int4_impl(x, packed, bias, n, backend):
     return _kernels(backend).linear_int4_weight_only(x, _packed_object(backend, "int4_linear", packed), bias)
 
 
-def _embedding_impl(indices, weight_q, scales, zero_points, backend):
-    return _kernels(backend).embedding_int8(indices, weight_q, scales, zero_points)
+def _embedding_impl(bits):
+    def impl(indices, weight_q, scales, zero_points, backend):
+        k = _kernels(backend)
+        return (k.embedding_int8 if bits == 8 else k.embedding_int4)(indices, weight_q, scales, zero_points)
+    return impl
 
 
-def _embedding_bag_impl(input, offsets, weight_q, scales, zero_points, mode, per_sample_weights,
-                        include_last_offset, padding_idx, backend):
-    return _kernels(backend).embedding_bag_int8(input, offsets, weight_q, scales, zero_points, mode=mode,
-                                                per_sample_weights=per_sample_weights,
-                                                include_last_offset=include_last_offset, padding_idx=padding_idx)
+def _embedding_bag_impl(bits):
+    def impl(input, offsets, weight_q, scales, zero_points, mode, per_sample_weights, include_last_offset,
+             padding_idx, backend):
+        k = _kernels(backend)
+        return (k.embedding_bag_int8 if bits == 8 else k.embedding_bag_int4)(
+            input, offsets, weight_q, scales, zero_points, mode=mode, per_sample_weights=per_sample_weights,
+            include_last_offset=include_last_offset, padding_idx=padding_idx)
+    return impl
 
 
 impl_cpu(LIB, "linear_weight_only", _linear_weight_only_impl)
 impl_cpu(LIB, "linear_int4_weight_only", _linear_int4_impl)
-impl_cpu(LIB, "embedding_int8", _embedding_impl)
-impl_cpu(LIB, "embedding_bag_int8", _embedding_bag_impl)
+for _bits in (8, 4):
+    impl_cpu(LIB, f"embedding_int{_bits}", _embedding_impl(_bits))
+    impl_cpu(LIB, f"embedding_bag_int{_bits}", _embedding_bag_impl(_bits))
 
 
 @torch.library.register_fake("quantplug::linear_weight_only", lib=LIB)
@@ -99,19 +110,26 @@ def _(x, packed, bias, n, backend):
     return x.new_empty((*x.shape[:-1], n))
 
 
-@torch.library.register_fake("quantplug::embedding_int8", lib=LIB)
-def _(indices, weight_q, scales, zero_points, backend):
-    return scales.new_empty((*indices.shape, weight_q.shape[1]))
+def _embedding_fake(codes_per_byte):
+    def fake(indices, weight_q, scales, zero_points, backend):
+        return scales.new_empty((*indices.shape, weight_q.shape[1] * codes_per_byte))
+    return fake
 
 
-@torch.library.register_fake("quantplug::embedding_bag_int8", lib=LIB)
-def _(input, offsets, weight_q, scales, zero_points, mode, per_sample_weights, include_last_offset, padding_idx,
-      backend):
-    if input.dim() == 2:
-        bags = input.shape[0]
-    else:
-        bags = offsets.shape[0] - (1 if include_last_offset else 0)
-    return scales.new_empty((bags, weight_q.shape[1]))
+def _embedding_bag_fake(codes_per_byte):
+    def fake(input, offsets, weight_q, scales, zero_points, mode, per_sample_weights, include_last_offset,
+             padding_idx, backend):
+        if input.dim() == 2:
+            bags = input.shape[0]
+        else:
+            bags = offsets.shape[0] - (1 if include_last_offset else 0)
+        return scales.new_empty((bags, weight_q.shape[1] * codes_per_byte))
+    return fake
+
+
+for _bits in (8, 4):
+    torch.library.register_fake(f"quantplug::embedding_int{_bits}", _embedding_fake(8 // _bits), lib=LIB)
+    torch.library.register_fake(f"quantplug::embedding_bag_int{_bits}", _embedding_bag_fake(8 // _bits), lib=LIB)
 
 
 #: ``ops.linear_weight_only`` etc. (the ``quantplug`` op namespace, as in :mod:`quantplug.lowering`).

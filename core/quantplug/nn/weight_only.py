@@ -5,9 +5,10 @@
 * :class:`Int4WeightOnlyLinear`: int4 symmetric group-wise weights packed two
   per byte; runs the backend's int4 kernel (``pack_linear_int4_weight`` /
   ``linear_int4``) — ``quantize_`` refuses a plugin backend without one.
-* :class:`QuantizedEmbedding` / :class:`QuantizedEmbeddingBag`: int8 rows,
-  one scale and zero point per row (the asymmetric row-wise scheme torch uses
-  for embedding tables).
+* :class:`QuantizedEmbedding` / :class:`QuantizedEmbeddingBag`: int8 or int4
+  rows, one scale and zero point per row (the asymmetric row-wise schemes of
+  torch's ``embedding_bag_byte`` / ``embedding_bag_4bit`` tables; int4 codes
+  0..15 packed two per byte).
 
 Without a kernel the math is the pure-PyTorch reference: dequantize the
 weight (only the rows looked up, for embeddings) and run the float op.
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..affine import choose_qparams, dequantize_affine, pack_int4, quantize_affine, unpack_int4
+from ..affine import (choose_qparams, dequantize_affine, pack_int4, pack_uint4, quantize_affine, unpack_int4,
+                      unpack_uint4)
 from ..errors import QuantplugError
 from ._common import BackendNumerics, QuantizedModule, quantize_weight
 from ._traced import is_tracing, packed_tensors
@@ -202,96 +204,128 @@ class Int4WeightOnlyLinear(QuantizedModule):
 # ------------------------------------------------------------------ embeddings --
 
 
-def _rowwise_int8(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Asymmetric int8 per row: ``(q int8 [V, D], scales [V], zero_points int32 [V])``."""
+#: ``bits`` -> (code range, storage dtype) of the row-wise embedding schemes.
+EMBEDDING_CODES = {8: (-128, 127, torch.int8), 4: (0, 15, torch.uint8)}
+
+
+def _rowwise_codes(weight: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Asymmetric codes per row: ``(codes [V, D], scales [V], zero_points int32 [V])``.
+
+    int8: codes -128..127 (int8); int4: codes 0..15 (uint8, not yet packed).
+    """
+    lo, hi, dtype = EMBEDDING_CODES[bits]
     w = weight.detach().to(torch.float32)
-    s, z = choose_qparams(w.amin(1), w.amax(1), quant_min=-128, quant_max=127, symmetric=False, dtype=torch.int8)
-    return quantize_affine(w, s, z, quant_min=-128, quant_max=127, dtype=torch.int8, axis=0), s, z
+    s, z = choose_qparams(w.amin(1), w.amax(1), quant_min=lo, quant_max=hi, symmetric=False, dtype=dtype)
+    return quantize_affine(w, s, z, quant_min=lo, quant_max=hi, dtype=dtype, axis=0), s, z
 
 
 class _EmbeddingBase(QuantizedModule):
-    ops: tuple[str, ...] = ()
+    #: the kernel-library methods each width needs (``ops_by_bits[bits]``)
+    ops_by_bits: dict[int, tuple[str, ...]] = {}
+    #: code width (the class default keeps modules pickled before int4 existed loadable)
+    bits: int = 8
 
-    def _setup(self, mod: nn.Module, backend: Any, label: str) -> None:
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """The kernel methods this module's width runs on a plugin backend."""
+        return self.ops_by_bits[self.bits]
+
+    def _setup(self, mod: nn.Module, backend: Any, label: str, bits: int) -> None:
         if getattr(mod, "max_norm", None) is not None:
             raise QuantplugError(f"{type(mod).__name__} with max_norm renormalises its float rows in place; "
-                                 f"it cannot be stored as int8 (keep it float with filter_fn)")
+                                 f"it cannot be stored as int{bits} (keep it float with filter_fn)")
+        if bits not in EMBEDDING_CODES:
+            raise QuantplugError(f"{type(mod).__name__}: embedding rows are stored as int8 or int4, got bits={bits!r}")
+        if bits == 4 and mod.embedding_dim % 2:
+            raise QuantplugError(f"{type(mod).__name__}({mod.num_embeddings}, {mod.embedding_dim}): int4 rows pack "
+                                 f"two codes per byte, so embedding_dim must be even; use embedding_bits=8 for this "
+                                 f"table or exclude it with filter_fn")
+        self.bits = bits
         self.num_embeddings, self.embedding_dim = mod.num_embeddings, mod.embedding_dim
         self.padding_idx = mod.padding_idx
-        self._init_backend(backend, None, self.ops, op_label=label)
-        q, s, z = _rowwise_int8(mod.weight)
-        self.register_buffer("weight_q", q)
+        self._init_backend(backend, None, self.ops_by_bits[bits], op_label=f"int{bits} {label}")
+        q, s, z = _rowwise_codes(mod.weight, bits)
+        # int8: codes as they are; int4: two codes per byte (``weight_q`` uint8 [V, D / 2])
+        self.register_buffer("weight_q", q if bits == 8 else pack_uint4(q))
         self.register_buffer("weight_scales", s)
         self.register_buffer("weight_zero_points", z)
 
+    def _codes(self, idx: Tensor | None = None) -> Tensor:
+        """The codes of rows ``idx`` (all rows when ``None``), unpacked: int8 or uint8 ``[..., D]``."""
+        q = self.weight_q if idx is None else self.weight_q[idx]
+        return q if self.bits == 8 else unpack_uint4(q)
+
     def _rows(self, idx: Tensor) -> Tensor:
-        q = self.weight_q[idx]
-        return (q.to(torch.int32) - self.weight_zero_points[idx].unsqueeze(-1)).to(torch.float32) * \
+        return (self._codes(idx).to(torch.int32) - self.weight_zero_points[idx].unsqueeze(-1)).to(torch.float32) * \
             self.weight_scales[idx].unsqueeze(-1)
 
     def dequantized_weight(self) -> Tensor:
         """The whole table in float (for inspection)."""
-        return dequantize_affine(self.weight_q, self.weight_scales, self.weight_zero_points, axis=0)
+        return dequantize_affine(self._codes(), self.weight_scales, self.weight_zero_points, axis=0)
 
     def extra_repr(self) -> str:
         """Table size, scheme and kernel path."""
+        packed = " (packed 2/byte)" if self.bits == 4 else ""
         return (f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}, "
-                f"weight=int8 asymmetric per-row, backend={self.backend_name}, kernel={self.kernel_path}")
+                f"weight=int{self.bits} asymmetric per-row{packed}, backend={self.backend_name}, "
+                f"kernel={self.kernel_path}")
 
 
 class QuantizedEmbedding(_EmbeddingBase):
-    """``nn.Embedding`` with int8 rows (one scale / zero point per row); dequantizes only the rows looked up."""
+    """``nn.Embedding`` with int8 or int4 rows (one scale / zero point per row); dequantizes only the rows looked up."""
 
-    ops = ("embedding_int8",)
+    ops_by_bits = {8: ("embedding_int8",), 4: ("embedding_int4",)}
 
-    def __init__(self, mod: nn.Embedding, backend: Any) -> None:
+    def __init__(self, mod: nn.Embedding, backend: Any, bits: int = 8) -> None:
         super().__init__()
-        self._setup(mod, backend, "int8 embedding")
+        self._setup(mod, backend, "embedding", bits)
 
     @classmethod
-    def from_float(cls, mod: nn.Embedding, backend: Any, numerics: Any = None):
-        """Quantize the table row by row."""
-        return cls(mod, backend)
+    def from_float(cls, mod: nn.Embedding, backend: Any, numerics: Any = None, *, bits: int = 8):
+        """Quantize the table row by row to ``bits`` (8 or 4) bit codes."""
+        return cls(mod, backend, bits)
 
     def forward(self, indices: Tensor) -> Tensor:
         """Integer indices of any shape -> float ``[*indices.shape, embedding_dim]``."""
         if indices.dtype not in (torch.int64, torch.int32):
             raise QuantplugError(f"QuantizedEmbedding: indices must be int64 or int32, got {indices.dtype}")
         if self.uses_plugin_kernel and is_tracing(indices):
-            return traced.embedding_int8(indices, self.weight_q, self.weight_scales, self.weight_zero_points,
-                                         self.backend_name)
+            op = traced.embedding_int8 if self.bits == 8 else traced.embedding_int4
+            return op(indices, self.weight_q, self.weight_scales, self.weight_zero_points, self.backend_name)
         if self.uses_plugin_kernel:
-            return self.kernels().embedding_int8(indices, self.weight_q, self.weight_scales, self.weight_zero_points)
+            k = self.kernels()
+            fn = k.embedding_int8 if self.bits == 8 else k.embedding_int4
+            return fn(indices, self.weight_q, self.weight_scales, self.weight_zero_points)
         return self._rows(indices.long())
 
 
 class QuantizedEmbeddingBag(_EmbeddingBase):
-    """``nn.EmbeddingBag`` (sum / mean / max) with int8 rows."""
+    """``nn.EmbeddingBag`` (sum / mean / max) with int8 or int4 rows."""
 
-    ops = ("embedding_bag_int8",)
+    ops_by_bits = {8: ("embedding_bag_int8",), 4: ("embedding_bag_int4",)}
 
-    def __init__(self, mod: nn.EmbeddingBag, backend: Any) -> None:
+    def __init__(self, mod: nn.EmbeddingBag, backend: Any, bits: int = 8) -> None:
         super().__init__()
-        self._setup(mod, backend, "int8 embedding bag")
+        self._setup(mod, backend, "embedding bag", bits)
         self.mode, self.include_last_offset = mod.mode, mod.include_last_offset
 
     @classmethod
-    def from_float(cls, mod: nn.EmbeddingBag, backend: Any, numerics: Any = None):
-        """Quantize the table row by row."""
-        return cls(mod, backend)
+    def from_float(cls, mod: nn.EmbeddingBag, backend: Any, numerics: Any = None, *, bits: int = 8):
+        """Quantize the table row by row to ``bits`` (8 or 4) bit codes."""
+        return cls(mod, backend, bits)
 
     def forward(self, input: Tensor, offsets: Tensor | None = None, per_sample_weights: Tensor | None = None) -> Tensor:
         """Same arguments as ``nn.EmbeddingBag.forward``."""
         if self.uses_plugin_kernel and is_tracing(input):
-            return traced.embedding_bag_int8(input, offsets, self.weight_q, self.weight_scales,
-                                             self.weight_zero_points, self.mode, per_sample_weights,
-                                             self.include_last_offset, self.padding_idx, self.backend_name)
+            op = traced.embedding_bag_int8 if self.bits == 8 else traced.embedding_bag_int4
+            return op(input, offsets, self.weight_q, self.weight_scales, self.weight_zero_points, self.mode,
+                      per_sample_weights, self.include_last_offset, self.padding_idx, self.backend_name)
         if self.uses_plugin_kernel:
-            return self.kernels().embedding_bag_int8(input, offsets, self.weight_q, self.weight_scales,
-                                                     self.weight_zero_points, mode=self.mode,
-                                                     per_sample_weights=per_sample_weights,
-                                                     include_last_offset=self.include_last_offset,
-                                                     padding_idx=self.padding_idx)
+            k = self.kernels()
+            fn = k.embedding_bag_int8 if self.bits == 8 else k.embedding_bag_int4
+            return fn(input, offsets, self.weight_q, self.weight_scales, self.weight_zero_points, mode=self.mode,
+                      per_sample_weights=per_sample_weights, include_last_offset=self.include_last_offset,
+                      padding_idx=self.padding_idx)
         # Dequantize only the distinct rows this call touches, then let torch do the bagging.
         uniq, inverse = torch.unique(input.long(), return_inverse=True)
         rows = self._rows(uniq)
