@@ -148,29 +148,45 @@ static void fb_im2col_row(const fb_conv_shape *s, const uint8_t *x, uint8_t x_zp
 
 /* The kh runs of output pixel `pix` (at ox, oy of image b) for the indirect kernel, each
  * kw * cin input bytes read as run_pad >= kw * cin bytes (run_pad - kw * cin bytes past a run
- * meet zero weights, see fb_conv_pad_runs): pointers into x when the whole patch is inside the input (and its last
- * padded run ends inside x, x_end), else into `row`, where the patch is gathered with its
- * padding (one group, no dilation). */
+ * meet zero weights, see fb_conv_pad_runs): a pointer into x when the run is inside the input
+ * (and its padded end inside x, x_end), else into `row` (slot ky at ky * run_pad), where that
+ * run alone is gathered with its padding (one group, no dilation in x). Per run, not per
+ * patch: a patch on the top or bottom border still reads most of its runs in place, and no
+ * patch is gathered whole and then spread (the RGB stem's border patches, 5% of its pixels,
+ * took 8% of its time that way). */
 static void fb_conv_row_runs(const fb_conv_shape *s, const uint8_t *x, const uint8_t *x_end,
                              uint8_t x_zp, size_t run_pad, size_t pix, size_t ox, size_t oy,
                              size_t b, uint8_t *row, const uint8_t **runs) {
-  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
+  (void)pix;
+  const ptrdiff_t ix0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw, kw = (ptrdiff_t)s->kw;
   const ptrdiff_t iy0 = (ptrdiff_t)(oy * s->sh) - (ptrdiff_t)s->ph;
-  const size_t run = s->kw * s->cin;
-  if (ix0 >= 0 && ix0 + (ptrdiff_t)s->kw <= (ptrdiff_t)s->w && iy0 >= 0 &&
-      iy0 + (ptrdiff_t)((s->kh - 1) * s->dh) < (ptrdiff_t)s->h) {
+  const size_t cin = s->cin, run = s->kw * cin;
+  if (ix0 >= 0 && ix0 + kw <= (ptrdiff_t)s->w && iy0 >= 0 &&
+      iy0 + (ptrdiff_t)((s->kh - 1) * s->dh) < (ptrdiff_t)s->h) { /* interior: the common case */
     for (size_t ky = 0; ky < s->kh; ky++)
-      runs[ky] = x + ((b * s->h + (size_t)iy0 + ky * s->dh) * s->w + (size_t)ix0) * s->cin;
+      runs[ky] = x + ((b * s->h + (size_t)iy0 + ky * s->dh) * s->w + (size_t)ix0) * cin;
     if ((size_t)(x_end - runs[s->kh - 1]) >= run_pad) return;
   }
-  fb_im2col_row(s, x, x_zp, pix, 0, row);
-  /* spread the runs to run_pad strides (last first: they only move up), zero the gaps */
-  for (size_t ky = s->kh; ky-- > 0;) {
-    if (run_pad != run) {
-      memmove(row + ky * run_pad, row + ky * run, run);
-      memset(row + ky * run_pad + run, 0, run_pad - run);
+  /* valid taps kx in [lo, hi) (0 <= ix0 + kx < w) */
+  const ptrdiff_t lo = ix0 < 0 ? (-ix0 < kw ? -ix0 : kw) : 0;
+  const ptrdiff_t right = (ptrdiff_t)s->w - ix0, hi = right < lo ? lo : (right < kw ? right : kw);
+  for (size_t ky = 0; ky < s->kh; ky++) {
+    const ptrdiff_t iy = iy0 + (ptrdiff_t)(ky * s->dh);
+    uint8_t *slot = row + ky * run_pad;
+    runs[ky] = slot;
+    if (iy < 0 || iy >= (ptrdiff_t)s->h) {
+      memset(slot, x_zp, run);
+    } else {
+      const uint8_t *line = x + (b * s->h + (size_t)iy) * s->w * cin;
+      if (lo == 0 && hi == kw && (size_t)(x_end - (line + (size_t)ix0 * cin)) >= run_pad) {
+        runs[ky] = line + (size_t)ix0 * cin;
+        continue;
+      }
+      memset(slot, x_zp, (size_t)lo * cin);
+      if (hi > lo) fb_copy_run(slot + (size_t)lo * cin, line + (size_t)(ix0 + lo) * cin, (size_t)(hi - lo) * cin);
+      memset(slot + (size_t)hi * cin, x_zp, (size_t)(kw - hi) * cin);
     }
-    runs[ky] = row + ky * run_pad;
+    memset(slot + run, 0, run_pad - run);
   }
 }
 

@@ -143,6 +143,45 @@ QP_TARGET_AVX512VNNI void fb_dw3_row_u8__avx512vnni(const uint32_t *const *rows,
 #undef FB_DW3_REQUANT_STORE
 }
 
+/* ---- the register-staged VNNI rows kernels (fb_dw3_rows_u8__avx512vnni / __avx512vbmi) ----
+ * Each of the nr + 2 input rows under nr output rows keeps its current tap-triple vector
+ * S = (x[i-1], x[i], x[i+1], 0) per channel in a register; moving one column right is one
+ * vpermt2b (bytes 1, 2 of S and the 16 new input bytes, byte 3 masked to 0) where the CPU
+ * has AVX512-VBMI, else vpsrld 8 + a masked vpshufb of the broadcast input. No staged row
+ * is stored or reloaded (on Zen 4 a 64-byte store costs two store cycles), the input rows are
+ * read (nr + 2) / nr times (nr = 8 output rows per pass), and every S serves up to 3 output
+ * rows. The loop is bound by vector ALU throughput (each zmm op per 4 output blocks costs about
+ * 1.5 us on the 144-channel 56x56 layer), so every op counts: see the variants below.
+ * Requantization: the float part as fb_epilogue_u8__avx512 (cvtdq2ps, mul, clamp to
+ * qmax - zp, cvtps2dq) for 4 output rows at once, then vpackssdw / vpaddsw zp / vpackuswb /
+ * vpmaxub qmin / vpermd. Same results as max(qmin - zp) -> min(qmax - zp) -> + zp in int32:
+ * the float min keeps every value <= qmax - zp <= 255 (so no upper saturation), vmin(hi, f)
+ * passes NaN through and cvtps2dq maps NaN and values below -2^31 to INT32_MIN, which like
+ * every value below qmin - zp saturates to a byte <= qmin and is lifted to qmin by vpmaxub
+ * (not needed when qmin = 0: vpackuswb clamps at 0); with 0 <= zp <= 255 the saturating
+ * int16 add never saturates a value that survives. */
+#define FB_DW3_TARGET QP_TARGET_AVX512VNNI
+#define FB_DW3_NAME(n) n##__avx512vnni
+#define FB_DW3_VBMI 0
+#include "dwconv3x3_rows.h"
+#undef FB_DW3_TARGET
+#undef FB_DW3_NAME
+#undef FB_DW3_VBMI
+
+#define FB_DW3_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma")))
+#define FB_DW3_NAME(n) n##__avx512vbmi
+#define FB_DW3_VBMI 1
+#include "dwconv3x3_rows.h"
+#undef FB_DW3_TARGET
+#undef FB_DW3_NAME
+#undef FB_DW3_VBMI
+
+int fb_dw3_cpu_has_vbmi(void) {
+  __builtin_cpu_init(); /* idempotent; makes the check safe however early it runs */
+  return __builtin_cpu_supports("avx512vbmi");
+}
+
 /* Weight triple (bytes w0 w1 w2 0) -> sign-extended int16 pairs (w0, w2) and (w1, 0). */
 QP_TARGET_AVX512 static inline void fb_dw3_wsplit16(__m512i t, __m512i *wlo, __m512i *whi) {
   const __m512i lo16 = _mm512_set1_epi32(0xFFFF);

@@ -178,6 +178,10 @@ int fbgemm_embedding_bag_int4(const uint8_t *weight, const float *scales,
                               float *out);
 
 /* ---- diagnostics ----------------------------------------------------------- */
+/* The depthwise 3x3 VNNI row path stages with AVX512-VBMI's vpermt2b when the CPU has it.
+ * mode 0 / 1: forbid / allow that variant (tests run both; allowed by default); -1: query.
+ * Returns 1 if the VBMI variant is in use after the call. */
+int fbgemm_dw3_vbmi(int mode);
 /* Name of the GEMM microkernel the current ISA dispatches to. */
 const char *fbgemm_gemm_ukernel_name(void);
 /* QP_CDEF_END */
@@ -191,6 +195,17 @@ static inline int64_t fb_get_index(const void *p, int is64, size_t i) {
 }
 int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
                       int off64, size_t num_bags, size_t rows);
+/* Rows looked up ahead of use: rows of a large table sit in DRAM or L3 in random order, and a
+ * row's few vector ops finish long before its cache miss would, so the bag loops issue the
+ * loads of the row FB_EMB_PREFETCH indices ahead (measured on a 100000 x 128 table, bags of 20:
+ * 8..16 ahead all give the same time, python benchmarks/bench_embeddings.py). */
+#define FB_EMB_PREFETCH 12
+/* Hint the lines of bytes [p, p + n) into the cache (a hint: never faults, any ISA). */
+static inline void fb_prefetch_bytes(const void *p, size_t n) {
+  const char *c = (const char *)p;
+  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 3);
+  __builtin_prefetch(c + n - 1, 0, 3); /* a row that starts mid-line ends on one line more */
+}
 /* Whether the AVX-512 row functions are active; then run task over the bags (on the thread
  * pool when num_indices * dim is large: bags are independent, results do not depend on it). */
 int fb_emb_use_avx512(void);
@@ -322,6 +337,20 @@ void fb_dw_taps16__avx512(const uint8_t *const *x, const int8_t *const *w, size_
  * channel). A row kernel then needs one 4-byte dot product per kernel row and pixel:
  * vpdpbusd on VNNI, two vpmaddwd on the (b0, b2) / (b1, 0) int16 halves otherwise (exact:
  * |255 * 128 * 2| < 2^31). The zero-point term -x_zp * sum(w) enters through `init`. */
+#define FB_DW3_MAXR 8 /* output rows per call of the register-staged rows kernel */
+/* Per-16-channel-block constants of the row path, computed once per call. */
+typedef struct {
+  uint32_t w[3][FB_NR];  /* weight triples of kernel rows 0..2 (bytes w0 w1 w2 0) */
+  uint32_t zs[3][FB_NR]; /* x_zp * (sum of kernel row ky's weights), mod 2^32 */
+  int32_t init3[FB_NR];  /* params.col - zs[0] - zs[1] - zs[2] (mod 2^32) */
+  int small;             /* every params.mult[j] <= 0.5 (then |acc * mult| <= 2^30) */
+  fb_block_params params;
+} fb_dw3_block;
+/* The register-staged rows kernel (x86: fb_dw3_rows_u8__avx512vnni, documented there). */
+typedef void (*fb_dw3_rows_fn)(const uint8_t *const *xrows, size_t nr, size_t w, size_t cstride,
+                               size_t pw, size_t ox0, size_t ox1, const fb_dw3_block *blk,
+                               uint8_t x_zp, int32_t zp, int32_t qmin, int32_t qmax, size_t nc,
+                               uint8_t *out, size_t out_row_stride, size_t out_stride);
 typedef void (*fb_dw3_stage_fn)(const uint8_t *row, size_t w, size_t cstride, size_t pw, size_t sw,
                                 size_t n, size_t nc, uint8_t zp, uint32_t *dst);
 /* acc[i * 16 + j] = init[j] + sum_{r < nv} dot4(rows[r][i * 16 + j], wrow[r * 16 + j]), i < n */
@@ -340,6 +369,23 @@ void fb_dw3_stage__avx512(const uint8_t *row, size_t w, size_t cstride, size_t p
                           size_t n, size_t nc, uint8_t zp, uint32_t *dst);
 void fb_dw3_row__avx512(const uint32_t *const *rows, const uint32_t *wrow, size_t nv, size_t n,
                         const int32_t *init, int32_t *acc);
+/* nr (1..4 or 8) output rows of one 16-channel block, stride 1, fused requantization, staging in
+ * registers: xrows[0 .. nr + 1] are the input rows under them at channel c0 (rows in the
+ * vertical padding point into a row of x_zp bytes: exact, since init3 subtracts
+ * x_zp * sum(w) for all three kernel rows).
+ * Output pixel (r, i), ox0 <= i < ox1, goes to out[r * out_row_stride + i * out_stride + j],
+ * j < nc. */
+void fb_dw3_rows_u8__avx512vnni(const uint8_t *const *xrows, size_t nr, size_t w, size_t cstride,
+                                size_t pw, size_t ox0, size_t ox1, const fb_dw3_block *blk,
+                                uint8_t x_zp,
+                                int32_t zp, int32_t qmin, int32_t qmax, size_t nc, uint8_t *out,
+                                size_t out_row_stride, size_t out_stride);
+/* The same staging with one vpermt2b per row and column (CPUs with AVX512-VBMI). */
+void fb_dw3_rows_u8__avx512vbmi(const uint8_t *const *xrows, size_t nr, size_t w, size_t cstride,
+                                size_t pw, size_t ox0, size_t ox1, const fb_dw3_block *blk,
+                                uint8_t x_zp, int32_t zp, int32_t qmin, int32_t qmax, size_t nc,
+                                uint8_t *out, size_t out_row_stride, size_t out_stride);
+int fb_dw3_cpu_has_vbmi(void); /* run-time cpuid check */
 /* Row kernel + epilogue in one pass: out[i * out_stride + j] for i < n, j < nc. */
 void fb_dw3_row_u8__avx512vnni(const uint32_t *const *rows, const uint32_t *wrow, size_t nv,
                                size_t n, const int32_t *init, const fb_block_params *p,

@@ -161,6 +161,63 @@ def test_depthwise3x3_row_path_every_isa_matches_reference(kernels, ref, isas, c
         assert torch.equal(got, expected), isa
 
 
+# The VNNI row path computes 8 (or 4, or the 1..3-row tail) output rows per pass with the staged
+# taps in registers, in chunks of 64 output columns, and narrows 4 rows at once; a second variant stages with
+# AVX512-VBMI's vpermt2b. Shapes: output heights 3..26 (row groups of 8 and 4 and the 1..3-row
+# tails), widths 9..70 (two column chunks), channel tails (5, 20) and 9
+# full blocks (144), padding 0/1/2 (rows read from the x_zp padding row), batch 2, and bands
+# split across 2 threads. out_scale 1e-3 gives multipliers > 0.5 (the float-clamp variant),
+# 0.7 the small-multiplier one (clamp on the packed bytes); narrow out ranges and relu test
+# both clamps.
+DW3_ROWS = [  # n, c, h, w, pad
+    (1, 144, 9, 17, 1),
+    (2, 20, 6, 33, 1),
+    (1, 5, 7, 16, 0),
+    (1, 16, 3, 15, 2),
+    (1, 32, 12, 20, 1),
+    (2, 48, 5, 9, 2),
+    (1, 48, 26, 18, 1),  # bands of 8 rows: the 8-row kernel
+    (2, 16, 20, 9, 0),  # bands of 16 rows: 8 + 8 + 2 per image
+    (1, 20, 10, 70, 1),  # two column chunks (64 + 6)
+]
+
+
+@pytest.mark.parametrize("case", DW3_ROWS)
+def test_depthwise3x3_rows_kernel_both_staging_variants_and_threads(kernels, ref, isas, case):
+    n, c, h, w, pad = case
+    g = torch.Generator().manual_seed(sum(case))
+    wt = torch.randint(-128, 128, (c, 1, 3, 3), dtype=torch.int8, generator=g)
+    wt[0] = -128
+    s = torch.rand(c, generator=g) * 0.01 + 1e-3
+    z = torch.zeros(c, dtype=torch.int32)
+    x = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
+    x[0, :, 0, :] = 255  # full-range extremes in the first row
+    b = torch.randn(c, generator=g) * 50
+    packed = kernels.pack_conv2d_weight(wt, s, z, 1, pad, 1, c)
+    rpacked = ref.pack_conv2d_weight(wt, s, z, 1, pad, 1, c)
+    had_vbmi = kernels.lib.fbgemm_dw3_vbmi(-1)
+    threads = torch.get_num_threads()
+    try:
+        for out_scale, lo, hi, relu in [(0.7, None, None, False), (1e-3, None, None, False), (0.7, 20, 200, True),
+                                        (1e-3, 30, 100, False), (0.7, 0, 255, False)]:
+            kw = dict(out_quant_min=lo, out_quant_max=hi)
+            with kernels.use_isa("scalar"):
+                expected = kernels.conv2d(x, 0.05, 131, packed, b, out_scale, 97, relu, **kw)
+            if lo is None:  # the default range: the scalar path equals the core's reference too
+                assert torch.equal(expected, ref.conv2d(x, 0.05, 131, rpacked, b, out_scale, 97, relu))
+            for vbmi in (0, 1):
+                kernels.lib.fbgemm_dw3_vbmi(vbmi)
+                for nt in (1, 2):
+                    torch.set_num_threads(nt)
+                    for isa in isas:
+                        with kernels.use_isa(isa):
+                            got = kernels.conv2d(x, 0.05, 131, packed, b, out_scale, 97, relu, **kw)
+                        assert torch.equal(got, expected), (isa, vbmi, nt, out_scale, lo, hi)
+    finally:
+        kernels.lib.fbgemm_dw3_vbmi(1 if had_vbmi else 0)
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("dist", ["uniform", "gauss"])
 def test_depthwise3x3_sqnr_vs_float(kernels, dist):
     """Accuracy against float32 (reduce_range: 7-bit activations over the input's full min/max,

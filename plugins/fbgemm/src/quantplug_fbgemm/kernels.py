@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,10 @@ class PackedConv2dWeight:
 #: Attributes under which a packed weight remembers that it passed validation (see _check_packed)
 #: and its prepared static epilogue parameters (see FbgemmKernels._prepared).
 _CHECKED = "_fbgemm_checked"
+# The geometry fields of a PackedConv2dWeight, read as one tuple (at C speed: the per-call check
+# of a cached weight compares them).
+_CONV_GEOMETRY = operator.attrgetter("out_channels", "in_channels_per_group", "kernel_h", "kernel_w", "stride_h",
+                                     "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups")
 _PREPARED = "_fbgemm_prepared"
 
 
@@ -112,6 +117,10 @@ def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
 
 def _nhwc(x: Tensor, name: str, op: str, channels: int | None = None) -> Tensor:
     """Check a 4-D uint8 NCHW tensor and return it in channels_last memory (NHWC bytes)."""
+    # fast path for the common valid case (x.device.type alone costs a quarter of a microsecond)
+    if type(x) is Tensor and x.dtype == torch.uint8 and x.dim() == 4 and x.is_cpu \
+            and (channels is None or x.shape[1] == channels) and x.is_contiguous(memory_format=torch.channels_last):
+        return x
     if not isinstance(x, Tensor):
         raise KernelInputError(f"{op}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device.type != "cpu":
@@ -427,22 +436,18 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
     def _check_packed_conv(self, packed: object, op: str) -> tuple:
         """Validate a packed conv weight once; later calls with the same fields (identity and
         geometry) reuse the C pointers, as _check_packed does for linear weights."""
-        geometry = ("out_channels", "in_channels_per_group", "kernel_h", "kernel_w", "stride_h", "stride_w",
-                    "pad_h", "pad_w", "dilation_h", "dilation_w", "groups")
         cached = packed.__dict__.get(_CHECKED) if type(packed) is PackedConv2dWeight else None
         if cached is not None:
             f = cached[0]
             if f[0] is packed.packed and f[1] is packed.scales and f[2] is packed.zero_points \
-                    and f[3] is packed.row_sums and f[4] == tuple(getattr(packed, g) for g in geometry):
+                    and f[3] is packed.row_sums and f[4] == _CONV_GEOMETRY(packed):
                 return cached[1]
         if not isinstance(packed, PackedConv2dWeight):
             raise KernelInputError(f"{op}: packed must be a quantplug_fbgemm PackedConv2dWeight "
                                    f"(from pack_conv2d_weight), got {type(packed).__name__}")
-        ints = [getattr(packed, f) for f in ("out_channels", "in_channels_per_group", "kernel_h", "kernel_w",
-                                             "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h",
-                                             "dilation_w", "groups")]
-        if not all(isinstance(i, int) and i >= 0 for i in ints):
-            raise KernelInputError(f"{op}: packed has invalid geometry {ints}")
+        ints = list(_CONV_GEOMETRY(packed))
+        if not all(isinstance(i, int) and i >= 0 for i in ints) or min(ints[4:6] + ints[8:10]) < 1:
+            raise KernelInputError(f"{op}: packed has invalid geometry {ints} (strides and dilations must be >= 1)")
         size = self.lib.fbgemm_packed_conv2d_size(packed.out_channels, packed.in_channels_per_group,
                                                   packed.kernel_h, packed.kernel_w, packed.groups)
         if size == 0:
@@ -454,8 +459,7 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         check_tensor(packed.row_sums, "packed.row_sums", dtype=torch.int32, shape=(n,), op=op)
         ptrs = (self.ptr(packed.packed, "int8_t *"), self.ptr(packed.row_sums, "int32_t *"),
                 self.ptr(packed.scales, "float *"), self.ptr(packed.zero_points, "int32_t *"))
-        fields = (packed.packed, packed.scales, packed.zero_points, packed.row_sums,
-                  tuple(getattr(packed, g) for g in geometry))
+        fields = (packed.packed, packed.scales, packed.zero_points, packed.row_sums, _CONV_GEOMETRY(packed))
         packed.__dict__[_CHECKED] = (fields, ptrs)
         return ptrs
 
@@ -476,14 +480,19 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         oz = _scalar_zp(out_zero_point, "out_zero_point", op)
         lo, hi = self._out_range(op, oz, relu, out_quant_min, out_quant_max)
         bias_p = self._check_bias(bias, packed.out_channels, op, packed)
-        nb, c, h, w = (int(d) for d in x.shape)
-        oh, ow = self.ffi.new("size_t *"), self.ffi.new("size_t *")
-        if self.lib.fbgemm_conv2d_out_size(h, w, packed.kernel_h, packed.kernel_w, packed.stride_h, packed.stride_w,
-                                           packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w,
-                                           oh, ow) != 0:
+        nb, c, h, w = x.shape
+        # output size as fbgemm_conv2d_out_size computes it (in Python: no cffi allocations per call)
+        span_h = packed.dilation_h * (packed.kernel_h - 1) + 1
+        span_w = packed.dilation_w * (packed.kernel_w - 1) + 1
+        if h + 2 * packed.pad_h < span_h or w + 2 * packed.pad_w < span_w:
             raise KernelInputError(f"{op}: input {h}x{w} is smaller than the (dilated) kernel "
                                    f"{packed.kernel_h}x{packed.kernel_w} with padding {packed.pad_h},{packed.pad_w}")
-        out = torch.empty((nb, packed.out_channels, oh[0], ow[0]), dtype=torch.uint8, memory_format=torch.channels_last)
+        oh = (h + 2 * packed.pad_h - span_h) // packed.stride_h + 1
+        ow = (w + 2 * packed.pad_w - span_w) // packed.stride_w + 1
+        co = packed.out_channels
+        # channels_last uint8 output (NHWC bytes); new_empty_strided costs half of
+        # torch.empty(memory_format=...) per call, the same strides
+        out = x.new_empty_strided((nb, co, oh, ow), (oh * ow * co, 1, ow * co, co))
         self.sync_threads()
         status = self.lib.fbgemm_conv2d_u8s8(
             self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, w_p, rs_p, ws_p, wz_p, packed.out_channels, packed.kernel_h, packed.kernel_w,
