@@ -145,6 +145,9 @@ static void fb_emb_task(void *vctx, size_t begin, size_t end) {
     const size_t s = (size_t)fb_get_index(c->off, c->off64, b);
     const size_t e = (size_t)fb_get_index(c->off, c->off64, b + 1);
     for (size_t i = s; i < e; i++) {
+      if (i + FB_EMB_PREFETCH < c->nidx) /* indices were validated: the row exists */
+        fb_prefetch_bytes(c->w + (size_t)fb_get_index(c->idx, c->idx64, i + FB_EMB_PREFETCH) * c->row_bytes,
+                          c->row_bytes);
       const uint8_t *row = c->w + (size_t)fb_get_index(c->idx, c->idx64, i) * c->row_bytes;
       float scale, bias;
       fb_row_qparams(row, c->dim, c->bits, &scale, &bias);
@@ -165,13 +168,25 @@ int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const 
   if (fb_get_index(offsets, off64, 0) != 0 ||
       fb_get_index(offsets, off64, num_bags) != (int64_t)num_indices)
     return QP_ERR_INVALID_ARGUMENT;
-  for (size_t b = 0; b < num_bags; b++)
-    if (fb_get_index(offsets, off64, b + 1) < fb_get_index(offsets, off64, b))
-      return QP_ERR_INVALID_ARGUMENT;
-  for (size_t i = 0; i < num_indices; i++) {
-    const int64_t v = fb_get_index(indices, idx64, i);
-    if (v < 0 || (uint64_t)v >= rows) return QP_ERR_INVALID_ARGUMENT;
+  /* Branch-free loops (no early exit, one element type each) so that the compiler vectorizes
+   * them: with an early return per index this check took ~15% of a 10240-index call. A
+   * negative index wraps to a huge unsigned value, so one compare checks both bounds. */
+  uint64_t bad = 0;
+  if (off64) {
+    const int64_t *o = (const int64_t *)offsets;
+    for (size_t b = 0; b < num_bags; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
+  } else {
+    const int32_t *o = (const int32_t *)offsets;
+    for (size_t b = 0; b < num_bags; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
   }
+  if (idx64) {
+    const int64_t *p = (const int64_t *)indices;
+    for (size_t i = 0; i < num_indices; i++) bad |= (uint64_t)((uint64_t)p[i] >= rows);
+  } else {
+    const int32_t *p = (const int32_t *)indices;
+    for (size_t i = 0; i < num_indices; i++) bad |= (uint64_t)((uint64_t)(int64_t)p[i] >= rows);
+  }
+  if (bad) return QP_ERR_INVALID_ARGUMENT;
   return QP_OK;
 }
 

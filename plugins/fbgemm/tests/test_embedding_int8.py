@@ -66,7 +66,7 @@ def _per_isa(kernels, isas, fn):
 
 
 @HYP
-@given(rows=st.integers(1, 30), dim=st.integers(1, 70), bags=st.integers(0, 9), max_len=st.integers(0, 7),
+@given(rows=st.integers(1, 30), dim=st.integers(1, 300), bags=st.integers(0, 9), max_len=st.integers(0, 7),
        mode=st.sampled_from(["sum", "mean", "max"]), weighted=st.booleans(), idx64=st.booleans(),
        pad=st.booleans(), last=st.booleans(), wide_zp=st.booleans(), bits=st.sampled_from([8, 4]),
        seed=st.integers(0, 2**16))
@@ -145,22 +145,43 @@ def test_parity_with_torch_quantized_embedding_bag_byte(kernels, mode, weighted)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-def test_eager_flow_uses_the_fbgemm_kernels_for_embeddings(kernels):
-    """quantize_(..., embeddings=True) on fbgemm no longer refuses, and runs these kernels."""
+@pytest.mark.parametrize("bits", [8, 4])
+def test_eager_flow_uses_the_fbgemm_kernels_for_embeddings(kernels, bits):
+    """quantize_(..., embeddings=True[, embedding_bits=4]) on fbgemm runs these kernels, equal to the
+    core's reference rows (lookups bit for bit)."""
     torch.manual_seed(0)
     model = nn.ModuleDict({"emb": nn.Embedding(40, 24), "bag": nn.EmbeddingBag(40, 24, mode="mean", padding_idx=3)})
     ref = nn.ModuleDict({k: v for k, v in model.items()})
     import copy
 
     ours, theirs = copy.deepcopy(model), copy.deepcopy(ref)
-    cfg = quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=True)
+    cfg = quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=True, embedding_bits=bits)
     quantplug.quantize_(ours, cfg, backend="fbgemm")
     quantplug.quantize_(theirs, cfg, backend="reference")
     assert ours["emb"].uses_plugin_kernel and ours["bag"].uses_plugin_kernel
+    assert f"int{bits} embedding kernel" in ours["emb"].kernel_path
+    assert torch.equal(ours["emb"].weight_q, theirs["emb"].weight_q)  # same codes, same packing
     idx = torch.randint(0, 40, (4, 6))
     assert torch.equal(ours["emb"](idx), theirs["emb"](idx))
     inp, off = torch.tensor([1, 3, 5, 3, 7, 9, 2]), torch.tensor([0, 2, 2, 5])
     torch.testing.assert_close(ours["bag"](inp, off), theirs["bag"](inp, off), rtol=1e-6, atol=1e-6)
+
+
+def test_int4_embedding_model_saves_and_loads(tmp_path):
+    """quantplug.save / load of an eager model with int4 tables: same width, same kernel, same output."""
+    def fresh():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Embedding(30, 16), nn.Linear(16, 4))
+
+    model = fresh()
+    quantplug.quantize_(model, quantplug.Int8DynamicActivationInt8WeightConfig(embeddings=True, embedding_bits=4),
+                        backend="fbgemm")
+    idx = torch.randint(0, 30, (3, 5))
+    path = tmp_path / "m.safetensors"
+    quantplug.save(model, str(path))
+    loaded = quantplug.load(str(path), model=fresh())
+    assert loaded[0].bits == 4 and loaded[0].uses_plugin_kernel
+    assert torch.equal(loaded(idx), model(idx))
 
 
 def test_bad_inputs_are_refused_with_clear_errors(kernels):
