@@ -317,19 +317,23 @@ static int test_conv(int threads) {
   /* wide depthwise: up to 150 channels (AVX-512 VNNI: two full groups of 64 and a partial one) */
   const size_t groups = wide_dw ? (size_t)rnd_range(14, rnd() % 4 ? 50 : 150) : rnd() % 3 == 0 ? (size_t)rnd_range(1, 6) : 1;
   const int depthwise = wide_dw || (groups > 1 && rnd() % 2);
-  /* stem: a 7x7 / 2 over few channels (kernel-row runs of kw * cin bytes, many row tiles);
+  /* stem: a 7x7 / 2 (or / 1) over few channels (kernel-row runs of kw * cin bytes, many row tiles;
+   * conv.c's stem mode on a padded copy of x, as for most small shapes here; cin 22-40 with a
+   * 3-wide kernel has runs over 64 bytes and takes the general patch path);
    * big: k and cout large enough for several weight panels of the gemm path */
   const int shape = depthwise || groups > 1 ? 0 : rnd() % 12 == 0 ? 1 : rnd() % 12 == 0 ? 2 : 0;
   const size_t cin_g = depthwise ? 1 : shape == 1 ? (size_t)rnd_range(1, 4) : shape == 2 ? (size_t)rnd_range(200, 330)
-                                                                                         : (size_t)rnd_range(1, 12);
+                                            : (size_t)(rnd() % 4 ? rnd_range(1, 12) : rnd_range(22, 40));
   const size_t cout_g = wide_dw ? 1 : (size_t)rnd_range(1, depthwise ? 3 : shape == 2 ? 170 : shape == 1 ? 70 : 24);
   /* kh up to 9: the VNNI depthwise kernel takes the vertical taps four at a time */
   const size_t batch = (size_t)rnd_range(1, 2);
   const size_t kh = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? (rnd() % 3 ? 5 : 9) : 3);
   const size_t kw = shape == 1 ? 7 : shape == 2 ? 3 : (size_t)rnd_range(1, wide_dw ? 5 : 3);
-  const size_t sh = shape == 1 ? 2 : (size_t)rnd_range(1, 2), sw = shape == 1 ? 2 : (size_t)rnd_range(1, 2);
+  const size_t stem_s = (size_t)(rnd() % 3 ? 2 : 1);
+  const size_t sh = shape == 1 ? stem_s : (size_t)rnd_range(1, 2), sw = shape == 1 ? stem_s : (size_t)rnd_range(1, 2);
   const size_t dh = shape ? 1 : (size_t)rnd_range(1, 2), dw = shape ? 1 : (size_t)rnd_range(1, 2);
-  const size_t ph = shape == 1 ? 3 : (size_t)rnd_range(0, 2), pw = shape == 1 ? 3 : (size_t)rnd_range(0, 2);
+  const size_t ph = (size_t)rnd_range(shape == 1 ? 1 : 0, shape == 1 ? 3 : 2);
+  const size_t pw = (size_t)rnd_range(shape == 1 ? 1 : 0, shape == 1 ? 3 : 2);
   const size_t h = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
   const size_t w = (size_t)(shape == 1 ? rnd_range(7, 24) : shape == 2 ? rnd_range(1, 5) : rnd_range(1, 9));
   return check_conv(batch, h, w, cin_g * groups, cout_g * groups, groups, kh, kw, sh, sw, ph, pw, dh, dw,
