@@ -56,3 +56,29 @@ def test_quantize_neon_path_equals_scalar_under_qemu(tmp_path):
     out = _build_and_run(["aarch64-linux-gnu-gcc"], ["-march=armv8-a"], tmp_path / "test_quantize_arm",
                          ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"])
     assert "2 SIMD path(s)" in out and "all equal" in out, out  # neon and neondot (qemu's default CPU)
+
+
+POOL_SOURCES = [CSRC / "tests" / "test_pool.c", CSRC / "qp_quantize.c", CSRC / "qp_runtime.c", CSRC / "qp_pool.c"]
+_SANITIZERS = {
+    "plain": [],
+    "asan+ubsan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"],
+    "tsan": ["-fsanitize=thread", "-g"],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(_SANITIZERS))
+def test_thread_pool_runs_every_item_once_and_returns_when_done(tmp_path, mode):
+    """qp_parallel_for under 1-4 threads, late workers (sleeping tasks), nested calls; TSan too."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    if mode == "tsan":
+        lib = subprocess.run(["cc", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
+        if not Path(lib).is_file():
+            pytest.skip("the C compiler has no ThreadSanitizer runtime (libtsan)")
+    out = tmp_path / f"test_pool_{mode.replace('+', '_')}"
+    build = subprocess.run(["cc", *CFLAGS, *_SANITIZERS[mode], *map(str, POOL_SOURCES), "-o", str(out), "-lpthread",
+                            "-lm"], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=1"}
+    run = subprocess.run([str(out), "1000", "11"], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0 and "all correct" in run.stdout, run.stdout + run.stderr

@@ -157,20 +157,29 @@ int qp_runtime_api_version(void) { return QP_RUNTIME_API_VERSION; }
 
 #define QP_MAX_THREADS 64
 
+/* How a parallel loop finishes without waiting for idle workers. Each call is one
+ * generation. Its chunks are claimed through one 64-bit word, `claim` = (tag << 32) | next
+ * chunk, where tag is the generation's low 32 bits: a claim is a compare-and-swap that only
+ * succeeds while the word still carries the claimant's tag. The caller returns as soon as
+ * `done` counts every chunk, whether or not each worker has woken up: a worker that is
+ * scheduled late (another process holds the core) finds the chunks taken, or a newer tag,
+ * and goes back to sleep without touching the finished call's fn / ctx. (Waiting for every
+ * worker to check in made 2-thread calls wait for the OS scheduler: 4x slower than 1 thread
+ * on a loaded machine.) */
 typedef struct {
-  pthread_mutex_t mu;          /* guards everything below except `next` */
+  pthread_mutex_t mu;          /* guards the call description below (not the atomics) */
   pthread_cond_t work_cv;      /* workers wait here for a new generation */
-  pthread_cond_t done_cv;      /* the caller waits here for workers to finish */
+  pthread_cond_t done_cv;      /* the caller waits here for the last chunk */
   pthread_mutex_t busy;        /* held by the one caller using the pool */
   pthread_t threads[QP_MAX_THREADS];
   int started;                 /* worker threads created so far */
   atomic_ulong generation;     /* bumped (under mu) once per parallel_for */
   int wanted;                  /* workers that take part in this generation */
-  atomic_int running;          /* workers still inside this generation (changed under mu) */
   qp_task_fn fn;
   void *ctx;
-  size_t n, chunk;
-  atomic_size_t next;          /* next unclaimed item */
+  size_t n, chunk, nchunks;
+  atomic_uint_least64_t claim; /* (tag << 32) | next unclaimed chunk */
+  atomic_size_t done;          /* chunks finished in this generation */
 } qp_pool_t;
 
 static qp_pool_t qp_pool = {
@@ -189,12 +198,22 @@ void qp_set_num_threads(int n) {
 
 int qp_get_num_threads(void) { return atomic_load(&qp_num_threads); }
 
-static void qp_run_chunks(qp_task_fn fn, void *ctx, size_t n, size_t chunk) {
+/* Claims and runs chunks of the generation tagged `tag` until none is left (or the pool
+ * has moved on to a newer generation); wakes the caller after the last chunk. */
+static void qp_run_chunks(qp_task_fn fn, void *ctx, size_t n, size_t chunk, size_t nchunks,
+                          uint32_t tag) {
   for (;;) {
-    size_t begin = atomic_fetch_add(&qp_pool.next, chunk);
-    if (begin >= n) break;
-    size_t end = begin + chunk < n ? begin + chunk : n;
-    fn(ctx, begin, end);
+    uint_least64_t cur = atomic_load(&qp_pool.claim);
+    if ((uint32_t)(cur >> 32) != tag || (size_t)(cur & 0xFFFFFFFFu) >= nchunks) break;
+    if (!atomic_compare_exchange_weak(&qp_pool.claim, &cur, cur + 1)) continue;
+    const size_t begin = (size_t)(cur & 0xFFFFFFFFu) * chunk;
+    fn(ctx, begin, begin + chunk < n ? begin + chunk : n);
+    if (atomic_fetch_add(&qp_pool.done, 1) + 1 == nchunks) {
+      /* the caller may be asleep on done_cv: signal under mu (no lost wake-up) */
+      pthread_mutex_lock(&qp_pool.mu);
+      pthread_cond_signal(&qp_pool.done_cv);
+      pthread_mutex_unlock(&qp_pool.mu);
+    }
   }
 }
 
@@ -231,12 +250,9 @@ static void *qp_worker(void *arg) {
     }
     qp_task_fn fn = qp_pool.fn;
     void *ctx = qp_pool.ctx;
-    size_t n = qp_pool.n, chunk = qp_pool.chunk;
+    size_t n = qp_pool.n, chunk = qp_pool.chunk, nchunks = qp_pool.nchunks;
     pthread_mutex_unlock(&qp_pool.mu);
-    qp_run_chunks(fn, ctx, n, chunk);
-    pthread_mutex_lock(&qp_pool.mu);
-    if (atomic_fetch_sub(&qp_pool.running, 1) == 1) pthread_cond_signal(&qp_pool.done_cv);
-    pthread_mutex_unlock(&qp_pool.mu);
+    qp_run_chunks(fn, ctx, n, chunk, nchunks, (uint32_t)seen);
   }
   return NULL;
 }
@@ -248,7 +264,6 @@ static void qp_pool_atfork_child(void) {
   pthread_cond_init(&qp_pool.work_cv, NULL);
   pthread_cond_init(&qp_pool.done_cv, NULL);
   qp_pool.started = 0;
-  atomic_store(&qp_pool.running, 0);
 }
 
 static pthread_once_t qp_atfork_once = PTHREAD_ONCE_INIT;
@@ -277,23 +292,25 @@ void qp_parallel_for(size_t n, size_t grain, qp_task_fn fn, void *ctx) {
   /* Chunks of ~4 per thread balance load without much atomic traffic. */
   size_t chunk = (n + (size_t)threads * 4 - 1) / ((size_t)threads * 4);
   if (chunk < grain) chunk = grain;
+  const size_t nchunks = (n + chunk - 1) / chunk; /* <= 4 * threads: fits the 32-bit field */
+  const unsigned long gen = atomic_load(&qp_pool.generation) + 1;
   qp_pool.fn = fn;
   qp_pool.ctx = ctx;
   qp_pool.n = n;
   qp_pool.chunk = chunk;
-  atomic_store(&qp_pool.next, 0);
+  qp_pool.nchunks = nchunks;
   qp_pool.wanted = workers;
-  atomic_store(&qp_pool.running, workers);
-  atomic_fetch_add_explicit(&qp_pool.generation, 1, memory_order_release);
+  atomic_store(&qp_pool.done, 0);
+  atomic_store(&qp_pool.claim, (uint_least64_t)(uint32_t)gen << 32);
+  atomic_store_explicit(&qp_pool.generation, gen, memory_order_release);
   pthread_cond_broadcast(&qp_pool.work_cv);
   pthread_mutex_unlock(&qp_pool.mu);
 
-  qp_run_chunks(fn, ctx, n, chunk); /* the caller works too */
+  qp_run_chunks(fn, ctx, n, chunk, nchunks, (uint32_t)gen); /* the caller works too */
 
-  for (int i = 0; i < QP_SPIN_ITERS && atomic_load_explicit(&qp_pool.running, memory_order_acquire) > 0; i++)
-    qp_cpu_relax();
+  for (int i = 0; i < QP_SPIN_ITERS && atomic_load(&qp_pool.done) < nchunks; i++) qp_cpu_relax();
   pthread_mutex_lock(&qp_pool.mu); /* also orders the workers' writes before our return */
-  while (atomic_load(&qp_pool.running) > 0) pthread_cond_wait(&qp_pool.done_cv, &qp_pool.mu);
+  while (atomic_load(&qp_pool.done) < nchunks) pthread_cond_wait(&qp_pool.done_cv, &qp_pool.mu);
   pthread_mutex_unlock(&qp_pool.mu);
   pthread_mutex_unlock(&qp_pool.busy);
 }
