@@ -187,17 +187,15 @@ def _quantize_embedding(module: nn.Module, config: Any, backend: Any) -> bool:
     cls = wo.QuantizedEmbedding if type(module) is nn.Embedding else wo.QuantizedEmbeddingBag
     ops = cls.ops_by_bits[bits]
     if config.embeddings is None:
-        return not missing_kernel_ops(backend, ops) and not (bits == 4 and module.embedding_dim % 2)
+        return not missing_kernel_ops(backend, ops) and wo.int4_table_problem(module, bits) is None
     require_kernel_ops(backend, ops, f"int{bits} {type(module).__name__}({module.num_embeddings}, "
                        f"{module.embedding_dim})",
                        f"Pass {type(config).__name__}(embeddings=None) to keep embeddings float where the backend "
                        f"has no kernel, or embeddings=False" + (" (fbgemm ships int4 embedding kernels: "
                                                                  "pip install quantplug-fbgemm)" if bits == 4 else ""))
-    if bits == 4 and module.embedding_dim % 2:
-        raise QuantplugError(f"int4 {type(module).__name__}({module.num_embeddings}, {module.embedding_dim}): int4 "
-                             f"rows pack two codes per byte, so embedding_dim must be even; use embedding_bits=8, "
-                             f"embeddings=None (keeps odd tables float) or exclude it with filter_fn. "
-                             f"Nothing was changed.")
+    problem = wo.int4_table_problem(module, bits)
+    if problem:
+        raise QuantplugError(f"{problem}. Nothing was changed.")
     return True
 
 

@@ -219,6 +219,16 @@ def _rowwise_codes(weight: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
     return quantize_affine(w, s, z, quant_min=lo, quant_max=hi, dtype=dtype, axis=0), s, z
 
 
+def int4_table_problem(mod: nn.Module, bits: int) -> str | None:
+    """Why ``mod``'s table cannot be stored with ``bits``-bit rows (None if it can): int4 rows pack
+    two codes per byte, so they need an even ``embedding_dim``."""
+    if bits != 4 or mod.embedding_dim % 2 == 0:
+        return None
+    return (f"int4 {type(mod).__name__}({mod.num_embeddings}, {mod.embedding_dim}): int4 rows pack two codes "
+            f"per byte, so embedding_dim must be even; use embedding_bits=8, embeddings=None (keeps odd tables "
+            f"float) or exclude it with filter_fn")
+
+
 class _EmbeddingBase(QuantizedModule):
     #: the kernel-library methods each width needs (``ops_by_bits[bits]``)
     ops_by_bits: dict[int, tuple[str, ...]] = {}
@@ -236,10 +246,9 @@ class _EmbeddingBase(QuantizedModule):
                                  f"it cannot be stored as int{bits} (keep it float with filter_fn)")
         if bits not in EMBEDDING_CODES:
             raise QuantplugError(f"{type(mod).__name__}: embedding rows are stored as int8 or int4, got bits={bits!r}")
-        if bits == 4 and mod.embedding_dim % 2:
-            raise QuantplugError(f"{type(mod).__name__}({mod.num_embeddings}, {mod.embedding_dim}): int4 rows pack "
-                                 f"two codes per byte, so embedding_dim must be even; use embedding_bits=8 for this "
-                                 f"table or exclude it with filter_fn")
+        problem = int4_table_problem(mod, bits)
+        if problem:
+            raise QuantplugError(problem)
         self.bits = bits
         self.num_embeddings, self.embedding_dim = mod.num_embeddings, mod.embedding_dim
         self.padding_idx = mod.padding_idx

@@ -5,14 +5,15 @@
  *   value[r, j] = (float)(q[r, j] - zp[r]) * scale[r]     (q: int8, or a 4-bit code 0..15)
  *
  * which is the core's dequantization bit for bit (an exact int32 difference, one float32
- * rounding). Sum bags accumulate in index order with one fused multiply-add per element,
- * acc = fma((float)(q - zp), scale, acc) (weighted: acc = fma(value, w, acc)), starting from
- * -0.0, the additive identity: a single-row bag (every lookup) is exactly value, several rows
- * differ from "round each value, then add" by at most an ulp per add, and the FMA saves an
- * instruction per 16 elements (python benchmarks/bench_embeddings.py). Mean divides the sum by
- * the number of entries that were not padding_idx; max keeps the element-wise maximum of the
- * values. Every path does the same float32 operations in the same order (scalar: fmaf, which
- * is correctly rounded like vfmadd), so the AVX-512 path equals the scalar one bit for bit.
+ * rounding). Sum bags accumulate in index order with fused multiply-adds starting from -0.0
+ * (the additive identity), in one of the forms fb_emb8_kind picks: a one-index bag (every
+ * lookup) is fma((float)(q - zp), scale, -0.0), exactly the value; a weighted bag adds
+ * fma(value, w, acc); a longer unweighted bag uses the bias form of torch's fused tables,
+ * sum fma((float)q, scale, acc) + sum -zp * scale, one integer op fewer per element. Bags of
+ * several rows therefore differ from "dequantize, then add" by rounding only. Mean divides the
+ * sum by the number of entries that were not padding_idx; max keeps the element-wise maximum of
+ * the values. Every path does the same float32 operations in the same order (scalar: fmaf,
+ * correctly rounded like vfmadd), so the AVX-512 path equals the scalar one bit for bit.
  */
 #include <math.h>
 #include <string.h>
