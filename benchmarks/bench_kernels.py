@@ -61,6 +61,48 @@ def vnni_peak_gops() -> float | None:
             return None
 
 
+_READ_BW: dict[int, float] = {}
+
+
+def read_bw_gbs(sizes: list[int]) -> dict[int, float]:
+    """Measured single-thread read bandwidth (GB/s) of a cache-resident buffer of each size
+    (benchmarks/peak/read_bw.c); sizes it could not measure are left out."""
+    todo = sorted({s for s in sizes if s not in _READ_BW})
+    if todo:
+        src = os.path.join(os.path.dirname(__file__), "peak", "read_bw.c")
+        with tempfile.TemporaryDirectory() as d:
+            exe = os.path.join(d, "read_bw")
+            try:
+                subprocess.run(["gcc", "-O2", "-mavx512f", src, "-o", exe], check=True, capture_output=True)
+                out = subprocess.run([exe, *map(str, todo)], check=True, capture_output=True, text=True).stdout
+                _READ_BW.update({int(b): float(g) for b, g in (line.split() for line in out.splitlines())})
+            except (OSError, subprocess.CalledProcessError, ValueError):
+                pass
+    return {s: _READ_BW[s] for s in sizes if s in _READ_BW}
+
+
+def decode_floors(decode: list[tuple], peak: float | None) -> str:
+    """Why ">= 2x torch at M = 1 and 8" is reachable on some shapes and not on others: for each
+    M = 1 / 8 static row, the time no kernel can beat (its int8 weights streamed once at the
+    measured read bandwidth of a buffer that size, or its multiply-adds at the measured VNNI
+    peak, whichever is longer) next to ours and half of torch's time."""
+    bw = read_bw_gbs([k * n for _, _, k, n, _, _ in decode])
+    rows = []
+    for label, m, k, n, ours, tq in decode:
+        if k * n not in bw or not tq:
+            continue
+        t_bw = k * n / (bw[k * n] * 1e9)
+        t_ops = 2 * m * k * n / (peak * 1e9) if peak else 0.0
+        floor = max(t_bw, t_ops)
+        need = 100 * floor / (tq / 2)  # how close to the floor 2x torch would have to run
+        rows.append([label, f"{k * n / 1e6:.2f} MB @ {bw[k * n]:.0f} GB/s", f"{floor * 1e6:.1f}",
+                     f"{ours * 1e6:.1f} ({100 * floor / ours:.0f}%)", f"{tq * 1e6 / 2:.1f} ({need:.0f}%)",
+                     "no: faster than the floor" if need > 100 else "barely: near the floor" if need > 80 else "yes"])
+    head = ["op / shape", "weights, read bandwidth", "floor (us)", "ours (us, % of floor speed)",
+            "2x torch (us, % of floor speed)", "2x possible"]
+    return markdown_table(head, rows) if rows else ""
+
+
 def act_dtype_of(backend) -> tuple[torch.dtype, int, int]:
     cfg = backend.backend_config.get("linear") or backend.backend_config.configs[0]
     dc = next(d for d in cfg.dtype_configs if d.input_dtype is not None and not d.is_dynamic)
@@ -110,8 +152,9 @@ def ratio(a, b):
     return f"{b / a:.2f}x" if a and b else "-"
 
 
-def bench_linear(backend, k, threads, quick, times):
-    """Rows for static and dynamic linear; our seconds per label go into ``times``."""
+def bench_linear(backend, k, threads, quick, times, decode=None):
+    """Rows for static and dynamic linear; our seconds per label go into ``times``, and the
+    M = 1 / 8 static rows' (label, M, K, N, ours, torch) into ``decode`` (:func:`decode_floors`)."""
     dt, lo, hi = act_dtype_of(backend)
     rows, peak_rows = [], []
     ms = SHAPES["m"] or (LINEAR_M[:3] if quick else LINEAR_M)
@@ -133,6 +176,8 @@ def bench_linear(backend, k, threads, quick, times):
                    ratio(ours, fp32), ratio(ours, tq), f"{2 * M * K * N / ours / 1e9:.0f}"]
             rows.append(row)
             times[row[0]] = ours
+            if decode is not None and M in (1, 8):
+                decode.append((row[0], M, K, N, ours, tq))
             if hasattr(k, "linear_dynamic"):
                 ours_d = time_call(lambda: k.linear_dynamic(x, packed, bias))
                 tqd, engd = best_torch(TORCH_ENGINES.get(backend.name, ("x86",)), lambda e: torch_linear(e, x, w, bias, True))
@@ -178,8 +223,25 @@ def bench_conv(backend, k, quick, times):
 WEIGHT_ONLY_M = (1, 8, 32)
 
 
+def torch_weight_only(x, w_q, scales, q4=None, gscales=None, group_size=0):
+    """torch's own CPU weight-only kernels (the ones torchao's CPU weight-only configs call), on
+    bf16 activations, the dtype they are written for: ``aten._weight_int8pack_mm`` (int8
+    per-channel) and ``aten._weight_int4pack_mm_for_cpu`` (int4 group-wise; codes stored as
+    ``q + 8``, dequantized as ``(code - 8) * scale + zero``). Their fp32-activation paths are
+    10-20x slower here (19 ms for 1x4096x4096 int8), so they are not a fair reference.
+    Returns the callable."""
+    xb = x.to(torch.bfloat16)
+    if q4 is None:
+        wq, sc = w_q.contiguous(), scales.to(torch.bfloat16)
+        return lambda: torch.ops.aten._weight_int8pack_mm(xb, wq, sc)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu((q4.to(torch.int32) + 8).contiguous(), 1)
+    sz = torch.stack([gscales.T, torch.zeros_like(gscales.T)], 2).contiguous().to(torch.bfloat16)
+    return lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed, group_size, sz)
+
+
 def bench_weight_only(backend, k, quick, times):
-    """fp32 activations, int8 per-channel / int4 group-wise weights (decode-style linear) vs fp32."""
+    """fp32 activations, int8 per-channel / int4 group-wise weights (decode-style linear) vs fp32
+    and vs torch's own weight-only kernels (:func:`torch_weight_only`)."""
     if not hasattr(k, "linear_weight_only") and not hasattr(k, "linear_int4_weight_only"):
         return []
     rows = []
@@ -189,24 +251,27 @@ def bench_weight_only(backend, k, quick, times):
     bias = torch.randn(N, generator=g)
     scales = (w.abs().amax(1) / 127).float()
     w_q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-    variants = []
+    variants = []  # (name, ours(x), torch's kernel factory(x))
     if hasattr(k, "linear_weight_only"):
         p8 = k.pack_linear_weight(w_q, scales, torch.zeros(N, dtype=torch.int32))
-        variants.append(("int8", lambda x: k.linear_weight_only(x, p8, bias)))
+        variants.append(("int8", lambda x: k.linear_weight_only(x, p8, bias),
+                         lambda x: torch_weight_only(x, w_q, scales)))
     if hasattr(k, "linear_int4_weight_only"):
         for gs in (32, 128):
             gsc = (w.reshape(N, K // gs, gs).abs().amax(2) / 7).clamp_min(1e-8).float()
             q4 = torch.round(w.reshape(N, K // gs, gs) / gsc[..., None]).clamp(-8, 7).to(torch.int8).reshape(N, K)
             p4 = k.pack_linear_weight_int4(q4, gsc, gs)
-            variants.append((f"int4 g{gs}", lambda x, p4=p4: k.linear_int4_weight_only(x, p4, bias)))
-    for M in (WEIGHT_ONLY_M[:2] if quick else WEIGHT_ONLY_M):
+            variants.append((f"int4 g{gs}", lambda x, p4=p4: k.linear_int4_weight_only(x, p4, bias),
+                             lambda x, q4=q4, gsc=gsc, gs=gs: torch_weight_only(x, None, None, q4, gsc, gs)))
+    for M in (SHAPES["m"] or (WEIGHT_ONLY_M[:2] if quick else WEIGHT_ONLY_M)):
         x = torch.randn(M, K, generator=g)
         fp32 = time_call(lambda: torch.nn.functional.linear(x, w, bias))
-        for name, fn in variants:
+        for name, fn, make_torch in variants:
             ours = time_call(lambda: fn(x))
+            tq = time_call(make_torch(x))
             label = f"weight-only {name} {M}x{K}x{N}"
-            rows.append([label, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", "-", ratio(ours, fp32), "-",
-                         f"{2 * M * K * N / ours / 1e9:.0f}"])
+            rows.append([label, f"{ours * 1e6:.1f}", f"{fp32 * 1e6:.1f}", f"{tq * 1e6:.1f} (aten bf16)",
+                         ratio(ours, fp32), ratio(ours, tq), f"{2 * M * K * N / ours / 1e9:.0f}"])
             times[label] = ours
     return rows
 
@@ -272,6 +337,8 @@ def main() -> None:
     ap.add_argument("--m", default="", help="linear M values, e.g. 512")
     ap.add_argument("--kn", default="", help="linear KxN shapes, e.g. 4096x4096,768x768")
     ap.add_argument("--conv", default=None, help="conv layers whose name contains one of these, e.g. '3x3'; '' for none")
+    ap.add_argument("--weight-only", action="store_true",
+                    help="only the weight-only rows (4096x4096; M from --m, default 1,8,32)")
     ap.add_argument("--min-seconds", type=float, default=0.5, help="time each call at least this long (median)")
     args = ap.parse_args()
     SHAPES["m"] = [int(m) for m in args.m.split(",") if m]
@@ -295,21 +362,30 @@ def main() -> None:
             k = b.kernels
             print(f"\n### {b.name} ({k.selected_isa()}), {threads} thread(s)\n", flush=True)
             times: dict[str, float] = {}
-            rows, big = bench_linear(b, k, threads, args.quick, times)
-            rows += bench_conv(b, k, args.quick, times)
-            if SHAPES["conv"] is None and not SHAPES["m"]:
-                rows += bench_weight_only(b, k, args.quick, times)
+            if args.weight_only:
+                rows, big = bench_weight_only(b, k, args.quick, times), []
+            else:
+                decode: list[tuple] = []
+                rows, big = bench_linear(b, k, threads, args.quick, times, decode)
+                rows += bench_conv(b, k, args.quick, times)
+                if SHAPES["conv"] is None and not SHAPES["m"]:
+                    rows += bench_weight_only(b, k, args.quick, times)
             for label, t in times.items():
                 ours_by_threads.setdefault((b.name, label), {})[threads] = t
             print(markdown_table(headers, rows))
+            floors = decode_floors(decode, peak) if threads == 1 and not args.weight_only else ""
+            if floors:
+                print("\nM = 1 / 8 static linear against what this core can do at all (floor = weight bytes / "
+                      "measured read bandwidth, or multiply-adds / VNNI peak, whichever is longer):\n")
+                print(floors)
             if big and peak:
                 print(f"\n512x4096x4096 static: {big[0]:.0f} GOPS = {100 * big[0] / (peak * threads):.0f}% of {threads}x the measured VNNI peak")
-            oh = custom_op_overhead(b, k) if threads == 1 else None
+            oh = custom_op_overhead(b, k) if threads == 1 and not args.weight_only else None
             if oh:
                 print(f"\n1x768x768 static linear: direct kernel {oh[0] * 1e6:.1f} us, as a lowered graph calls it "
                       f"{oh[1] * 1e6:.1f} us (+{(oh[1] - oh[0]) * 1e6:.1f} us), the torch.library op through the "
                       f"dispatcher {oh[2] * 1e6:.1f} us (+{(oh[2] - oh[0]) * 1e6:.1f} us)")
-            dw = depthwise_full_range_sqnr(b, k) if threads == 1 else None
+            dw = depthwise_full_range_sqnr(b, k) if threads == 1 and not args.weight_only else None
             if dw:
                 print("\ndepthwise 3x3 144ch on full-range input, SQNR vs fp32: "
                       + ", ".join(f"{name} {db:.1f} dB" for name, db in dw.items()))
