@@ -373,12 +373,30 @@ typedef struct {
   int failed;
 } qnnpack_im2col_ctx;
 
+/* True when output row r of the conv is input pixel r itself: a 1x1, stride 1, unpadded conv
+ * over all channels (a pointwise conv), whose rows need no index arithmetic to find. */
+static int qnnpack_rows_are_pixels(const qnnpack_im2col_ctx *c) {
+  const qnnpack_conv_geom *g = c->geom;
+  return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 &&
+         c->cin_g == g->cin;
+}
+
 /* Gathers rows [begin, end) of the chunk and prepares them in the path's xprep format in the
  * same pass (FLIP in place; WIDEN16 from a one-row scratch), with their sums. */
 static void qnnpack_im2col_rows(void *vctx, size_t begin, size_t end) {
   qnnpack_im2col_ctx *c = (qnnpack_im2col_ctx *)vctx;
   const qnnpack_conv_geom *g = c->geom;
   const size_t k = c->k, kpad = (k + QNNPACK_KR - 1) / QNNPACK_KR * QNNPACK_KR;
+  if (c->xprep == QNNPACK_XPREP_FLIP && qnnpack_rows_are_pixels(c)) {
+    /* Pointwise conv on the FLIP path: the per-row coordinate arithmetic of the general loop
+     * below was ~40% of this function's time on a 144 -> 24 conv (perf annotate). */
+    for (size_t r = begin; r < end; r++) {
+      uint8_t *const row_dst = c->dst + r * c->dst_stride;
+      c->xsum[r] = qnnpack_sum_flip_to(row_dst, g->x + (c->row0 + r) * k, k, 1);
+      for (size_t p = k; p < kpad; p++) row_dst[p] = 0x80; /* meets zero weights */
+    }
+    return;
+  }
   uint8_t *tmp = NULL;
   if (c->xprep == QNNPACK_XPREP_WIDEN16) {
     tmp = (uint8_t *)malloc(k + 64);

@@ -185,6 +185,10 @@ ROW_TASKS = [
     (2, 24, 40, 1, 31, 33, 1, 2, 0, 1, "max"),     # strided pointwise
     (2, 5, 7, 3, 23, 21, 3, 1, 2, 2, "random"),    # groups, dilation 2
     (1, 17, 33, 1, 16, 17, 3, 1, 1, 1, "min"),     # 272 rows: one task per 34
+    # unstrided pointwise: rows read in place of the image (conv.c qnnpack_rows_are_pixels)
+    (2, 13, 20, 1, 9, 11, 1, 1, 0, 1, "random"),   # K 13 padded to 16, 20 channels: 16 + 4
+    (1, 144, 24, 1, 14, 14, 1, 1, 0, 1, "max"),    # MobileNet's 144 -> 24, last block 8 wide
+    (1, 1024, 1000, 1, 6, 7, 1, 1, 0, 1, "random"),  # 1 MB of weights: the chunked im2col path
 ]
 
 
