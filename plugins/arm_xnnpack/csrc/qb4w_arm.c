@@ -1,59 +1,78 @@
 /*
- * AArch64 f32-qb4w microkernel (4 rows x 1 output channel), in the canonical
- * 16-lane order of qb4w.c: four float32x4 accumulators per row (lanes 0-3,
- * 4-7, 8-11, 12-15) and vfmaq_f32 (fused, like fmaf). NEON is baseline on
- * AArch64, so the same code serves the neon and neondot paths.
+ * AArch64 f32-qb4w microkernel, in the canonical order of qb4w.c (one lane per
+ * output channel, fused multiply-adds in k order within a group): up to 4 rows
+ * x 16 channels (1 block; 2 blocks with one row). A 16-channel block is four
+ * float32x4 vectors; the weights of one k are unpacked once and used by every
+ * row of the tile. vfmaq_f32 is fused like fmaf. NEON is baseline on AArch64,
+ * so the same code serves the neon and neondot paths (no integer dot product
+ * in an fp32 sum).
  */
 #include "xnnpack_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
-/* 8 packed bytes -> 16 weights as four float32x4 in k order (low nibble = even k). */
-static inline void xnn_unpack_int4x16_f32(const uint8_t *w, float32x4_t out[4]) {
-  const uint8x8_t bytes = vld1_u8(w);
-  const uint8x8x2_t z = vzip_u8(vand_u8(bytes, vdup_n_u8(0x0f)), vshr_n_u8(bytes, 4));
-  const int8x16_t eight = vdupq_n_s8(8);
-  const int8x16_t q = vsubq_s8(veorq_s8(vreinterpretq_s8_u8(vcombine_u8(z.val[0], z.val[1])), eight), eight);
-  const int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_s8(vget_high_s8(q));
-  out[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
-  out[1] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo)));
-  out[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
-  out[3] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)));
-}
+/* k = 8 kb + Q of 4 channels: nibble Q to the top of each 32-bit word, arithmetic shift back
+ * (sign extension from 4 bits), convert (exact). Q is a literal: the shifts take immediates. */
+#define XNN_QB4W_NEON_W(v, Q) vcvtq_f32_s32(vshrq_n_s32(vshlq_n_s32((v), 28 - 4 * (Q)), 28))
 
-__attribute__((always_inline)) static inline void xnn_qb4w_neon_body(const size_t MR, size_t k, const float *x,
-                                                                     size_t x_stride, const uint8_t *w,
-                                                                     const float *scales, size_t group_size,
-                                                                     float *res) {
-  float32x4_t tot[XNN_QB4W_MR][4];
+__attribute__((always_inline)) static inline void xnn_qb4w_neon_body(
+    const size_t MR, const size_t NB, size_t k, size_t group_size, const float *x, size_t x_stride,
+    const uint8_t *w, size_t w_block_stride, const float *scales, size_t s_block_stride, float *res) {
+  XNN_UNROLL
   for (size_t r = 0; r < MR; r++)
-    for (int v = 0; v < 4; v++) tot[r][v] = vdupq_n_f32(0.0f);
+    XNN_UNROLL
+    for (size_t j = 0; j < NB * 16; j += 4) vst1q_f32(res + r * XNN_QB4W_NR_MAX + j, vdupq_n_f32(0.0f));
   for (size_t g0 = 0; g0 < k; g0 += group_size) {
-    float32x4_t acc[XNN_QB4W_MR][4];
+    float32x4_t acc[XNN_QB4W_MR_MAX][XNN_QB4W_NB_MAX][4];
+    XNN_UNROLL
     for (size_t r = 0; r < MR; r++)
-      for (int v = 0; v < 4; v++) acc[r][v] = vdupq_n_f32(0.0f);
-    for (size_t p = g0; p < g0 + group_size; p += 16) {
-      float32x4_t wv[4];
-      xnn_unpack_int4x16_f32(w + p / 2, wv);
-      for (size_t r = 0; r < MR; r++)
-        for (int v = 0; v < 4; v++) acc[r][v] = vfmaq_f32(acc[r][v], vld1q_f32(x + r * x_stride + p + 4 * v), wv[v]);
-    }
-    const float32x4_t s = vdupq_n_f32(scales[g0 / group_size]);
-    for (size_t r = 0; r < MR; r++)
-      for (int v = 0; v < 4; v++) tot[r][v] = vfmaq_f32(tot[r][v], acc[r][v], s);
+      XNN_UNROLL
+      for (size_t b = 0; b < NB; b++)
+        XNN_UNROLL
+        for (size_t h = 0; h < 4; h++) acc[r][b][h] = vdupq_n_f32(0.0f);
+    for (size_t p = g0; p < g0 + group_size; p += 8) {
+      int32x4_t v[XNN_QB4W_NB_MAX][4];
+      XNN_UNROLL
+      for (size_t b = 0; b < NB; b++)
+        XNN_UNROLL
+        for (size_t h = 0; h < 4; h++)  /* byte loads: the packed buffer has no alignment promise */
+          v[b][h] = vreinterpretq_s32_u8(vld1q_u8(w + b * w_block_stride + p * 8 + 16 * h));
+#define XNN_STEP(Q)                                                                     \
+  XNN_UNROLL                                                                            \
+  for (size_t b = 0; b < NB; b++) {                                                     \
+    float32x4_t wq[4];                                                                  \
+    XNN_UNROLL                                                                          \
+    for (size_t h = 0; h < 4; h++) wq[h] = XNN_QB4W_NEON_W(v[b][h], Q);                 \
+    XNN_UNROLL                                                                          \
+    for (size_t r = 0; r < MR; r++) {                                                   \
+      const float32x4_t xv = vdupq_n_f32(x[r * x_stride + p + (Q)]);                    \
+      XNN_UNROLL                                                                        \
+      for (size_t h = 0; h < 4; h++) acc[r][b][h] = vfmaq_f32(acc[r][b][h], xv, wq[h]); \
+    }                                                                                   \
   }
-  for (size_t r = 0; r < MR; r++) {
-    /* lane tree: (l, l + 8) -> [0-3] and [4-7]; (l, l + 4); (l, l + 2); (0, 1) */
-    const float32x4_t s4 = vaddq_f32(vaddq_f32(tot[r][0], tot[r][2]), vaddq_f32(tot[r][1], tot[r][3]));
-    const float32x2_t s2 = vadd_f32(vget_low_f32(s4), vget_high_f32(s4));
-    res[r] = vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1);
+      XNN_STEP(0) XNN_STEP(1) XNN_STEP(2) XNN_STEP(3) XNN_STEP(4) XNN_STEP(5) XNN_STEP(6) XNN_STEP(7)
+#undef XNN_STEP
+    }
+    const float *sg = scales + (g0 / group_size) * 16;
+    XNN_UNROLL
+    for (size_t b = 0; b < NB; b++)
+      XNN_UNROLL
+      for (size_t h = 0; h < 4; h++) {
+        const float32x4_t s = vld1q_f32(sg + b * s_block_stride + h * 4);
+        XNN_UNROLL
+        for (size_t r = 0; r < MR; r++) {
+          float *t = res + r * XNN_QB4W_NR_MAX + b * 16 + h * 4;
+          vst1q_f32(t, vfmaq_f32(vld1q_f32(t), acc[r][b][h], s));
+        }
+      }
   }
 }
 
-void xnn_f32_qb4w_ukernel_4x1__neon(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
-                                    const float *scales, size_t group_size, float *res) {
-  XNN_DISPATCH_MR4(mr, xnn_qb4w_neon_body, k, x, x_stride, w, scales, group_size, res);
+void xnn_f32_qb4w_ukernel_4x16__neon(size_t mr, size_t nb, size_t k, size_t group_size, const float *x,
+                                     size_t x_stride, const uint8_t *w, size_t w_block_stride, const float *scales,
+                                     size_t s_block_stride, float *res) {
+  XNN_QB4W_DISPATCH_4X16(xnn_qb4w_neon_body)
 }
 
 #else

@@ -209,24 +209,96 @@ const xnn_qd8_config *xnn_qd8_config_for(int isa);
     default: BODY(4, __VA_ARGS__); break; \
   }
 
-/* f32-qb4w microkernel: res[r] = sum over k of row r of x times int4 weights of ONE output
- * channel (w: its k / 2 packed bytes, scales: its k / group_size scales), without the bias, for
- * r < mr <= XNN_QB4W_MR. Every path computes the canonical order of qb4w.c bit for bit. */
-#define XNN_QB4W_MR 4
-typedef void (*xnn_qb4w_ukernel_fn)(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
-                                    const float *scales, size_t group_size, float *res);
-/* The SIMD microkernel for `isa` (qb4w_x86.c / qb4w_arm.c), NULL for the scalar path. */
-xnn_qb4w_ukernel_fn xnn_qb4w_ukernel_for(int isa);
+/* f32-qb4w microkernels (int4 weight-only, qb4w.c). The packed weights are blocks of 16 output
+ * channels; in a block, each 64-byte row holds 8 k of the 16 channels, one little-endian 32-bit
+ * word per channel with k = 8 kb + q in bits 4q .. 4q + 3 (two's complement nibble). A SIMD lane
+ * is then one output channel, and unpacking k = 8 kb + q for 16 channels is one shift of one
+ * 64-byte row (plus a sign extension or a table lookup), shared by every row of x in the tile.
+ * The scales are packed per block too, [ceil(n / 16)][groups][16]: the 16 scales of a block and
+ * group are one vector, and a tile reads its scales sequentially (with [groups][n], 16 KB apart
+ * at n = 4096, a one-row-tile call at group 32 spent more time on scale cache misses than on
+ * its FMAs).
+ *
+ * A microkernel computes, for r < mr rows and the nb * 16 channels of nb <= XNN_QB4W_NB_MAX
+ * adjacent blocks (block b at w + b * w_block_stride, its scales at scales + b * s_block_stride,
+ * group g's 16 at + 16 g), the canonical sums of qb4w.c without the bias, into
+ * res[r * XNN_QB4W_NR_MAX + j]. */
+#define XNN_QB4W_MR_MAX 8 /* rows per microkernel call, at most */
+#define XNN_QB4W_NB_MAX 4 /* 16-channel blocks per microkernel call, at most */
+#define XNN_QB4W_NR_MAX (16 * XNN_QB4W_NB_MAX)
+typedef void (*xnn_qb4w_ukernel_fn)(size_t mr, size_t nb, size_t k, size_t group_size, const float *x,
+                                    size_t x_stride, const uint8_t *w, size_t w_block_stride, const float *scales,
+                                    size_t s_block_stride, float *res);
+/* A panel kernel: the same sums for m <= XNN_QB4W_PANEL_ROWS rows and exactly
+ * XNN_QB4W_PANEL_NB blocks (arguments as the microkernel). It unpacks the weights of one group
+ * to fp32 in an L1 buffer once and runs every row tile of the panel over them, so the unpack
+ * cost is shared by up to 64 rows instead of one row tile. */
+#define XNN_QB4W_PANEL_ROWS 64
+#define XNN_QB4W_PANEL_NB 2
+typedef void (*xnn_qb4w_panel_fn)(size_t m, size_t k, size_t group_size, const float *x, size_t x_stride,
+                                  const uint8_t *w, size_t w_block_stride, const float *scales,
+                                  size_t s_block_stride, float *res);
+/* A microkernel with its tile: up to mr rows and nb blocks per call, or nb_row1 blocks when a
+ * call has one row (one row has one FMA chain per block: more blocks hide the FMA latency);
+ * panel (optional, NULL when none) for calls with more than mr rows. */
+typedef struct {
+  xnn_qb4w_ukernel_fn ukernel;
+  size_t mr, nb, nb_row1;
+  xnn_qb4w_panel_fn panel;
+} xnn_qb4w_config;
+/* The SIMD microkernels for `isa` (qb4w_x86.c / qb4w_arm.c), NULL for the scalar path. */
+const xnn_qb4w_config *xnn_qb4w_config_for(int isa);
 #if defined(__x86_64__) || defined(__i386__)
-void xnn_f32_qb4w_ukernel_4x1__avx2(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
-                                    const float *scales, size_t group_size, float *res);
-void xnn_f32_qb4w_ukernel_4x1__avx512(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
-                                      const float *scales, size_t group_size, float *res);
+void xnn_f32_qb4w_ukernel_4x16__avx2(size_t mr, size_t nb, size_t k, size_t group_size, const float *x,
+                                     size_t x_stride, const uint8_t *w, size_t w_block_stride, const float *scales,
+                                     size_t s_block_stride, float *res);
+void xnn_f32_qb4w_panel_8x32__avx512(size_t m, size_t k, size_t group_size, const float *x, size_t x_stride,
+                                     const uint8_t *w, size_t w_block_stride, const float *scales,
+                                     size_t s_block_stride, float *res);
+void xnn_f32_qb4w_ukernel_8x32__avx512(size_t mr, size_t nb, size_t k, size_t group_size, const float *x,
+                                       size_t x_stride, const uint8_t *w, size_t w_block_stride, const float *scales,
+                                       size_t s_block_stride, float *res);
 #endif
 #if defined(__aarch64__)
-void xnn_f32_qb4w_ukernel_4x1__neon(size_t mr, size_t k, const float *x, size_t x_stride, const uint8_t *w,
-                                    const float *scales, size_t group_size, float *res);
+void xnn_f32_qb4w_ukernel_4x16__neon(size_t mr, size_t nb, size_t k, size_t group_size, const float *x,
+                                     size_t x_stride, const uint8_t *w, size_t w_block_stride, const float *scales,
+                                     size_t s_block_stride, float *res);
 #endif
+
+/* Calls BODY(R, ...) with R = mr as a compile-time constant 1..8 (see XNN_DISPATCH_MR4). */
+#define XNN_DISPATCH_MR8(mr, BODY, ...)   \
+  switch (mr) {                           \
+    case 1: BODY(1, __VA_ARGS__); break;  \
+    case 2: BODY(2, __VA_ARGS__); break;  \
+    case 3: BODY(3, __VA_ARGS__); break;  \
+    case 4: BODY(4, __VA_ARGS__); break;  \
+    case 5: BODY(5, __VA_ARGS__); break;  \
+    case 6: BODY(6, __VA_ARGS__); break;  \
+    case 7: BODY(7, __VA_ARGS__); break;  \
+    default: BODY(8, __VA_ARGS__); break; \
+  }
+
+/* Fully unroll a loop over the rows / blocks of a microkernel tile: GCC's own heuristics leave
+ * the larger tiles as loops, so the accumulator arrays stay in memory instead of registers. */
+#define XNN_UNROLL _Pragma("GCC unroll 16")
+
+/* The body of the 4x16 qb4w microkernels (AVX2, NEON), whose parameters it names: BODY(R, 1, ...)
+ * for 2..4 rows of one block (R a constant), else rows one at a time with nb 1 or 2 blocks (the
+ * one-row tile of their configs): few instantiations of the always_inline BODY. */
+#define XNN_QB4W_DISPATCH_4X16(BODY)                                                                   \
+  if (mr > 1 && nb == 1) {                                                                             \
+    XNN_DISPATCH_MR4(mr, BODY, 1, k, group_size, x, x_stride, w, w_block_stride, scales, s_block_stride, \
+                     res)                                                                              \
+    return;                                                                                            \
+  }                                                                                                    \
+  for (size_t r = 0; r < mr; r++) {                                                                    \
+    if (nb == 1)                                                                                       \
+      BODY(1, 1, k, group_size, x + r * x_stride, x_stride, w, w_block_stride, scales, s_block_stride,   \
+           res + r * XNN_QB4W_NR_MAX);                                                                 \
+    else                                                                                               \
+      BODY(1, 2, k, group_size, x + r * x_stride, x_stride, w, w_block_stride, scales, s_block_stride,   \
+           res + r * XNN_QB4W_NR_MAX);                                                                 \
+  }
 
 /* f32-qc8w microkernel (int8 weight-only): acc[r * 16 + j] = sum_k x[r][k] * w[j][k] for the 16
  * channels of one packed qc8w block, as fused multiply-adds in k order (the canonical order of

@@ -90,14 +90,20 @@ int xnnpack_qs8_qc8w_conv2d_nhwc(const int8_t *x, size_t batch, size_t h, size_t
 int xnnpack_qs8_vadd(const int8_t *a, const int8_t *b, size_t n, int32_t a_zp, float a_scale,
                      int32_t b_zp, float b_scale, float out_scale, int32_t out_zp, int32_t qmin,
                      int32_t qmax, int8_t *out);
-/* int4 weight-only (f32-qb4w): weights [n, k] int8 storage in [-8, 7] packed
- * two per byte (low nibble = even k); scales fp32 [n, k / group_size]. */
+/* int4 weight-only (f32-qb4w): weights [n, k] int8 storage in [-8, 7], fp32 scales
+ * [n, k / group_size] (finite, >= 0), group_size 32, 64 or 128 dividing k. Packed as blocks of 16
+ * output channels (n padded with zero weights and zero scales): packed_size bytes of weights
+ * (one 64-byte row per 8 k of a block, one 32-bit word per channel, k = 8 kb + q in its bits
+ * 4q .. 4q + 3) and packed_scales_size floats of scales, [ceil(n / 16)][groups][16]. */
 size_t xnnpack_qb4w_packed_size(size_t n, size_t k);
-int xnnpack_pack_qb4w(const int8_t *w, size_t n, size_t k, uint8_t *packed, size_t packed_size);
-/* out[m, n] = bias[n] + sum_g scale[n, g] * (sum_{k in g} x[m, k] * w[n, k]),
- * sums in fp32 in k order. group_size is 32, 64 or 128 and divides k. */
+size_t xnnpack_qb4w_packed_scales_size(size_t n, size_t k, size_t group_size);
+int xnnpack_pack_qb4w(const int8_t *w, const float *scales, size_t n, size_t k, size_t group_size,
+                      uint8_t *packed, size_t packed_size, float *packed_scales, size_t packed_scales_size);
+/* out[m, n] = bias[n] + sum_g scale[n, g] * (sum_{k in g} x[m, k] * w[n, k]): per group a
+ * fused multiply-add chain in k order, then tot = fma(group sum, scale, tot) over the groups in
+ * order, then one rounding for the bias (every ISA path bit-identical). */
 int xnnpack_f32_qb4w_linear(const float *x, size_t m, size_t k, const uint8_t *packed, size_t n,
-                            const float *scales, size_t group_size, const float *bias, float *out);
+                            const float *packed_scales, size_t group_size, const float *bias, float *out);
 /* int8 weight-only linear (f32-qc8w): fp32 x [m, k] times the packed qc8w weights of
  * xnnpack_pack_qc8w, fp32 out [m, n]: out = (sum_k x * w) * w_scale[n] (+ bias[n]), the sum as
  * fused multiply-adds in k order, then one rounding for the scale and one for the bias (every

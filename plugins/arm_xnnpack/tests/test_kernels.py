@@ -173,8 +173,14 @@ def test_linear_dynamic_rejects_non_finite(kernels):
 
 # ------------------------------------------------------------------- int4 --
 
+#: row counts of the int4 tests: one row (the wide one-row tile), a partial row tile, one full 8-row
+#: AVX-512 tile, 8 + 1 rows, five tiles; odd N leaves a partial 16-channel block
+INT4_MS = st.sampled_from([1, 3, 8, 9, 33]) | st.integers(1, 12)
+INT4_NS = st.sampled_from([1, 15, 17, 33, 47]) | st.integers(1, 40)
+
+
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 9), n=st.integers(1, 40), groups=st.integers(1, 4), group_size=st.sampled_from([32, 64, 128]),
+@given(m=INT4_MS, n=INT4_NS, groups=st.integers(1, 4), group_size=st.sampled_from([32, 64, 128]),
        seed=st.integers(0, 2**31 - 1), has_bias=st.booleans())
 def test_int4_weight_only_vs_dequantized_fp32(kernels, m, n, groups, group_size, seed, has_bias):
     from quantplug.quant_ops import ops as qops
@@ -201,11 +207,12 @@ def _same_floats(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(m=st.integers(1, 9), n=st.integers(1, 40), groups=st.integers(1, 4), group_size=st.sampled_from([32, 64, 128]),
+@given(m=INT4_MS, n=INT4_NS, groups=st.integers(1, 4), group_size=st.sampled_from([32, 64, 128]),
        seed=st.integers(0, 2**31 - 1), has_bias=st.booleans(),
        values=st.sampled_from(["normal", "normal", "huge", "tiny", "zero_scales"]))
 def test_int4_weight_only_bit_exact_vs_scalar(kernels, isa, m, n, groups, group_size, seed, has_bias, values):
-    """Every SIMD path computes qb4w.c's canonical 16-lane FMA order: bit for bit the scalar result.
+    """Every SIMD path computes qb4w.c's canonical order (k-order FMAs per group, then one FMA
+    with the group scale): bit for bit the scalar result, for every row tiling.
 
     "huge" activations overflow the fp32 sums to +-inf (and inf - inf to NaN) in the same lanes on
     every path; "tiny" ones go subnormal; zero scales are legal (an all-zero group).
@@ -227,6 +234,29 @@ def test_int4_weight_only_bit_exact_vs_scalar(kernels, isa, m, n, groups, group_
     with kernels.use_isa("scalar"):
         want = kernels.linear_int4_weight_only(x, packed, bias)
     assert _same_floats(got, want), f"{isa}: max diff {(got - want).abs().max()}"
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("m", [1, 3, 8, 9, 33])
+def test_int4_row_tilings_bit_exact_vs_scalar(kernels, isa, m, group_size):
+    """Every row tiling of every path, bit for bit the scalar result: one row (the wide one-row
+    tile), a partial tile, one full AVX-512 tile, 8 + 1 rows, and 33 rows (the AVX-512 panel path
+    that unpacks each group once for all rows). N = 37 and 67 are odd: 3 and 5 blocks leave a lone
+    last block after the 2-block (and one-row 4-block) tiles."""
+    g = _gen(m * 1000 + group_size)
+    for n, groups in ((37, 3), (67, 2)):
+        k = groups * group_size
+        w = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+        scales = torch.rand(n, groups, generator=g) * 0.1 + 1e-3
+        x, bias = torch.randn(m, k, generator=g), torch.randn(n, generator=g)
+        packed = kernels.pack_linear_weight_int4(w, scales, group_size)
+        got = kernels.linear_int4_weight_only(x, packed, bias)
+        with kernels.use_isa("scalar"):
+            want = kernels.linear_int4_weight_only(x, packed, bias)
+        assert got.shape == (m, n) and _same_floats(got, want), f"{isa}: max diff {(got - want).abs().max()}"
+        w_dq = (w.double().view(n, groups, group_size) * scales.double()[..., None]).view(n, k)
+        exact = x.double() @ w_dq.t() + bias.double()
+        assert ((got.double() - exact).abs() <= (x.abs().double() @ w_dq.abs().t()) * 1e-5 + 1e-6).all()
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -278,13 +308,22 @@ def test_int8_weight_only_batch_dims_and_bad_inputs(kernels):
 
 
 def test_int4_packing_layout(kernels):
-    w = torch.tensor([[-8, 7, 0, -1] * 8], dtype=torch.int8)
-    p = kernels.pack_linear_weight_int4(w, torch.ones(1, 1), 32)
-    assert p.packed.dtype == torch.uint8 and p.packed.shape == (1, 16)
-    assert p.packed[0, :2].tolist() == [0x78, 0xF0]  # low nibble = even k
-    x = torch.zeros(1, 32)
+    w = torch.zeros(17, 64, dtype=torch.int8)
+    w[0, :8] = torch.tensor([-8, 7, 0, -1, 1, 2, 3, 4], dtype=torch.int8)
+    w[16, 9] = -3
+    scales = torch.arange(1, 35, dtype=torch.float32).reshape(17, 2)
+    p = kernels.pack_linear_weight_int4(w, scales, 32)
+    # blocks of 16 channels, 64-byte rows of 8 k: channel j's 32-bit word, k = 8 * row + q in bits 4q..4q+3
+    assert p.packed.dtype == torch.uint8 and p.packed.shape == (2, 8, 64)
+    assert p.packed[0, 0, :4].tolist() == [0x78, 0xF0, 0x21, 0x43]
+    assert p.packed[1, 1, :4].tolist() == [0xD0, 0, 0, 0] and int(p.packed.sum()) == 0x78 + 0xF0 + 0x21 + 0x43 + 0xD0
+    # scales [block][group][16]
+    assert p.scales.shape == (2, 2, 16) and torch.equal(p.scales.transpose(1, 2).reshape(32, 2)[:17], scales)
+    assert not p.scales[1, :, 1:].any()
+    x = torch.zeros(1, 64)
     x[0, 1] = 1.0
-    assert kernels.linear_int4_weight_only(x, p, None).item() == 7.0
+    x[0, 9] = 2.0
+    assert kernels.linear_int4_weight_only(x, p, None)[0, [0, 16]].tolist() == [7.0 * 1.0, -3.0 * 2.0 * 33.0]
 
 
 # ------------------------------------------------------ packed weights ----

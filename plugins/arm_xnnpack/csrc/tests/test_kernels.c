@@ -424,17 +424,26 @@ static int test_qb4w(size_t m, size_t n, size_t group, size_t groups, int extrem
   for (size_t i = 0; i < n * k; i++) w[i] = extreme && rnd() % 2 ? (rnd() % 2 ? -8 : 7) : (int8_t)rnd_range(-8, 7);
   for (size_t i = 0; i < n * groups; i++) sc[i] = extreme == 2 ? 0.5f : rnd() % 16 ? rnd_float(1e-3f, 0.5f) : 0.0f;
   for (size_t j = 0; j < n; j++) bias[j] = extreme == 2 ? (float)rnd_range(-3, 3) : rnd_float(-1.0f, 1.0f);
-  const size_t psize = xnnpack_qb4w_packed_size(n, k);
+  const size_t psize = xnnpack_qb4w_packed_size(n, k), ssize = xnnpack_qb4w_packed_scales_size(n, k, group);
+  const size_t npad = (n + 15) / 16 * 16;
+  if (psize != npad * k / 2 || ssize != groups * npad) FAIL("qb4w packed sizes %zu %zu", psize, ssize);
   uint8_t *packed = malloc(psize);
-  if (xnnpack_pack_qb4w(w, n, k, packed, psize) != QP_OK) FAIL("qb4w pack failed");
-  for (size_t i = 0; i < n * k; i++) { /* nibble layout: low = even k */
-    const int v = i % 2 ? packed[i / 2] >> 4 : packed[i / 2] & 15;
-    if ((v >= 8 ? v - 16 : v) != w[i]) FAIL("qb4w nibble %zu", i);
-  }
+  float *psc = malloc(ssize * sizeof(float));
+  if (xnnpack_pack_qb4w(w, sc, n, k, group, packed, psize, psc, ssize) != QP_OK) FAIL("qb4w pack failed");
+  for (size_t c = 0; c < npad; c++) /* blocks of 16 channels, a 32-bit word of 8 k per channel and row */
+    for (size_t p = 0; p < k; p++) {
+      const uint8_t byte = packed[(c / 16) * 16 * (k / 2) + (p / 8) * 64 + (c % 16) * 4 + (p % 8) / 2];
+      const int v = p % 2 ? byte >> 4 : byte & 15;
+      if ((v >= 8 ? v - 16 : v) != (c < n ? w[c * k + p] : 0)) FAIL("qb4w nibble c=%zu p=%zu", c, p);
+    }
+  for (size_t g = 0; g < groups; g++) /* scales [block][group][16], zero for the padded channels */
+    for (size_t c = 0; c < npad; c++)
+      if (psc[((c / 16) * groups + g) * 16 + c % 16] != (c < n ? sc[c * groups + g] : 0.0f))
+        FAIL("qb4w packed scale g=%zu c=%zu", g, c);
   float *scalar = guarded_alloc(m * n * sizeof(float)), *out = guarded_alloc(m * n * sizeof(float));
   qp_set_num_threads((int)rnd_range(1, 3));
   qp_set_isa(QP_ISA_SCALAR);
-  if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, scalar) != QP_OK) FAIL("qb4w linear failed");
+  if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, psc, group, bias, scalar) != QP_OK) FAIL("qb4w linear failed");
   if (!guard_intact(scalar, m * n * sizeof(float))) FAIL("qb4w wrote past its output");
   for (size_t i = 0; i < m && extreme != 1; i++) /* scalar vs float64 loops (exact for extreme == 2) */
     for (size_t j = 0; j < n; j++) {
@@ -451,7 +460,7 @@ static int test_qb4w(size_t m, size_t n, size_t group, size_t groups, int extrem
     if (!qp_isa_usable(isa)) continue;
     qp_set_isa(isa);
     memset(out, SENTINEL, m * n * sizeof(float) + GUARD);
-    if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, sc, group, bias, out) != QP_OK)
+    if (xnnpack_f32_qb4w_linear(x, m, k, packed, n, psc, group, bias, out) != QP_OK)
       FAIL("qb4w %s failed", qp_isa_name(isa));
     if (!guard_intact(out, m * n * sizeof(float))) FAIL("qb4w %s wrote past its output", qp_isa_name(isa));
     for (size_t i = 0; i < m * n; i++)
@@ -462,7 +471,7 @@ static int test_qb4w(size_t m, size_t n, size_t group, size_t groups, int extrem
     checks++;
   }
   qp_set_isa(-1);
-  free(x), free(sc), free(bias), free(w), free(packed), free(out), free(scalar);
+  free(x), free(sc), free(bias), free(w), free(packed), free(psc), free(out), free(scalar);
   return 0;
 }
 
@@ -567,10 +576,33 @@ static int test_invalid(void) {
     FAIL("dynamic linear accepted inf input");
   int8_t w4[4] = {1, 9, 0, 0};
   uint8_t p4[2];
-  if (xnnpack_pack_qb4w(w4, 1, 4, p4, 2) != QP_ERR_INVALID_ARGUMENT) FAIL("qb4w pack accepted 9");
-  float sc = 1.0f, x4[48] = {0}, o4[1];
+  float sc = 1.0f, x4[48] = {0}, o4[1], ps4[16];
+  if (xnnpack_pack_qb4w(w4, &sc, 1, 4, 32, p4, 2, ps4, 16) != QP_ERR_INVALID_ARGUMENT) FAIL("qb4w pack accepted k=4");
+  int8_t w32[32] = {0};
+  uint8_t p32[16 * 16];
+  w32[5] = 9;
+  if (xnnpack_pack_qb4w(w32, &sc, 1, 32, 32, p32, sizeof p32, ps4, 16) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w pack accepted 9");
+  w32[5] = 1, sc = NAN;
+  if (xnnpack_pack_qb4w(w32, &sc, 1, 32, 32, p32, sizeof p32, ps4, 16) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w pack accepted a NaN scale");
+  sc = 1.0f;
+  if (xnnpack_pack_qb4w(w32, &sc, 1, 32, 32, p32, sizeof p32 - 1, ps4, 16) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w pack accepted a short buffer");
+  if (xnnpack_pack_qb4w(w32, &sc, 1, 32, 32, p32, sizeof p32, ps4, 16) != QP_OK) FAIL("qb4w pack failed");
   if (xnnpack_f32_qb4w_linear(x4, 1, 48, (uint8_t *)packed, 1, &sc, 48, NULL, o4) != QP_ERR_INVALID_ARGUMENT)
     FAIL("qb4w accepted group size 48");
+  for (int i = 0; i < 16; i++) ps4[i] = i == 3 ? -1.0f : 1.0f;
+  if (xnnpack_f32_qb4w_linear(x4, 1, 32, p32, 1, ps4, 32, NULL, o4) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w accepted a negative scale");
+  ps4[3] = INFINITY;
+  if (xnnpack_f32_qb4w_linear(x4, 1, 32, p32, 1, ps4, 32, NULL, o4) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w accepted an infinite scale");
+  ps4[3] = -NAN;
+  if (xnnpack_f32_qb4w_linear(x4, 1, 32, p32, 1, ps4, 32, NULL, o4) != QP_ERR_INVALID_ARGUMENT)
+    FAIL("qb4w accepted a NaN scale");
+  ps4[3] = -0.0f; /* zero scales are legal, of either sign */
+  if (xnnpack_f32_qb4w_linear(x4, 1, 32, p32, 1, ps4, 32, NULL, o4) != QP_OK) FAIL("qb4w rejected a -0 scale");
   if (qp_set_isa(QP_ISA_COUNT + 3) == QP_OK) FAIL("qp_set_isa accepted an invalid isa");
   checks++;
   return 0;
@@ -644,6 +676,12 @@ int main(int argc, char **argv) {
     }
   }
   if (test_large_k(16384) || test_large_k(xnnpack_max_k())) return 1;
+  /* qb4w row tiles: one row (the wide one-row tile), a partial tile, exactly one 8-row tile,
+   * 8 + 1 rows (balanced to 5 + 4), 33 rows (five tiles); odd n leaves a partial block */
+  static const size_t qb4w_ms[] = {1, 3, 8, 9, 33}, qb4w_groups[] = {32, 64, 128};
+  for (size_t i = 0; i < 5; i++)
+    for (size_t g = 0; g < 3; g++)
+      if (test_qb4w(qb4w_ms[i], 37 + 30 * g, qb4w_groups[g], 3 - g, 0)) return 1;
   /* k = 2000: 12 blocks per weight panel, so n = 200 (13 blocks) spans two panels, the second
    * a lone 16-channel block; m = 9 leaves a partial row tile */
   if (test_dynamic(9, 2000, 200, 1) || test_dynamic(9, 2000, 200, 3) || test_static(9, 2000, 200, 0, 2)) return 1;

@@ -1,3 +1,3 @@
 """Plugin version: embedded into the compiled kernels and checked at import."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -110,8 +110,13 @@ class PackedConv2dWeight:
 class PackedInt4LinearWeight:
     """int4 group-wise weights of a weight-only linear (ordinary tensors, picklable).
 
-    :param packed: uint8 ``[N, K / 2]``, low nibble = even input feature.
-    :param scales: fp32 ``[N, K / group_size]``.
+    :param packed: uint8 ``[ceil(N/16), K / 8, 64]``: blocks of 16 output
+        channels; each 64-byte row holds 8 input features of the 16 channels,
+        one little-endian 32-bit word per channel with feature ``8 * row + q``
+        in bits ``4q .. 4q + 3`` (two's complement). A SIMD lane is then one
+        output channel (see ``csrc/xnnpack_internal.h``).
+    :param scales: fp32 ``[ceil(N/16), K / group_size, 16]``: per block and
+        group the 16 channels' scales (zero for the padded channels).
     :param group_size: 32, 64 or 128.
     :param n: output features.
     :param k: input features.
@@ -570,16 +575,21 @@ class XNNPACKKernels(CffiKernelLibrary):
             raise KernelInputError(f"{op}: scales must be finite and >= 0")
         if bool(((w_q < -8) | (w_q > 7)).any()):
             raise KernelInputError(f"{op}: w_q has values outside the int4 range [-8, 7]")
-        packed = torch.empty((n, k // 2), dtype=torch.uint8)
-        status = self.lib.xnnpack_pack_qb4w(self.ptr(w_q, "int8_t *"), n, k, self.ptr(packed, "uint8_t *"),
-                                            packed.numel())
+        blocks = -(-n // 16)
+        packed = torch.empty((blocks, k // 8, 64), dtype=torch.uint8)
+        packed_scales = torch.empty((blocks, k // group_size, 16), dtype=torch.float32)
+        status = self.lib.xnnpack_pack_qb4w(self.ptr(w_q, "int8_t *"), self.ptr(scales, "float *"), n, k, group_size,
+                                            self.ptr(packed, "uint8_t *"), packed.numel(),
+                                            self.ptr(packed_scales, "float *"), packed_scales.numel())
         self.check_status(status, op)
-        return PackedInt4LinearWeight(packed, scales.clone(), int(group_size), int(n), int(k))
+        return PackedInt4LinearWeight(packed, packed_scales, int(group_size), int(n), int(k))
 
     def linear_int4_weight_only(self, x: Tensor, packed: PackedInt4LinearWeight, bias: Tensor | None) -> Tensor:
         """int4 weight-only linear (f32-qb4w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
 
-        Scalar, AVX2, AVX-512 and NEON paths, bit-identical (one fixed fp32 summation order).
+        Scalar, AVX2, AVX-512 and NEON paths, bit-identical (one fixed fp32 summation order: per
+        output, a fused multiply-add chain in K order within each group, then
+        ``tot = fma(group_sum, scale, tot)`` over the groups, then ``+ bias``; see ``csrc/qb4w.c``).
         """
         op = "xnnpack.linear_int4_weight_only"
         if not isinstance(packed, PackedInt4LinearWeight):
@@ -588,8 +598,9 @@ class XNNPACKKernels(CffiKernelLibrary):
         n, k, g = packed.n, packed.k, packed.group_size
         if g not in GROUP_SIZES or n < 1 or k < 1 or k % g:
             raise KernelInputError(f"{op}: packed has invalid sizes n={n}, k={k}, group_size={g}")
-        check_tensor(packed.packed, "packed.packed", dtype=torch.uint8, shape=(n, k // 2), op=op)
-        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(n, k // g), op=op)
+        blocks = -(-n // 16)
+        check_tensor(packed.packed, "packed.packed", dtype=torch.uint8, shape=(blocks, k // 8, 64), op=op)
+        check_tensor(packed.scales, "packed.scales", dtype=torch.float32, shape=(blocks, k // g, 16), op=op)
         check_tensor(x, "x", dtype=torch.float32, op=op)
         m, lead = self._rows(x, k, "x", op)
         bias = self._check_bias(bias, n, op)

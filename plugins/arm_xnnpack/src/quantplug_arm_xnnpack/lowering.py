@@ -43,7 +43,8 @@ LIB.define("linear_weight_only(Tensor x, Tensor packed, Tensor scales, Tensor ze
 
 
 def _linear_int4_impl(x: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, group_size: int, n: int) -> Tensor:
-    weights = PackedInt4LinearWeight(packed, scales, int(group_size), int(n), int(packed.shape[1]) * 2)
+    # packed is [ceil(n / 16), k / 8, 64] (kernels.PackedInt4LinearWeight)
+    weights = PackedInt4LinearWeight(packed, scales, int(group_size), int(n), int(packed.shape[1]) * 8)
     return load_kernels().linear_int4_weight_only(x.contiguous(), weights, bias)
 
 
