@@ -183,8 +183,7 @@ static void xnn_conv_epilogue(const xnn_conv_task *t, size_t g, size_t p0, size_
   const size_t nc = xnn_min(XNN_NR, t->cout_g - n0), co = g * t->cout_g + n0, rs = g * t->group_rows + n0;
   const xnn_requant_params p = {t->bias_eff + rs, t->mult + (t->per_channel ? co : 0), t->per_channel, t->zp,
                                 t->qmin, t->qmax};
-  /* SIMD epilogues write 16 channels; a partial block takes the scalar one (same arithmetic) */
-  (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + p0 * t->cout + co, t->cout);
+  t->cfg->requant(mr, nc, raw, &p, t->out + p0 * t->cout + co, t->cout); /* any nc <= 16 */
 }
 
 /* One task: row tile (i % mtiles) of group g times the channel blocks of one weight panel, with

@@ -77,7 +77,7 @@ static void xnn_dwconv_run(void *ctx, size_t begin, size_t end) {
         xnn_dwconv_acc__scalar(nc, taps, shifted, t->wt + c0, t->c, t->x_zp, acc);
       const xnn_requant_params p = {t->bias + c0, t->mult + (t->per_channel ? c0 : 0), t->per_channel, t->zp, t->qmin,
                                     t->qmax};
-      (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(1, nc, acc, &p, t->out + pix * t->c + c0, t->c);
+      t->cfg->requant(1, nc, acc, &p, t->out + pix * t->c + c0, t->c); /* any nc <= 16 */
     }
   }
 }

@@ -141,14 +141,11 @@ static void xnn_gemm_epilogue(const xnn_gemm_task *t, size_t m0, size_t mr, size
     const xnn_dequant_params p = {t->row_sums + n0, t->x_zp + m0, t->x_scale + m0,
                                   t->w_scale + (t->w_per_channel ? n0 : 0), t->w_per_channel,
                                   t->bias ? t->bias + n0 : NULL};
-    /* SIMD epilogues read 16 channels; a partial block uses the scalar one
-     * (same arithmetic) so nothing past the caller's arrays is touched. */
-    (nc == XNN_NR ? t->cfg->dequant : xnn_qd8_f32_dequant__scalar)(mr, nc, raw, &p, t->fout + m0 * t->n + n0,
-                                                                    t->n);
+    t->cfg->dequant(mr, nc, raw, &p, t->fout + m0 * t->n + n0, t->n); /* any nc <= 16 */
   } else {
     const xnn_requant_params p = {t->bias_eff + n0, t->mult + (t->mult_per_channel ? n0 : 0),
                                   t->mult_per_channel, t->zp, t->qmin, t->qmax};
-    (nc == XNN_NR ? t->cfg->requant : xnn_qs8_requant__scalar)(mr, nc, raw, &p, t->out + m0 * t->n + n0, t->n);
+    t->cfg->requant(mr, nc, raw, &p, t->out + m0 * t->n + n0, t->n); /* any nc <= 16 */
   }
 }
 

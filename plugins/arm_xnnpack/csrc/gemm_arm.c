@@ -82,7 +82,10 @@ static inline int8x16_t xnn_neon_requant16(int32x4_t v[4], const float32x4_t m[4
 
 static void xnn_qs8_requant__neon(size_t mr, size_t nc, const int32_t *raw, const xnn_requant_params *p,
                                   int8_t *out, size_t out_stride) {
-  (void)nc; /* always 16 */
+  if (nc < XNN_NR) { /* a partial block: the scalar epilogue (same arithmetic) reads only nc */
+    xnn_qs8_requant__scalar(mr, nc, raw, p, out, out_stride);
+    return;
+  }
   float32x4_t m[4];
   int32x4_t b[4];
   for (int i = 0; i < 4; i++) {
@@ -100,7 +103,10 @@ static void xnn_qs8_requant__neon(size_t mr, size_t nc, const int32_t *raw, cons
 
 static void xnn_qd8_f32_dequant__neon(size_t mr, size_t nc, const int32_t *raw, const xnn_dequant_params *p,
                                       float *out, size_t out_stride) {
-  (void)nc;
+  if (nc < XNN_NR) { /* a partial block: the scalar epilogue (same arithmetic) reads only nc */
+    xnn_qd8_f32_dequant__scalar(mr, nc, raw, p, out, out_stride);
+    return;
+  }
   for (size_t r = 0; r < mr; r++) {
     const int32x4_t zp = vdupq_n_s32(p->x_zp[r]);
     const float32x4_t xs = vdupq_n_f32(p->x_scale[r]);

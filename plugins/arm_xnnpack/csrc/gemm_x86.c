@@ -87,7 +87,10 @@ QP_TARGET_AVX2 static inline __m128i xnn_avx2_requant16(__m256i v0, __m256i v1, 
 QP_TARGET_AVX2 static void xnn_qs8_requant__avx2(size_t mr, size_t nc, const int32_t *raw,
                                                  const xnn_requant_params *p, int8_t *out,
                                                  size_t out_stride) {
-  (void)nc; /* always 16 */
+  if (nc < XNN_NR) { /* a partial block: the scalar epilogue (same arithmetic) reads only nc */
+    xnn_qs8_requant__scalar(mr, nc, raw, p, out, out_stride);
+    return;
+  }
   const __m256i b0 = _mm256_loadu_si256((const __m256i *)p->bias_eff);
   const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p->bias_eff + 8));
   const __m256 m0 = p->per_channel ? _mm256_loadu_ps(p->mult) : _mm256_set1_ps(p->mult[0]);
@@ -112,7 +115,10 @@ QP_TARGET_AVX2 static inline __m256 xnn_avx2_dequant8(__m256i raw, __m256i rs, _
 QP_TARGET_AVX2 static void xnn_qd8_f32_dequant__avx2(size_t mr, size_t nc, const int32_t *raw,
                                                      const xnn_dequant_params *p, float *out,
                                                      size_t out_stride) {
-  (void)nc;
+  if (nc < XNN_NR) { /* a partial block: the scalar epilogue (same arithmetic) reads only nc */
+    xnn_qd8_f32_dequant__scalar(mr, nc, raw, p, out, out_stride);
+    return;
+  }
   const __m256i rs0 = _mm256_loadu_si256((const __m256i *)p->row_sums);
   const __m256i rs1 = _mm256_loadu_si256((const __m256i *)(p->row_sums + 8));
   const __m256 ws0 = p->per_channel ? _mm256_loadu_ps(p->w_scale) : _mm256_set1_ps(p->w_scale[0]);
@@ -194,32 +200,34 @@ QP_TARGET_AVX512 static void xnn_qs8_qc8w_gemm_ukernel_4x16c4__avx512skx(size_t 
 QP_TARGET_AVX512 static void xnn_qs8_requant__avx512(size_t mr, size_t nc, const int32_t *raw,
                                                      const xnn_requant_params *p, int8_t *out,
                                                      size_t out_stride) {
-  (void)nc;
-  const __m512i b = _mm512_loadu_si512(p->bias_eff);
-  const __m512 m = p->per_channel ? _mm512_loadu_ps(p->mult) : _mm512_set1_ps(p->mult[0]);
+  /* Channels nc..15 of a partial block are neither read nor stored (masked), so the caller's
+   * arrays need only nc entries; same arithmetic on every lane as the full block. */
+  const __mmask16 k = (__mmask16)((1u << nc) - 1u);
+  const __m512i b = _mm512_maskz_loadu_epi32(k, p->bias_eff);
+  const __m512 m = p->per_channel ? _mm512_maskz_loadu_ps(k, p->mult) : _mm512_set1_ps(p->mult[0]);
   const __m512 lo = _mm512_set1_ps((float)(p->qmin - p->zp)), hi = _mm512_set1_ps((float)(p->qmax - p->zp));
   const __m512i zp = _mm512_set1_epi32(p->zp);
   for (size_t r = 0; r < mr; r++) {
     const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(raw + r * 16), b);
     const __m512 f = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), m), lo), hi);
     const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-    _mm_storeu_si128((__m128i *)(out + r * out_stride), _mm512_cvtsepi32_epi8(q));
+    _mm_mask_storeu_epi8(out + r * out_stride, k, _mm512_cvtsepi32_epi8(q));
   }
 }
 
 QP_TARGET_AVX512 static void xnn_qd8_f32_dequant__avx512(size_t mr, size_t nc, const int32_t *raw,
                                                          const xnn_dequant_params *p, float *out,
                                                          size_t out_stride) {
-  (void)nc;
-  const __m512i rs = _mm512_loadu_si512(p->row_sums);
-  const __m512 ws = p->per_channel ? _mm512_loadu_ps(p->w_scale) : _mm512_set1_ps(p->w_scale[0]);
+  const __mmask16 k = (__mmask16)((1u << nc) - 1u); /* partial blocks: see the requant above */
+  const __m512i rs = _mm512_maskz_loadu_epi32(k, p->row_sums);
+  const __m512 ws = p->per_channel ? _mm512_maskz_loadu_ps(k, p->w_scale) : _mm512_set1_ps(p->w_scale[0]);
   for (size_t r = 0; r < mr; r++) {
     const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(raw + r * 16),
                                          _mm512_mullo_epi32(_mm512_set1_epi32(p->x_zp[r]), rs));
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_set1_ps(p->x_scale[r]), ws));
     XNN_FP_BARRIER_ZMM(y);
-    if (p->bias) y = _mm512_add_ps(y, _mm512_loadu_ps(p->bias));
-    _mm512_storeu_ps(out + r * out_stride, y);
+    if (p->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, p->bias));
+    _mm512_mask_storeu_ps(out + r * out_stride, k, y);
   }
 }
 
