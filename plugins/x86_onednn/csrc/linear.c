@@ -128,8 +128,8 @@ typedef struct {
 } xo_gemm_ctx;
 
 /* Tiles [tile0, tile1) for rows [row0, row0+rows): multi-tile microkernel calls of up to nt
- * tiles (1-2 row blocks use the single-tile kernel, whose GEMV path runs 4 chains), then
- * the epilogue of each tile. */
+ * tiles, then the epilogue of each tile. 1-2 row blocks use the ISA's GEMV kernel if it has
+ * one (8 chains over 2 tiles), else the single-tile kernel (whose GEMV path runs 4 chains). */
 static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda,
                           const uint8_t *const *ptrs, size_t row0, size_t rows, size_t tile0,
                           size_t tile1, int32_t *acc) {
@@ -137,7 +137,11 @@ static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda,
   const xo_gemm_impl *impl = ctx->impl;
   const size_t tile_bytes = ctx->kp * XO_NR;
   /* the indirect kernel is multi-tile for every row count (it has no GEMV variant) */
-  const size_t nt = ptrs != NULL ? impl->nt_ind : impl->ukernel_nt != NULL && rows > 2 ? impl->nt : 1;
+  const int gemv = ptrs == NULL && impl->ukernel_gemv != NULL && rows <= impl->mr_gemv;
+  const size_t nt = ptrs != NULL ? impl->nt_ind
+                    : gemv       ? impl->nt_gemv
+                    : impl->ukernel_nt != NULL && rows > 2 ? impl->nt
+                                                           : 1;
   for (size_t tile = tile0, cnt = 0; tile < tile1; tile += cnt) {
     cnt = tile1 - tile < nt ? tile1 - tile : nt;
     /* 4 left with 3-tile calls: 2+2 keeps 16 accumulators busy instead of 3+1 (the
@@ -146,6 +150,8 @@ static void xo_gemm_tiles(const xo_gemm_ctx *ctx, const uint8_t *a, size_t lda,
     const int8_t *w = p->w + tile * tile_bytes;
     if (ptrs != NULL) {
       impl->ukernel_ind(rows, cnt, p->segs, p->seg, ptrs, w, tile_bytes, acc);
+    } else if (gemv) {
+      impl->ukernel_gemv(rows, cnt, p->k, a, lda, w, tile_bytes, acc);
     } else if (nt > 1) {
       impl->ukernel_nt(rows, cnt, p->k, a, lda, w, tile_bytes, acc);
     } else {
@@ -385,8 +391,8 @@ static void xo_bias_eff(int32_t *bias_eff, const int32_t *bias_q, const int32_t 
 
 /* ------------------------------------------------------- static linear -- */
 
-static int xo_linear_run(const uint8_t *x, size_t m, size_t k, const int8_t *packed, size_t n,
-                         xo_epilogue *epi) {
+int xo_linear_run(const uint8_t *x, size_t m, size_t k, const int8_t *packed, size_t n,
+                  const xo_epilogue *epi) {
   xo_gemm_problem p;
   memset(&p, 0, sizeof(p));
   p.m = m;
@@ -399,7 +405,7 @@ static int xo_linear_run(const uint8_t *x, size_t m, size_t k, const int8_t *pac
   return xo_gemm_run(&p);
 }
 
-static void xo_epi_requant(xo_epilogue *e, int32_t out_zp, int32_t qmin, int32_t qmax) {
+void xo_epi_requant(xo_epilogue *e, int32_t out_zp, int32_t qmin, int32_t qmax) {
   memset(e, 0, sizeof(*e));
   e->kind = XO_EPI_REQUANT;
   e->out_zp = out_zp;
@@ -545,8 +551,30 @@ static void xo_quant_task(void *vctx, size_t begin, size_t end) {
   }
 }
 
-/* Largest K whose int32 sums of (x-zp)*w (|.| <= 255*128 each) cannot overflow. */
-#define XO_DYNAMIC_MAX_K ((size_t)65793)
+int xo_dynamic_core(const float *x, size_t m, size_t k, const int8_t *packed, const int32_t *cs,
+                    const float *ws, const float *fb, size_t n, int per_row, float *out,
+                    xo_dynamic_scratch *s) {
+  const xo_gemm_impl *impl = xo_gemm_select();
+  const size_t nq = per_row ? (m > 0 ? m : 1) : 1;
+  int st = xo_choose(impl, x, m, k, per_row, s->scale, s->zp);
+  if (st != QP_OK || n == 0 || m == 0) return st;
+  for (size_t i = 0; i < nq; i++) s->inv[i] = 1.0f / s->scale[i];
+  xo_quant_ctx qc = {impl, x, k, s->inv, s->zp, per_row, s->q};
+  size_t grain = k >= 4096 ? 1 : 4096 / (k + 1) + 1;
+  qp_parallel_for(m, grain, xo_quant_task, &qc);
+  xo_epilogue e;
+  memset(&e, 0, sizeof(e));
+  e.kind = XO_EPI_DEQUANT;
+  e.colsum = cs;
+  e.wscale = ws;
+  e.fbias = fb;
+  e.row_scale = s->scale;
+  e.row_zp = s->zp;
+  e.per_row = per_row;
+  e.out_f32 = out;
+  e.ldo = n;
+  return xo_linear_run(s->q, m, k, packed, n, &e);
+}
 
 int x86_onednn_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *packed,
                                   const int32_t *col_sums, const float *w_scales, size_t n,
@@ -559,46 +587,26 @@ int x86_onednn_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8
     if (!xo_check_scale(w_scales[c])) return QP_ERR_INVALID_ARGUMENT;
     if (bias != NULL && !isfinite(bias[c])) return QP_ERR_INVALID_ARGUMENT;
   }
-  const xo_gemm_impl *impl = xo_gemm_select();
   const size_t nq = per_row ? (m > 0 ? m : 1) : 1;
   const size_t np = xo_ntiles(n) * XO_NR;
   /* one block: row scales, row inverse scales, row zps, padded colsum/wscale/bias, q(x) */
   size_t bytes = nq * (2 * sizeof(float) + sizeof(int32_t)) + np * (sizeof(int32_t) + 2 * sizeof(float)) + m * k + 64;
   char *block = (char *)calloc(1, bytes);
   if (block == NULL) return QP_ERR_OUT_OF_MEMORY;
-  float *rs = (float *)block;
-  float *rinv = rs + nq;
-  int32_t *rzp = (int32_t *)(rinv + nq);
-  int32_t *cs = rzp + nq;
+  xo_dynamic_scratch sc;
+  sc.scale = (float *)block;
+  sc.inv = sc.scale + nq;
+  sc.zp = (int32_t *)(sc.inv + nq);
+  int32_t *cs = sc.zp + nq;
   float *ws = (float *)(cs + np);
   float *fb = ws + np;
-  uint8_t *q = (uint8_t *)(fb + np);
-  st = xo_choose(impl, x, m, k, per_row, rs, rzp);
-  if (st == QP_OK) {
-    for (size_t i = 0; i < nq; i++) rinv[i] = 1.0f / rs[i];
-    if (x_scales != NULL) memcpy(x_scales, rs, nq * sizeof(float));
-    if (x_zps != NULL) memcpy(x_zps, rzp, nq * sizeof(int32_t));
-    if (n > 0 && m > 0) {
-      memcpy(cs, col_sums, n * sizeof(int32_t));
-      memcpy(ws, w_scales, n * sizeof(float));
-      if (bias != NULL) memcpy(fb, bias, n * sizeof(float));
-      xo_quant_ctx qc = {impl, x, k, rinv, rzp, per_row, q};
-      size_t grain = k >= 4096 ? 1 : 4096 / (k + 1) + 1;
-      qp_parallel_for(m, grain, xo_quant_task, &qc);
-      xo_epilogue e;
-      memset(&e, 0, sizeof(e));
-      e.kind = XO_EPI_DEQUANT;
-      e.colsum = cs;
-      e.wscale = ws;
-      e.fbias = bias != NULL ? fb : NULL;
-      e.row_scale = rs;
-      e.row_zp = rzp;
-      e.per_row = per_row;
-      e.out_f32 = out;
-      e.ldo = n;
-      st = xo_linear_run(q, m, k, packed, n, &e);
-    }
-  }
+  sc.q = (uint8_t *)(fb + np);
+  memcpy(cs, col_sums, n * sizeof(int32_t));
+  memcpy(ws, w_scales, n * sizeof(float));
+  if (bias != NULL) memcpy(fb, bias, n * sizeof(float));
+  st = xo_dynamic_core(x, m, k, packed, cs, ws, bias != NULL ? fb : NULL, n, per_row, out, &sc);
+  if (st == QP_OK && x_scales != NULL) memcpy(x_scales, sc.scale, nq * sizeof(float));
+  if (st == QP_OK && x_zps != NULL) memcpy(x_zps, sc.zp, nq * sizeof(int32_t));
   free(block);
   return st;
 }

@@ -62,6 +62,23 @@ int x86_onednn_linear_u8_requant(const uint8_t *x, size_t m, size_t k, int32_t x
                                  const int32_t *bias_q, const float *multipliers,
                                  size_t n_multipliers, int32_t out_zp, int32_t qmin,
                                  int32_t qmax, uint8_t *out);
+/* A prepared static linear (opaque): the weight pointers, n, k and every per-column constant
+ * of x86_onednn_linear_u8 for one set of qparams (multipliers, bias_q - x_zp * col_sums),
+ * computed once, so a call does no per-column work and no allocation. The plan keeps the
+ * packed pointer: the caller keeps that buffer alive and unchanged in place while the plan
+ * lives. Results are bit-identical to x86_onednn_linear_u8 with the same arguments. */
+typedef struct x86_onednn_linear_plan x86_onednn_linear_plan;
+/* NULL when an argument is invalid (same rules as x86_onednn_linear_u8) or on OOM. */
+x86_onednn_linear_plan *x86_onednn_linear_plan_new(const int8_t *packed, const int32_t *col_sums,
+                                                   size_t n, size_t k, float x_scale,
+                                                   int32_t x_zp, const float *w_scales,
+                                                   const float *bias, float out_scale,
+                                                   int32_t out_zp, int32_t qmin, int32_t qmax);
+void x86_onednn_linear_plan_free(x86_onednn_linear_plan *plan);
+/* uint8 x [m][k] -> uint8 out [m][n], both given as addresses (integers: a Python caller
+ * passes tensor.data_ptr() with no pointer cast, the cheapest cffi argument). */
+int x86_onednn_linear_plan_run(const x86_onednn_linear_plan *plan, uintptr_t x, size_t m,
+                               uintptr_t out);
 /* Raw int32 accumulators acc[m][n] = sum_k (x - x_zp) * w (tests of the GEMM core). */
 int x86_onednn_linear_u8_acc(const uint8_t *x, size_t m, size_t k, int32_t x_zp,
                              const int8_t *packed, const int32_t *col_sums, size_t n,
@@ -80,6 +97,20 @@ int x86_onednn_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8
                                   const int32_t *col_sums, const float *w_scales, size_t n,
                                   const float *bias, int per_row, float *out, float *x_scales,
                                   int32_t *x_zps);
+
+/* A prepared dynamic linear (opaque): the packed pointer, n, k and copies of col_sums,
+ * w_scales and bias (may be NULL) padded to whole tiles, so a call copies and allocates
+ * nothing (small calls keep their scratch on the stack). Same lifetime rule as the static
+ * plan; results bit-identical to x86_onednn_linear_dynamic_f32. NULL on invalid arguments
+ * (same rules) or OOM. */
+typedef struct x86_onednn_dynamic_plan x86_onednn_dynamic_plan;
+x86_onednn_dynamic_plan *x86_onednn_dynamic_plan_new(const int8_t *packed, const int32_t *col_sums,
+                                                     const float *w_scales, size_t n, size_t k,
+                                                     const float *bias);
+void x86_onednn_dynamic_plan_free(x86_onednn_dynamic_plan *plan);
+/* fp32 x [m][k] -> fp32 out [m][n] (addresses as integers); fails (1) on NaN / inf in x. */
+int x86_onednn_dynamic_plan_run(const x86_onednn_dynamic_plan *plan, uintptr_t x, size_t m,
+                                int per_row, uintptr_t out);
 
 /* ---- conv2d (NHWC activations, uint8) ---- */
 /* Packed conv weight: per group, the [oc_per_group, kh*kw*ic_per_group] matrix packed like

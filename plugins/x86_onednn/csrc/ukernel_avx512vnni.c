@@ -90,14 +90,6 @@ static void x86_onednn_qu8_gemm_ukernel_8x16c4__avx512vnni(size_t mr, size_t k,
  * broadcast activation dword, so one k-group costs NT weight loads + MR broadcasts for MR*NT
  * vpdpbusd (8x48: 11 loads for 24 dpbusd instead of 9 for 8 with 8x16); 24 accumulators + 3
  * weights + 1 broadcast fit the 32 zmm registers. */
-/* In-place vpdpbusd. GCC (12) copies the accumulator of _mm512_dpbusd_epi32 to a fresh
- * register and back, and with 24 live accumulators that turns into stack spills on every
- * k-group; the asm form ties the accumulator operand. Same instruction, same result. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define XO_DPBUSD(c, b, v) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(v))
-#else
-#define XO_DPBUSD(c, b, v) ((c) = _mm512_dpbusd_epi32((c), (b), (v)))
-#endif
 
 /* Named accumulators (cR_T) rather than an array: GCC keeps a 2-D accumulator array on the
  * stack and reloads/stores it every k-group. Unused rows/tiles are dead code for constant
@@ -121,12 +113,6 @@ static void x86_onednn_qu8_gemm_ukernel_8x16c4__avx512vnni(size_t mr, size_t k,
     if (NT > 2) _mm512_storeu_si512(acc + (2 * XO_MR_MAX + R) * XO_NR, c##R##_2);             \
   }
 
-static inline int32_t xo_a4_full(const uint8_t *p) {
-  int32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
 static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_vnni512_nt_body(
     const size_t MR, const size_t NT, size_t k, const uint8_t *a, size_t lda, const int8_t *w,
     size_t ws, int32_t *acc) {
@@ -142,7 +128,7 @@ static inline __attribute__((always_inline)) QP_TARGET_AVX512VNNI void xo_vnni51
     const __m512i v1 = NT > 1 ? _mm512_loadu_si512(w1 + off) : v0;
     const __m512i v2 = NT > 2 ? _mm512_loadu_si512(w2 + off) : v0;
     const uint8_t *ag = a + g * XO_KC;
-#define XO_LOAD_FULL(R) xo_a4_full(ag + R * lda)
+#define XO_LOAD_FULL(R) xo_load_a4_full(ag + R * lda)
     XO_NT_ROWS(XO_LOAD_FULL)
 #undef XO_LOAD_FULL
   }
@@ -199,7 +185,7 @@ static void x86_onednn_qu8_gemm_ukernel_8x48c4__avx512vnni(size_t mr, size_t nt,
           c##R##_3 = c##R##_0;
 #define XO_IND_ROW(R)                                                                          \
   if (MR > R) {                                                                                \
-    const __m512i b = _mm512_set1_epi32(xo_a4_full(a##R + o));                                 \
+    const __m512i b = _mm512_set1_epi32(xo_load_a4_full(a##R + o));                                 \
     XO_DPBUSD(c##R##_0, b, v0);                                                                \
     if (NT > 1) XO_DPBUSD(c##R##_1, b, v1);                                                    \
     if (NT > 2) XO_DPBUSD(c##R##_2, b, v2);                                                    \
@@ -284,5 +270,8 @@ const xo_gemm_impl xo_impl_avx512vnni = {
     x86_onednn_qu8_igemm_ukernel_6x64c4__avx512vnni,
     6,
     4,
+    x86_onednn_qu8_gemv_ukernel_2x32c4__avx512vnni,
+    2,
+    2,
 };
 #endif

@@ -58,6 +58,13 @@ static inline int32_t xo_load_a4(const uint8_t *row, size_t g, size_t k) {
   return (int32_t)v;
 }
 
+/* The 4 activation bytes of a whole k-group at p (unaligned). */
+static inline int32_t xo_load_a4_full(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
 enum xo_epilogue_kind {
   XO_EPI_REQUANT = 0,     /* uint8 out = requant(acc + bias_eff[c], mult[c]) */
   XO_EPI_DEQUANT = 1,     /* fp32 out = (float)(acc - zp_r*colsum[c]) * (s_r*ws[c]) (+ bias[c]) */
@@ -126,6 +133,10 @@ typedef struct {
   size_t nt;                   /* tiles per ukernel_nt call (ignored without ukernel_nt) */
   xo_ukernel_ind_fn ukernel_ind; /* NULL: convolutions build im2col rows (make_a) instead */
   size_t mr_ind, nt_ind;         /* row block and tiles per call of ukernel_ind */
+  /* GEMV kernel for row blocks of at most mr_gemv rows (decode-style calls), up to nt_gemv
+   * tiles per call, same interface and results as ukernel_nt; NULL: ukernel / ukernel_nt. */
+  xo_ukernel_nt_fn ukernel_gemv;
+  size_t mr_gemv, nt_gemv;
 } xo_gemm_impl;
 
 extern const xo_gemm_impl xo_impl_scalar;
@@ -137,6 +148,12 @@ extern const xo_gemm_impl xo_impl_avx512vnni_ymm; /* AVX-VNNI source, EVEX encod
 #endif
 #if defined(XO_HAVE_AVXVNNI)
 extern const xo_gemm_impl xo_impl_avxvnni;
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+/* 1-2 rows x 1-2 tiles, 8 accumulator chains (ukernel_gemv_avx512vnni.c). */
+void x86_onednn_qu8_gemv_ukernel_2x32c4__avx512vnni(size_t mr, size_t nt, size_t k,
+                                                    const uint8_t *a, size_t lda, const int8_t *w,
+                                                    size_t w_stride, int32_t *acc);
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -153,6 +170,16 @@ void xo_quantize_avx512(const float *x, size_t n, float inv, int32_t zp, uint8_t
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+/* In-place vpdpbusd (AVX-512 VNNI kernels). GCC (12) copies the accumulator of
+ * _mm512_dpbusd_epi32 to a fresh register and back, and with 24 live accumulators that turns
+ * into stack spills on every k-group; the asm form ties the accumulator operand. Same
+ * instruction, same result. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define XO_DPBUSD(c, b, v) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(v))
+#else
+#define XO_DPBUSD(c, b, v) ((c) = _mm512_dpbusd_epi32((c), (b), (v)))
+#endif
 
 /* Narrow 16 int32 (already in 0..255) to bytes and store nc <= 16 of them. The memory form
  * of vpmovusdb (masked store) is slow on Zen 4; narrowing in a register and a plain 16-byte
@@ -213,6 +240,29 @@ int xo_depthwise_run(const xo_depthwise_problem *p);
 /* AVX-512 VNNI 3x3 stride-1-column schedule with the requantization fused
  * (depthwise3x3_vnni.c); returns -1 when it does not apply. */
 int xo_dw3_vnni_run(const xo_depthwise_problem *p);
+
+/* ---- linear helpers (linear.c), shared with the prepared calls (linear_plan.c) ---- */
+/* A plain-A GEMM x [m][k] times the packed weight into the epilogue's output. */
+int xo_linear_run(const uint8_t *x, size_t m, size_t k, const int8_t *packed, size_t n,
+                  const xo_epilogue *epi);
+/* A REQUANT epilogue with this output range (other fields zero). */
+void xo_epi_requant(xo_epilogue *e, int32_t out_zp, int32_t qmin, int32_t qmax);
+
+/* dynamic linear core */
+/* Largest K whose int32 sums of (x-zp)*w (|.| <= 255*128 each) cannot overflow. */
+#define XO_DYNAMIC_MAX_K ((size_t)65793)
+/* Per-call scratch: scale, inv, zp [one per row with per_row, else 1]; q [m * k]. */
+typedef struct {
+  float *scale, *inv;
+  int32_t *zp;
+  uint8_t *q;
+} xo_dynamic_scratch;
+/* Chooses the activation qparams, quantizes x and runs the GEMM with the dequantizing
+ * epilogue. cs / ws / fb (fb may be NULL): column sums, weight scales, bias, each padded with
+ * zeros to whole tiles. Arguments already validated; fails only on NaN / inf in x. */
+int xo_dynamic_core(const float *x, size_t m, size_t k, const int8_t *packed, const int32_t *cs,
+                    const float *ws, const float *fb, size_t n, int per_row, float *out,
+                    xo_dynamic_scratch *s);
 
 /* Per-call helpers shared by the drivers. */
 int xo_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,

@@ -356,3 +356,181 @@ def test_cached_requant_follows_in_place_bias_and_qparam_changes(xk, ref):
         xk.linear(x, 0.03, 7, packed, bias, 0.07, 9)
     assert torch.equal(xk.linear(x, 0.03, 7, packed, None, 0.07, 9, relu=True),
                        ref.linear(x, 0.03, 7, rp, None, 0.07, 9, relu=True))
+
+
+# ------------------------------------------------- GEMV kernel and plans --
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 9, 10])
+@pytest.mark.parametrize("k,n", [(1, 1), (3, 17), (15, 33), (64, 31), (67, 95), (257, 7 * 16 + 1), (768, 80)])
+def test_gemv_rows_bit_exact(xk, ref, m, k, n):
+    """Decode-style row counts (1-4 rows, and 1-2 leftover rows after an 8-row block, which
+    the AVX-512 VNNI GEMV kernel runs 2 tiles at a time with interleaved k-groups): odd and
+    single tiles, K not a multiple of 4 or of the 4-group interleave; exact on every path."""
+    g = make_gen(m * 1000 + k * 7 + n)
+    x, w = rand_u8(g, (m, k)), rand_s8(g, (n, k))
+    ws, wz = weight_qparams(g, n)
+    bias = torch.randn(n, generator=g) * 5
+    packed = xk.pack_linear_weight(w, ws, wz)
+    expected_acc = ((x.long() - 131) @ w.long().t()).to(torch.int32)
+    out_scale = float(expected_acc.abs().max()) * 0.02 * float(ws.max()) / 127 + 1e-3
+    expected = ref.linear(x, 0.02, 131, ref.pack_linear_weight(w, ws, wz), bias, out_scale, 120)
+
+    def check(path):
+        assert torch.equal(xk.linear_acc(x, 131, packed), expected_acc), f"[{path}] accumulators"
+        assert torch.equal(xk.linear(x, 0.02, 131, packed, bias, out_scale, 120), expected), f"[{path}] outputs"
+
+    for_each_path(xk, check)
+
+
+def test_gemv_extremes_large_k(xk):
+    """One and two rows at K = 16384 with extreme values: the GEMV chains never saturate."""
+    k, n = 16384, 35
+    x = torch.full((2, k), 255, dtype=torch.uint8)
+    w = torch.full((n, k), -128, dtype=torch.int8)
+    w[1] = 127
+    ws, wz = weight_qparams(make_gen(1), n)
+    packed = xk.pack_linear_weight(w, ws, wz)
+    for m in (1, 2):
+        expected = (x[:m].long() @ w.long().t()).to(torch.int32)
+        for_each_path(xk, lambda p, m=m, expected=expected: torch.testing.assert_close(
+            xk.linear_acc(x[:m], 0, packed), expected, rtol=0, atol=0))
+
+
+def test_linear_plan_follows_every_input_it_caches(xk, ref):
+    """The static hot path caches a C plan on the packed weight; every change of what the plan
+    was computed from (qparams, relu, bias object or values, in-place scales / column sums, a
+    replaced packed buffer) must give the result of a fresh computation."""
+    g = make_gen(11)
+    n, k = 37, 70
+    w = rand_s8(g, (n, k))
+    ws, wz = weight_qparams(g, n)
+    x = rand_u8(g, (3, k))
+    bias = torch.randn(n, generator=g)
+    packed = xk.pack_linear_weight(w, ws, wz)
+
+    def expect(xz, oz, relu, b):
+        return ref.linear(x, 0.02, xz, ref.pack_linear_weight(w, packed.scales, wz), b, 0.05, oz, relu=relu)
+
+    for xz, oz, relu, b in ((7, 9, False, bias), (7, 9, False, bias), (8, 9, False, bias), (8, 10, False, bias),
+                            (8, 10, True, bias), (8, 10, True, None), (8, 10, True, bias.clone())):
+        assert torch.equal(xk.linear(x, 0.02, xz, packed, b, 0.05, oz, relu=relu), expect(xz, oz, relu, b))
+    packed.scales.mul_(1.5)
+    assert torch.equal(xk.linear(x, 0.02, 8, packed, bias, 0.05, 10), expect(8, 10, False, bias))
+    # column sums edited in place (a hand-built weight): the plan's folded bias must follow
+    packed.col_sums.add_(1)
+    folded = ((x.long() - 8) @ w.long().t() - 8 * 1 + torch.round(bias / (0.02 * packed.scales)).long())
+    mult = (0.02 * packed.scales) / 0.05
+    want = (torch.round(folded.float() * mult) + 10).clamp(0, 255).to(torch.uint8)
+    assert torch.equal(xk.linear(x, 0.02, 8, packed, bias, 0.05, 10), want)
+    packed.col_sums.sub_(1)
+    w2 = rand_s8(g, (n, k))
+    new = xk.pack_linear_weight(w2, packed.scales, wz)
+    packed.packed, packed.col_sums = new.packed, new.col_sums
+    assert torch.equal(xk.linear(x, 0.02, 8, packed, bias, 0.05, 10),
+                       ref.linear(x, 0.02, 8, ref.pack_linear_weight(w2, packed.scales, wz), bias, 0.05, 10))
+    again = pickle.loads(pickle.dumps(packed))
+    assert "_xo_plan" in packed.__dict__ and "_xo_plan" not in again.__dict__
+    assert torch.equal(xk.linear(x, 0.02, 8, again, bias, 0.05, 10), xk.linear(x, 0.02, 8, packed, bias, 0.05, 10))
+
+
+def test_linear_plan_c_entry_points_validate(xk):
+    """The plan constructor refuses what x86_onednn_linear_u8 refuses; run rejects a NULL plan
+    and NULL buffers with work to do; no crash on any of them."""
+    lib, ffi = xk.lib, xk.ffi
+    NULL = ffi.NULL
+    w = ffi.new("int8_t[64]")
+    cs = ffi.new("int32_t[1]")
+    sc = ffi.new("float[1]", [1.0])
+    bad_bias = ffi.new("float[1]", [float("nan")])
+    assert lib.x86_onednn_linear_plan_new(NULL, cs, 1, 4, 0.1, 0, sc, NULL, 0.1, 0, 0, 255) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, NULL, 1, 4, 0.1, 0, sc, NULL, 0.1, 0, 0, 255) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, cs, 1, 4, 0.1, 256, sc, NULL, 0.1, 0, 0, 255) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, cs, 1, 4, 0.1, 0, sc, NULL, 0.1, 0, 10, 5) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, cs, 1, 4, 0.0, 0, sc, NULL, 0.1, 0, 0, 255) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, cs, 1, 4, 0.1, 0, sc, bad_bias, 0.1, 0, 0, 255) == NULL
+    assert lib.x86_onednn_linear_plan_new(w, cs, 2**62, 2**62, 0.1, 0, sc, NULL, 0.1, 0, 0, 255) == NULL
+    plan = ffi.gc(lib.x86_onednn_linear_plan_new(w, cs, 1, 4, 0.1, 0, sc, NULL, 0.1, 0, 0, 255),
+                  lib.x86_onednn_linear_plan_free)
+    assert plan != NULL
+    x, out = ffi.new("uint8_t[8]"), ffi.new("uint8_t[8]")
+    xa, oa = int(ffi.cast("uintptr_t", x)), int(ffi.cast("uintptr_t", out))
+    assert lib.x86_onednn_linear_plan_run(NULL, xa, 1, oa) == 1
+    assert lib.x86_onednn_linear_plan_run(plan, 0, 1, oa) == 1
+    assert lib.x86_onednn_linear_plan_run(plan, xa, 1, 0) == 1
+    assert lib.x86_onednn_linear_plan_run(plan, xa, 2**62, oa) == 1
+    assert lib.x86_onednn_linear_plan_run(plan, 0, 0, 0) == 0
+    assert lib.x86_onednn_linear_plan_run(plan, xa, 2, oa) == 0
+
+
+@pytest.mark.parametrize("m,k,per_row", [(1, 768, False), (8, 2048, True), (9, 40, True), (3, 6001, False),
+                                         (3, 6001, True)])
+def test_dynamic_plan_scratch_sizes_bit_exact(xk, ref, m, k, per_row):
+    """The planned dynamic call keeps small calls' scratch on the stack and allocates larger
+    ones (more than 8 per-row qparams, or more than 16 KB of quantized rows): both exact."""
+    g = make_gen(m * k)
+    n = 37
+    x = torch.randn(m, k, generator=g) * 2
+    w = rand_s8(g, (n, k))
+    ws, wz = weight_qparams(g, n)
+    bias = torch.randn(n, generator=g)
+    expected = ref.linear_dynamic(x, ref.pack_linear_weight(w, ws, wz), bias, per_row=per_row)
+    packed = xk.pack_linear_weight(w, ws, wz)
+    for_each_path(xk, lambda p: torch.testing.assert_close(
+        xk.linear_dynamic(x, packed, bias, per_row=per_row), expected, rtol=0, atol=0))
+
+
+def test_dynamic_plan_follows_cached_inputs(xk, ref):
+    """The dynamic hot path caches copies of col_sums / scales / bias in a C plan: in-place
+    edits, a new bias object, no bias, a replaced weight and NaN input are all honoured."""
+    g = make_gen(12)
+    n, k = 21, 50
+    w = rand_s8(g, (n, k))
+    ws, wz = weight_qparams(g, n)
+    x = torch.randn(2, k, generator=g)
+    bias = torch.randn(n, generator=g)
+    packed = xk.pack_linear_weight(w, ws, wz)
+
+    def expect(b, wq=w):
+        return ref.linear_dynamic(x, ref.pack_linear_weight(wq, packed.scales, wz), b)
+
+    for b in (bias, bias, None, bias.clone()):
+        assert torch.equal(xk.linear_dynamic(x, packed, b), expect(b))
+    bias.add_(1.0)
+    assert torch.equal(xk.linear_dynamic(x, packed, bias), expect(bias))
+    packed.scales.mul_(2.0)
+    assert torch.equal(xk.linear_dynamic(x, packed, bias), expect(bias))
+    w2 = rand_s8(g, (n, k))
+    new = xk.pack_linear_weight(w2, packed.scales, wz)
+    packed.packed, packed.col_sums = new.packed, new.col_sums
+    assert torch.equal(xk.linear_dynamic(x, packed, bias), expect(bias, w2))
+    bad = x.clone()
+    bad[1, 7] = float("inf")
+    with pytest.raises(KernelInputError, match="NaN or inf"):
+        xk.linear_dynamic(bad, packed, bias)
+    assert "_xo_dplan" not in pickle.loads(pickle.dumps(packed)).__dict__
+
+
+def test_dynamic_plan_c_entry_points_validate(xk):
+    lib, ffi = xk.lib, xk.ffi
+    NULL = ffi.NULL
+    w = ffi.new("int8_t[64]")
+    cs = ffi.new("int32_t[1]")
+    sc = ffi.new("float[1]", [1.0])
+    assert lib.x86_onednn_dynamic_plan_new(NULL, cs, sc, 1, 4, NULL) == NULL
+    assert lib.x86_onednn_dynamic_plan_new(w, cs, NULL, 1, 4, NULL) == NULL
+    assert lib.x86_onednn_dynamic_plan_new(w, cs, ffi.new("float[1]", [0.0]), 1, 4, NULL) == NULL
+    assert lib.x86_onednn_dynamic_plan_new(w, cs, sc, 1, 4, ffi.new("float[1]", [float("nan")])) == NULL
+    assert lib.x86_onednn_dynamic_plan_new(w, cs, sc, 1, 65794, NULL) == NULL
+    plan = ffi.gc(lib.x86_onednn_dynamic_plan_new(w, cs, sc, 1, 4, NULL), lib.x86_onednn_dynamic_plan_free)
+    assert plan != NULL
+    x, out = ffi.new("float[8]"), ffi.new("float[8]")
+    xa, oa = int(ffi.cast("uintptr_t", x)), int(ffi.cast("uintptr_t", out))
+    assert lib.x86_onednn_dynamic_plan_run(NULL, xa, 1, 0, oa) == 1
+    assert lib.x86_onednn_dynamic_plan_run(plan, 0, 1, 0, oa) == 1
+    assert lib.x86_onednn_dynamic_plan_run(plan, xa, 1, 0, 0) == 1
+    assert lib.x86_onednn_dynamic_plan_run(plan, xa, 2**62, 1, oa) == 1
+    assert lib.x86_onednn_dynamic_plan_run(plan, 0, 0, 1, 0) == 0
+    assert lib.x86_onednn_dynamic_plan_run(plan, xa, 2, 1, oa) == 0
+    x[5] = float("nan")
+    assert lib.x86_onednn_dynamic_plan_run(plan, xa, 2, 1, oa) == 1

@@ -138,3 +138,21 @@ def test_weight_only_options_refused(options, match):
 
     with pytest.raises(ValueError, match=match):
         X86OneDNNQuantizer(is_weight_only=True, **options)
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 9, 33])
+@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("n", [37, 70])
+def test_int4_row_blocks_bit_exact(xk, m, group, n):
+    """Row counts around the AVX-512 row-blocked int4 kernel (8-row blocks of 2 tiles, a
+    partial last block, a lone last tile when the tile count is odd, 3 and 5 tiles): every
+    path equals the scalar one bit for bit, for each group size, with and without bias."""
+    g = make_gen(m * 131 + group + n)
+    k = 3 * group
+    q, s = _int4(torch.randn(n, k, generator=g), group)
+    x = torch.randn(m, k, generator=g)
+    packed = xk.pack_linear_weight_int4(q, s, group)
+    deq = q.double() * s.double().repeat_interleave(group, 1)
+    for bias in (None, torch.randn(n, generator=g)):
+        ref = x.double() @ deq.T + (0 if bias is None else bias.double())
+        _check_paths(xk, lambda bias=bias: xk.linear_int4_weight_only(x, packed, bias), ref, k)
