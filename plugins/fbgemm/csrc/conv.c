@@ -376,10 +376,7 @@ void fb_dw_block_params(const float *ws, const float *bias, float x_scale, float
 
 /* The row path (dwconv3x3.c) covers the common MobileNet-style case. */
 static int fb_dw3_eligible(const fb_conv_shape *s, const int32_t *w_zps) {
-  if (s->cout != s->cin || s->kh != 3 || s->kw != 3 || s->dh != 1 || s->dw != 1) return 0;
-  for (size_t j = 0; j < s->cout; j++)
-    if (w_zps[j] != 0) return 0;
-  return 1;
+  return fb_dw3_weights_eligible(s->cin, s->cout, s->groups, s->kh, s->kw, s->dh, s->dw, w_zps);
 }
 
 #define FB_DW_GROUP 16 /* channel blocks per pass: taps are gathered once per pixel and group */

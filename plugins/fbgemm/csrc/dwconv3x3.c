@@ -223,7 +223,8 @@ int fbgemm_dw3_vbmi(int mode) {
 #endif
 }
 
-int fb_dw3_run(const fb_dw3_problem *p, int isa) {
+/* The problem with its per-block constants already computed (fb_dw3_blocks). */
+static int fb_dw3_run_blocks(const fb_dw3_problem *p, const fb_dw3_block *blocks, int isa) {
   fb_dw3_ctx c;
   memset(&c, 0, sizeof(c));
   c.p = *p;
@@ -247,9 +248,6 @@ int fb_dw3_run(const fb_dw3_problem *p, int isa) {
 #endif
   c.nblk = (p->c + FB_NR - 1) / FB_NR;
   c.nq = p->ow;
-  fb_dw3_block *blocks = (fb_dw3_block *)malloc(c.nblk * sizeof(fb_dw3_block));
-  if (blocks == NULL) return QP_ERR_OUT_OF_MEMORY;
-  fb_dw3_blocks(p, c.nblk, blocks);
   c.blocks = blocks;
   const int parallel = p->batch * p->oh * p->ow * p->c * 9 >= FB_PARALLEL_MIN_MACS;
   const size_t threads = parallel ? (size_t)qp_get_num_threads() : 1;
@@ -262,6 +260,84 @@ int fb_dw3_run(const fb_dw3_problem *p, int isa) {
     fb_dw3_task(&c, 0, ntasks);
   else
     qp_parallel_for(ntasks, 1, fb_dw3_task, &c);
-  free(blocks);
   return c.status;
+}
+
+int fb_dw3_run(const fb_dw3_problem *p, int isa) {
+  const size_t nblk = (p->c + FB_NR - 1) / FB_NR;
+  fb_dw3_block *blocks = (fb_dw3_block *)malloc(nblk * sizeof(fb_dw3_block));
+  if (blocks == NULL) return QP_ERR_OUT_OF_MEMORY;
+  fb_dw3_blocks(p, nblk, blocks);
+  const int status = fb_dw3_run_blocks(p, blocks, isa);
+  free(blocks);
+  return status;
+}
+
+int fb_dw3_weights_eligible(size_t cin, size_t cout, size_t groups, size_t kh, size_t kw,
+                            size_t dh, size_t dw, const int32_t *w_zps) {
+  /* groups > 1: a single-channel conv (groups = 1) is packed for the GEMM, not as [9][c] */
+  if (cout != cin || groups != cout || groups < 2 || kh != 3 || kw != 3 || dh != 1 || dw != 1)
+    return 0;
+  for (size_t j = 0; j < cout; j++)
+    if (w_zps[j] != 0) return 0;
+  return 1;
+}
+
+/* ---- prepared entry (fbgemm_dw3_prepare / fbgemm_dw3_u8s8_prepared) ----
+ * Layout: this header, then the fb_dw3_block of every 16-channel block. The header records
+ * what the blocks were computed for, so a buffer can only run the problem it belongs to. */
+#define FB_DW3_PREP_MAGIC 0x33776466u /* "fdw3" */
+typedef struct {
+  uint32_t magic;
+  int32_t x_zp; /* baked into zs / init3, and the value of the padding */
+  uint64_t c;
+  uint8_t pad[48]; /* 64 bytes: the blocks stay cache-line aligned within the buffer */
+} fb_dw3_prep_head;
+
+size_t fbgemm_dw3_prepared_size(size_t c) {
+  if (c == 0 || c > ((size_t)1 << 24)) return 0; /* no channel count near an overflow */
+  return sizeof(fb_dw3_prep_head) + (c + FB_NR - 1) / FB_NR * sizeof(fb_dw3_block);
+}
+
+int fbgemm_dw3_prepare(const int8_t *packed, const int32_t *row_sums, const float *w_scales,
+                       const int32_t *w_zps, size_t c, size_t groups, size_t kh, size_t kw,
+                       size_t dh, size_t dw, float x_scale, int32_t x_zp, const float *bias,
+                       float out_scale, void *prepared) {
+  int has_wz;
+  if (prepared == NULL || fbgemm_dw3_prepared_size(c) == 0 ||
+      fbgemm_packed_conv2d_size(c, 1, kh, kw, groups) == 0 ||
+      fb_check_weights(packed, row_sums, w_scales, w_zps, c, 1, &has_wz) != QP_OK ||
+      fb_check_requant(x_scale, x_zp, out_scale, 0, 0, 255) != QP_OK ||
+      fb_check_bias(bias, c) != QP_OK ||
+      !fb_dw3_weights_eligible(c, c, groups, kh, kw, dh, dw, w_zps))
+    return QP_ERR_INVALID_ARGUMENT;
+  fb_dw3_prep_head *head = (fb_dw3_prep_head *)prepared;
+  memset(head, 0, sizeof(*head));
+  head->magic = FB_DW3_PREP_MAGIC;
+  head->x_zp = x_zp;
+  head->c = c;
+  /* only the fields fb_dw3_blocks reads (the others zero) */
+  const fb_dw3_problem p = {.c = c, .wt = packed, .ws = w_scales, .bias = bias, .x_scale = x_scale,
+                            .out_scale = out_scale, .x_zp = x_zp};
+  fb_dw3_blocks(&p, (c + FB_NR - 1) / FB_NR, (fb_dw3_block *)(head + 1));
+  return QP_OK;
+}
+
+int fbgemm_dw3_u8s8_prepared(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                             size_t sh, size_t sw, size_t ph, size_t pw, const void *prepared,
+                             int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out) {
+  const fb_dw3_prep_head *head = (const fb_dw3_prep_head *)prepared;
+  size_t oh, ow;
+  if (head == NULL || head->magic != FB_DW3_PREP_MAGIC || head->c != c ||
+      fbgemm_conv2d_out_size(h, w, 3, 3, sh, sw, ph, pw, 1, 1, &oh, &ow) != QP_OK ||
+      out_zp < 0 || out_zp > 255 || qmin < 0 || qmax > 255 || qmin > qmax ||
+      (batch > 0 && (x == NULL || out == NULL)))
+    return QP_ERR_INVALID_ARGUMENT;
+  if (batch * oh * ow == 0) return QP_OK;
+  /* the non-fused (non-VNNI) paths requantize with epi; wt / ws / bias are in the blocks */
+  const fb_dw3_problem p = {.x = x, .batch = batch, .h = h, .w = w, .c = c, .oh = oh, .ow = ow,
+                            .sh = sh, .sw = sw, .ph = ph, .pw = pw, .x_zp = head->x_zp,
+                            .out_zp = out_zp, .qmin = qmin, .qmax = qmax,
+                            .epi = fb_select().epi_u8, .out = out};
+  return fb_dw3_run_blocks(&p, (const fb_dw3_block *)(head + 1), qp_active_isa());
 }

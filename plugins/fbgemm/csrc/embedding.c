@@ -161,24 +161,38 @@ static void fb_emb_task(void *vctx, size_t begin, size_t end) {
   }
 }
 
-int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
-                      int off64, size_t num_bags, size_t rows) {
-  if (offsets == NULL || (num_indices > 0 && indices == NULL)) return QP_ERR_INVALID_ARGUMENT;
-  /* offsets: start at 0, never decrease, end at num_indices (offsets has num_bags + 1 entries) */
+int fb_emb_check_offsets(const void *offsets, int off64, size_t num_indices, size_t num_bags,
+                         int open_end) {
+  if (offsets == NULL && (num_bags > 0 || !open_end)) return QP_ERR_INVALID_ARGUMENT;
+  /* offsets: start at 0, never decrease, end at num_indices (offsets has num_bags + 1 entries;
+   * open_end: num_bags entries, the last bag ends at num_indices) */
+  if (num_bags == 0 && open_end) return QP_OK;
+  const size_t last = open_end ? num_bags - 1 : num_bags; /* the entry compared with num_indices */
   if (fb_get_index(offsets, off64, 0) != 0 ||
-      fb_get_index(offsets, off64, num_bags) != (int64_t)num_indices)
+      (open_end ? fb_get_index(offsets, off64, last) > (int64_t)num_indices
+                : fb_get_index(offsets, off64, last) != (int64_t)num_indices))
     return QP_ERR_INVALID_ARGUMENT;
   /* Branch-free loops (no early exit, one element type each) so that the compiler vectorizes
-   * them: with an early return per index this check took ~15% of a 10240-index call. A
-   * negative index wraps to a huge unsigned value, so one compare checks both bounds. */
+   * them: with an early return per index this check took ~15% of a 10240-index call. */
   uint64_t bad = 0;
   if (off64) {
     const int64_t *o = (const int64_t *)offsets;
-    for (size_t b = 0; b < num_bags; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
+    for (size_t b = 0; b < last; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
   } else {
     const int32_t *o = (const int32_t *)offsets;
-    for (size_t b = 0; b < num_bags; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
+    for (size_t b = 0; b < last; b++) bad |= (uint64_t)(o[b + 1] < o[b]);
   }
+  return bad ? QP_ERR_INVALID_ARGUMENT : QP_OK;
+}
+
+int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
+                      int off64, size_t num_bags, int open_end, size_t rows) {
+  if ((num_indices > 0 && indices == NULL) ||
+      fb_emb_check_offsets(offsets, off64, num_indices, num_bags, open_end) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+  /* branch-free as above; a negative index wraps to a huge unsigned value, so one compare
+   * checks both bounds */
+  uint64_t bad = 0;
   if (idx64) {
     const int64_t *p = (const int64_t *)indices;
     for (size_t i = 0; i < num_indices; i++) bad |= (uint64_t)((uint64_t)p[i] >= rows);
@@ -186,8 +200,7 @@ int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const 
     const int32_t *p = (const int32_t *)indices;
     for (size_t i = 0; i < num_indices; i++) bad |= (uint64_t)((uint64_t)(int64_t)p[i] >= rows);
   }
-  if (bad) return QP_ERR_INVALID_ARGUMENT;
-  return QP_OK;
+  return bad ? QP_ERR_INVALID_ARGUMENT : QP_OK;
 }
 
 int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim, int bits,
@@ -199,7 +212,7 @@ int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim,
       (num_indices > 0 && indices == NULL))
     return QP_ERR_INVALID_ARGUMENT;
   if (fb_emb_check_bags(indices, indices_are_int64, num_indices, offsets, offsets_are_int64,
-                        num_bags, rows) != QP_OK)
+                        num_bags, 0, rows) != QP_OK)
     return QP_ERR_INVALID_ARGUMENT;
   fb_emb_ctx c = {weight, rows, dim, row_bytes, bits, indices, indices_are_int64, offsets,
                   offsets_are_int64, num_indices, per_sample_weights, mode_mean, out,

@@ -124,6 +124,24 @@ int fbgemm_conv2d_u8s8(const uint8_t *x, size_t batch, size_t h, size_t w, size_
                        float out_scale, int32_t out_zp, int32_t qmin, int32_t qmax,
                        uint8_t *out);
 
+/* Depthwise 3x3 in two steps, as the static linear: fbgemm_dw3_prepare computes, once per
+ * weight and set of static qparams, what fbgemm_conv2d_u8s8 recomputes on every call of this
+ * case (per-channel multipliers, int32 bias, weight triples, zero-point folds; about 2 us of a
+ * 65 us 144-channel 56x56 layer, with the per-call checks of scales, zero points and bias)
+ * into `prepared` (fbgemm_dw3_prepared_size(c) bytes, 0 if c is invalid); then
+ * fbgemm_dw3_u8s8_prepared runs the conv with the same results, bit for bit. Only for
+ * weights of the row path: depthwise (groups == c > 1, one channel per group), 3x3, dilation
+ * 1, zero weight zero points; prepare returns QP_ERR_INVALID_ARGUMENT for any other. The
+ * prepared buffer records c and x_zp (the padding value). */
+size_t fbgemm_dw3_prepared_size(size_t c);
+int fbgemm_dw3_prepare(const int8_t *packed, const int32_t *row_sums, const float *w_scales,
+                       const int32_t *w_zps, size_t c, size_t groups, size_t kh, size_t kw,
+                       size_t dh, size_t dw, float x_scale, int32_t x_zp, const float *bias,
+                       float out_scale, void *prepared);
+int fbgemm_dw3_u8s8_prepared(const uint8_t *x, size_t batch, size_t h, size_t w, size_t c,
+                             size_t sh, size_t sw, size_t ph, size_t pw, const void *prepared,
+                             int32_t out_zp, int32_t qmin, int32_t qmax, uint8_t *out);
+
 /* ---- elementwise (same shapes, dense) -------------------------------------- */
 /* add: clamp(nearbyint(((a - za) * sa + (b - zb) * sb) * (1 / so)) + zo)      (float32)
  * mul: clamp(nearbyint((float)((a - za) * (b - zb)) * (sa * sb / so)) + zo)    (int32 product) */
@@ -161,12 +179,14 @@ int fbgemm_embedding_bag_rowwise(const uint8_t *weight, size_t rows, size_t dim,
  *   value[r, j] = (float)(weight[r, j] - zero_points[r]) * scales[r]   (exactly the core's rows)
  * mode 0 sum (optionally times per_sample_weights[i]), 1 mean, 2 max; entries equal to
  * padding_idx (>= 0; -1 for none) are skipped and do not count in a mean; a bag with no
- * entries left gives zeros. Same offsets / indices rules as fbgemm_embedding_bag_rowwise. */
+ * entries left gives zeros. Same offsets / indices rules as fbgemm_embedding_bag_rowwise (an
+ * index outside the table is found while bagging: out is then unspecified). */
 int fbgemm_embedding_bag_int8(const int8_t *weight, const float *scales, const int32_t *zero_points,
                               size_t rows, size_t dim, const void *indices, int indices_are_int64,
                               size_t num_indices, const void *offsets, int offsets_are_int64,
                               size_t num_bags, const float *per_sample_weights, int mode,
                               int64_t padding_idx, float *out);
+
 /* The same with 4-bit codes: weight [rows, dim / 2] uint8 (dim even; element 2i in the low
  * nibble of byte i, 2i+1 in the high one), codes 0..15:
  *   value[r, j] = (float)(code[r, j] - zero_points[r]) * scales[r] */
@@ -176,6 +196,24 @@ int fbgemm_embedding_bag_int4(const uint8_t *weight, const float *scales,
                               const void *offsets, int offsets_are_int64, size_t num_bags,
                               const float *per_sample_weights, int mode, int64_t padding_idx,
                               float *out);
+
+/* Either of the two over the table with its per-row qparams interleaved: qparams[2 r] is row
+ * r's scale (float32 bits), qparams[2 r + 1] its zero point (fbgemm_embedding_qparams_interleave
+ * builds them from the two arrays, checking that every scale is finite). One row then reads
+ * its codes and one line of qparams, not a line of scales and another of zero points (a row of
+ * the benchmark's 100000 x 128 table: 3 cache lines, not 4).
+ * bits 8 (int8 codes) or 4 (uint8, two codes per byte). Flags: FBGEMM_BAG_OFFSETS_INT64;
+ * FBGEMM_BAG_OPEN_END: offsets holds num_bags entries (the start of each bag) and the last bag
+ * ends at num_indices, torch's include_last_offset=False (no appended copy of offsets). */
+enum fbgemm_bag_flags { FBGEMM_BAG_OFFSETS_INT64 = 1, FBGEMM_BAG_OPEN_END = 2 };
+int fbgemm_embedding_bag_codes(const uint8_t *weight, int bits, const int32_t *qparams,
+                               size_t rows, size_t dim, const void *indices,
+                               int indices_are_int64, size_t num_indices, const void *offsets,
+                               uint32_t flags, size_t num_bags,
+                               const float *per_sample_weights, int mode, int64_t padding_idx,
+                               float *out);
+int fbgemm_embedding_qparams_interleave(const float *scales, const int32_t *zero_points,
+                                        size_t rows, int32_t *qparams);
 
 /* ---- diagnostics ----------------------------------------------------------- */
 /* The depthwise 3x3 VNNI row path stages with AVX512-VBMI's vpermt2b when the CPU has it.
@@ -188,17 +226,21 @@ const char *fbgemm_gemm_ukernel_name(void);
 
 /* ---- C-only internals ----------------------------------------------------- */
 /* Embedding bags: entry i of an int32 / int64 index array, and the shared validation of
- * offsets (num_bags + 1 entries, from 0, non-decreasing, ending at num_indices) and indices
- * (in [0, rows)); QP_OK or QP_ERR_INVALID_ARGUMENT. */
+ * offsets (num_bags + 1 entries, from 0, non-decreasing, ending at num_indices; open_end:
+ * num_bags entries, the last at most num_indices) and indices (in [0, rows)); QP_OK or
+ * QP_ERR_INVALID_ARGUMENT. */
 static inline int64_t fb_get_index(const void *p, int is64, size_t i) {
   return is64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
 }
 int fb_emb_check_bags(const void *indices, int idx64, size_t num_indices, const void *offsets,
-                      int off64, size_t num_bags, size_t rows);
+                      int off64, size_t num_bags, int open_end, size_t rows);
+/* The offsets half of fb_emb_check_bags (the int8 kernels check indices as they hint them). */
+int fb_emb_check_offsets(const void *offsets, int off64, size_t num_indices, size_t num_bags,
+                         int open_end);
 /* Rows looked up ahead of use: rows of a large table sit in DRAM or L3 in random order, and a
  * row's few vector ops finish long before its cache miss would, so the bag loops issue the
- * loads of the row FB_EMB_PREFETCH indices ahead (measured on a 100000 x 128 table, bags of 20:
- * 8..16 ahead all give the same time, python benchmarks/bench_embeddings.py). */
+ * loads of the row FB_EMB_PREFETCH indices ahead (the fused-row kernel, embedding.c; the kernels
+ * on the core's storage hint whole bags at once instead, see embedding_int8.c). */
 #define FB_EMB_PREFETCH 12
 /* Hint the lines of bytes [p, p + n) into the cache (a hint: never faults, any ISA). */
 static inline void fb_prefetch_bytes(const void *p, size_t n) {
@@ -405,6 +447,9 @@ typedef struct {
   uint8_t *out;
 } fb_dw3_problem;
 int fb_dw3_run(const fb_dw3_problem *p, int isa);
+/* Whether a weight can take the row path (shared by fbgemm_conv2d_u8s8 and fbgemm_dw3_prepare). */
+int fb_dw3_weights_eligible(size_t cin, size_t cout, size_t groups, size_t kh, size_t kw,
+                            size_t dh, size_t dw, const int32_t *w_zps);
 /* Requant parameters of depthwise channels c0 .. c0 + nc (shared by both depthwise paths). */
 void fb_dw_block_params(const float *ws, const float *bias, float x_scale, float out_scale,
                         size_t c0, size_t nc, fb_block_params *params);

@@ -12,12 +12,15 @@ lookups run in C (scalar and AVX-512 paths, bit-identical) on the thread pool.
 
 The kernel-library protocol of the core's QuantizedEmbedding / QuantizedEmbeddingBag
 (``embedding_int8``, ``embedding_bag_int8``: an int8 table with separate per-row scales and
-zero points) is served by a C variant that reads that storage in place, so there is no
-packed copy to cache or keep in sync, and its rows equal the core's dequantization bit for bit.
+zero points) is served by a C variant that reads the codes in place, with the per-row (scale,
+zero point) pairs interleaved into one small array built once per table (8 bytes a row, see
+``_code_table``), and its rows equal the core's dequantization bit for bit.
 ``embedding_int4`` / ``embedding_bag_int4`` do the same for 4-bit codes (two per byte).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import Tensor
@@ -29,6 +32,8 @@ __all__ = ["EmbeddingKernelsMixin", "embedding_dim"]
 
 _MODES = {"sum": 0, "mean": 1}
 _INT8_MODES = {"sum": 0, "mean": 1, "max": 2}
+#: enum fbgemm_bag_flags (csrc/fbgemm_kernels.h)
+_OFFSETS_INT64, _OPEN_END = 1, 2
 
 
 def embedding_dim(packed: Tensor, bits: int) -> int:
@@ -43,6 +48,10 @@ def _check_bits(bits: object, op: str) -> int:
 
 
 def _index_tensor(t: object, name: str, op: str) -> Tensor:
+    # the valid case first, at a fifth of check_tensor's cost (both per bag call)
+    if type(t) is Tensor and (t.dtype is torch.int64 or t.dtype is torch.int32) and t.dim() == 1 and t.is_cpu \
+            and t.is_contiguous():
+        return t
     check_tensor(t, name, dtype=(torch.int64, torch.int32), ndim=1, op=op)
     return t
 
@@ -182,8 +191,22 @@ class EmbeddingKernelsMixin:
 
     # ------------------------------------------------ the core's int8 protocol --
     def _code_table(self, weight_q: Tensor, scales: Tensor, zero_points: Tensor, bits: int,
-                    op: str) -> tuple[int, int]:
-        """``(rows, dim)`` of an int8 table ``[rows, dim]`` or a 4-bit one (uint8 ``[rows, dim / 2]``)."""
+                    op: str) -> tuple:
+        """``(rows, dim, codes pointer, qparams pointer)`` of an int8 table ``[rows, dim]`` or a
+        4-bit one (uint8 ``[rows, dim / 2]``) with its per-row scales and zero points.
+
+        The checks and the interleaved (scale, zero point) pairs the C kernel reads
+        (fbgemm_embedding_qparams_interleave: one cache line per looked-up row instead of two)
+        are made once per table and kept while ``weight_q`` lives, keyed by its identity (the
+        core's storage stays the only copy of the codes). Per call, a few identity tests: the
+        same scales and zero-point tensors, unchanged version counters (an in-place update
+        rebuilds the pairs), and the same data pointer and shape of the codes.
+        """
+        tables = self.__dict__.setdefault("_code_tables", {})
+        entry = tables.get(id(weight_q))
+        if entry is not None and entry[0]() is weight_q and entry[1] is scales and entry[2] is zero_points \
+                and entry[3] == (bits, weight_q.data_ptr(), weight_q.shape, scales._version, zero_points._version):
+            return entry[4]
         name = "weight_q" if bits == 8 else "weight_packed"
         check_tensor(weight_q, name, dtype=torch.int8 if bits == 8 else torch.uint8, ndim=2, op=op)
         rows, cols = weight_q.shape
@@ -191,7 +214,18 @@ class EmbeddingKernelsMixin:
             raise KernelInputError(f"{op}: {name} has an empty dimension (shape {tuple(weight_q.shape)})")
         check_tensor(scales, "scales", dtype=torch.float32, shape=(rows,), op=op)
         check_tensor(zero_points, "zero_points", dtype=torch.int32, shape=(rows,), op=op)
-        return int(rows), int(cols) * (8 // bits)
+        qparams = torch.empty(rows, 2, dtype=torch.int32)
+        if self.lib.fbgemm_embedding_qparams_interleave(self.ptr(scales, "float *"), self.ptr(zero_points, "int32_t *"),
+                                                        rows, self.ptr(qparams, "int32_t *")) != 0:
+            raise KernelInputError(f"{op}: scales contains inf or NaN")
+        table = (int(rows), int(cols) * (8 // bits), self.ptr(weight_q, "uint8_t *"), self.ptr(qparams, "int32_t *"),
+                 qparams)
+        key = id(weight_q)
+        # the entry goes when the table does (the callback of a replaced entry's reference never runs)
+        ref = weakref.ref(weight_q, lambda _, key=key: tables.pop(key, None))
+        tables[key] = (ref, scales, zero_points,
+                       (bits, weight_q.data_ptr(), weight_q.shape, scales._version, zero_points._version), table)
+        return table
 
     def embedding_bag_int8(self, input: Tensor, offsets: Tensor | None, weight_q: Tensor, scales: Tensor,
                            zero_points: Tensor, *, mode: str = "mean", per_sample_weights: Tensor | None = None,
@@ -219,15 +253,22 @@ class EmbeddingKernelsMixin:
                    zero_points: Tensor, mode: str, per_sample_weights: Tensor | None, include_last_offset: bool,
                    padding_idx: int | None) -> Tensor:
         op = f"fbgemm.embedding_bag_int{bits}"
-        rows, dim = self._code_table(weight_q, scales, zero_points, bits, op)
-        if mode not in _INT8_MODES:
+        rows, dim, w_p, q_p, _ = self._code_table(weight_q, scales, zero_points, bits, op)
+        mode_id = _INT8_MODES.get(mode) if type(mode) is str else None
+        if mode_id is None:
             raise KernelInputError(f"{op}: mode must be 'sum', 'mean' or 'max', got {mode!r}")
         if not isinstance(input, Tensor) or input.dtype not in (torch.int64, torch.int32):
             raise KernelInputError(f"{op}: input must be an int64 or int32 tensor")
         if not input.is_contiguous():
             input = input.contiguous()  # nn.EmbeddingBag accepts any layout
-        indices, offsets = _bag_layout(input, offsets, include_last_offset, op)
-        num_bags = offsets.numel() - 1
+        if offsets is not None and not include_last_offset:
+            # torch's usual form (the start of each bag): the C kernel ends the last bag at
+            # len(indices) itself (FBGEMM_BAG_OPEN_END); appending the end here cost ~10 us a call
+            indices, offsets = _index_tensor(input, "indices", op), _index_tensor(offsets, "offsets", op)
+            num_bags, flags = offsets.numel(), _OPEN_END
+        else:
+            indices, offsets = _bag_layout(input, offsets, include_last_offset, op)
+            num_bags, flags = offsets.numel() - 1, 0
         psw = self._sample_weights(per_sample_weights, mode, indices.numel(), op)
         pad = -1
         if padding_idx is not None:
@@ -237,13 +278,12 @@ class EmbeddingKernelsMixin:
         out = torch.empty(num_bags, dim, dtype=torch.float32)
         if num_bags == 0:  # nothing to compute (an empty tensor may have no data pointer)
             return out
+        if offsets.dtype is torch.int64:
+            flags |= _OFFSETS_INT64
         self.sync_threads()
-        fn = self.lib.fbgemm_embedding_bag_int8 if bits == 8 else self.lib.fbgemm_embedding_bag_int4
-        status = fn(
-            self.ptr(weight_q, "int8_t *" if bits == 8 else "uint8_t *"), self.ptr(scales, "float *"), self.ptr(zero_points, "int32_t *"),
-            rows, dim, self.ptr(indices, "void *"), int(indices.dtype == torch.int64), indices.numel(),
-            self.ptr(offsets, "void *"), int(offsets.dtype == torch.int64), num_bags, psw, _INT8_MODES[mode], pad,
-            self.ptr(out, "float *"))
+        status = self.lib.fbgemm_embedding_bag_codes(
+            w_p, bits, q_p, rows, dim, self.ptr(indices, "void *"), int(indices.dtype is torch.int64), indices.numel(),
+            self.ptr(offsets, "void *"), flags, num_bags, psw, mode_id, pad, self.ptr(out, "float *"))
         if status == 1:
             self._explain_bag_error(weight_q, indices, offsets, op)
         self.check_status(status, op)

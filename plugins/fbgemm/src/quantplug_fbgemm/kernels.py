@@ -93,11 +93,25 @@ _CHECKED = "_fbgemm_checked"
 _CONV_GEOMETRY = operator.attrgetter("out_channels", "in_channels_per_group", "kernel_h", "kernel_w", "stride_h",
                                      "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups")
 _PREPARED = "_fbgemm_prepared"
+#: A validated depthwise 3x3 call (its arguments and prepared constants), see FbgemmKernels._conv2d_dw3_repeat.
+_DW3_CALL = "_fbgemm_dw3_call"
 
 
 def _without_check_cache(obj: object) -> dict:
     """Pickle state of a packed weight: its fields, never the caches."""
-    return {k: v for k, v in obj.__dict__.items() if k not in (_CHECKED, _PREPARED)}
+    return {k: v for k, v in obj.__dict__.items() if k not in (_CHECKED, _PREPARED, _DW3_CALL)}
+
+
+def _prepared_entry(packed: object, key: tuple) -> tuple | None:
+    """The ``(key, pointer, buffer)`` entry of ``packed``'s prepared cache when it was made for
+    ``key`` = ``(x_scale, x_zp, out_scale, bias, version counters)``, else None (the bias is
+    compared by identity: a tensor ``==`` would compare values)."""
+    cache = packed.__dict__.get(_PREPARED)
+    if cache is not None:
+        c = cache[0]
+        if c[0] == key[0] and c[1] == key[1] and c[2] == key[2] and c[3] is key[3] and c[4] == key[4]:
+            return cache
+    return None
 
 
 def _packed_fields(packed: PackedLinearWeight) -> tuple:
@@ -344,14 +358,11 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         object and the version counters of every tensor the parameters derive from, so an
         in-place change of bias, scales or zero points recomputes them.
         """
-        versions = (-1 if bias is None else bias._version, packed.scales._version, packed.zero_points._version,
-                    packed.row_sums._version)
-        cache = packed.__dict__.get(_PREPARED)
-        if cache is not None:
-            c = cache[0]
-            if c[0] == xs and c[1] == xz and c[2] == os_ and c[3] is bias and c[4] == versions:
-                return cache[1]
-        key = (xs, xz, os_, bias, versions)
+        key = (xs, xz, os_, bias, (-1 if bias is None else bias._version, packed.scales._version,
+                                   packed.zero_points._version, packed.row_sums._version))
+        hit = _prepared_entry(packed, key)
+        if hit is not None:
+            return hit[1]
         bias_p = self._check_bias(bias, packed.n, op)
         buf = torch.empty(self.lib.fbgemm_linear_prepared_size(packed.n), dtype=torch.uint8)
         status = self.lib.fbgemm_linear_prepare(packed.k, xs, xz, w_p, rs_p, ws_p, wz_p, packed.n, bias_p, os_,
@@ -473,6 +484,12 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         :meth:`linear`; padding is the activation zero point (i.e. real 0.0).
         """
         op = "fbgemm.conv2d"
+        fast = packed.__dict__.get(_DW3_CALL) if type(packed) is PackedConv2dWeight else None
+        if fast is not None:
+            out = self._conv2d_dw3_repeat(fast, x_q, x_scale, x_zero_point, packed, bias, out_scale,
+                                          out_zero_point, relu, out_quant_min, out_quant_max)
+            if out is not None:
+                return out
         w_p, rs_p, ws_p, wz_p = self._check_packed_conv(packed, op)
         x = _nhwc(x_q, "x_q", op, packed.in_channels_per_group * packed.groups)
         xs, os_ = _scalar_scale(x_scale, "x_scale", op), _scalar_scale(out_scale, "out_scale", op)
@@ -494,6 +511,14 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         # torch.empty(memory_format=...) per call, the same strides
         out = x.new_empty_strided((nb, co, oh, ow), (oh * ow * co, 1, ow * co, co))
         self.sync_threads()
+        prepared = self._prepared_dw3(packed, xs, xz, bias, os_, (w_p, rs_p, ws_p, wz_p))
+        if prepared is not None:
+            self.check_status(self.lib.fbgemm_dw3_u8s8_prepared(
+                self.ptr(x, "uint8_t *"), nb, h, w, c, packed.stride_h, packed.stride_w, packed.pad_h,
+                packed.pad_w, prepared, oz, lo, hi, self.ptr(out, "uint8_t *")), op)
+            self._remember_dw3_call(packed, (x_scale, x_zero_point, out_scale, out_zero_point, relu, out_quant_min,
+                                             out_quant_max), bias, (oz, lo, hi))
+            return out
         status = self.lib.fbgemm_conv2d_u8s8(
             self.ptr(x, "uint8_t *"), nb, h, w, c, xs, xz, w_p, rs_p, ws_p, wz_p, packed.out_channels, packed.kernel_h, packed.kernel_w,
             packed.stride_h, packed.stride_w, packed.pad_h, packed.pad_w, packed.dilation_h, packed.dilation_w,
@@ -501,6 +526,83 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         if status == 1 and bias is not None and not bool(torch.isfinite(bias).all()):
             raise KernelInputError(f"{op}: bias contains inf or NaN")
         self.check_status(status, op)
+        return out
+
+    def _prepared_dw3(self, packed: PackedConv2dWeight, xs: float, xz: int, bias: Tensor | None, os_: float,
+                      ptrs: tuple):
+        """C pointer to the prepared depthwise 3x3 constants for these static qparams, or None.
+
+        None when the weight does not take the row path (not a 3x3 depthwise with dilation 1 and
+        zero weight zero points) or fbgemm_dw3_prepare rejects it (a non-finite bias): the
+        generic call then runs, with its own checks and errors. Kept on the packed weight like
+        :meth:`_prepared` (same key: qparams, the bias object and the version counters of
+        every tensor the constants derive from, so in-place changes recompute them).
+        """
+        key = (xs, xz, os_, bias, (-1 if bias is None else bias._version, packed.packed._version,
+                                   packed.scales._version, packed.zero_points._version))
+        hit = _prepared_entry(packed, key)
+        if hit is not None:
+            return hit[1]
+        ptr, buf = None, None
+        if packed.kernel_h == packed.kernel_w == 3 and packed.dilation_h == packed.dilation_w == 1 \
+                and packed.in_channels_per_group == 1 and packed.groups == packed.out_channels > 1:
+            c = packed.out_channels
+            buf = torch.empty(self.lib.fbgemm_dw3_prepared_size(c), dtype=torch.uint8)
+            bias_p = self.ffi.NULL if bias is None else self.ptr(bias, "float *")  # checked by the caller
+            status = self.lib.fbgemm_dw3_prepare(*ptrs, c, packed.groups, 3, 3, 1, 1, xs, xz, bias_p, os_,
+                                                 self.ptr(buf, "void *"))
+            ptr = self.ptr(buf, "void *") if status == 0 else None
+        packed.__dict__[_PREPARED] = (key, ptr, buf)
+        return ptr
+
+    @staticmethod
+    def _remember_dw3_call(packed: PackedConv2dWeight, args: tuple, bias: Tensor | None, out_params: tuple) -> None:
+        """Remember a validated depthwise 3x3 call so that a repeat skips the checks (see
+        :meth:`_conv2d_dw3_repeat`); only for plain Python scalars, which compare exactly (a
+        tensor qparam would make the comparison itself a tensor op)."""
+        if [type(a) for a in args[:5]] != [float, int, float, int, bool] or \
+                any(a is not None and type(a) is not int for a in args[5:]):
+            return
+        checked, prepared = packed.__dict__[_CHECKED], packed.__dict__[_PREPARED]
+        packed.__dict__[_DW3_CALL] = (args, bias, prepared[0][4], checked[0], prepared[1], prepared[2], out_params)
+
+    def _conv2d_dw3_repeat(self, fast: tuple, x_q, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point,
+                           relu, out_quant_min, out_quant_max) -> Tensor | None:
+        """The depthwise 3x3 call remembered by :meth:`_remember_dw3_call`, or None when anything
+        differs from it: the same qparams, bias object, packed fields (identity and geometry) and
+        version counters, and an input of the valid kind (then the full checks run instead).
+
+        This path costs 1.3 us of Python less than the checked one (4.4 instead of 5.7 us with the
+        C call stubbed out, on the 144-channel 56x56 layer: 2 % of its ~64 us).
+        """
+        args, fbias, versions, fields, prepared, buf, (oz, lo, hi) = fast
+        # plain scalars only: comparing a tensor qparam would be a tensor op (and may raise)
+        if not (type(x_scale) is type(out_scale) is float and type(x_zero_point) is type(out_zero_point) is int
+                and type(relu) is bool and (out_quant_min is None or type(out_quant_min) is int)
+                and (out_quant_max is None or type(out_quant_max) is int)):
+            return None
+        if bias is not fbias or (x_scale, x_zero_point, out_scale, out_zero_point, relu, out_quant_min,
+                                 out_quant_max) != args:
+            return None
+        if fields[0] is not packed.packed or fields[1] is not packed.scales or fields[2] is not packed.zero_points \
+                or fields[3] is not packed.row_sums or fields[4] != _CONV_GEOMETRY(packed):
+            return None
+        if versions != (-1 if bias is None else bias._version, packed.packed._version, packed.scales._version,
+                        packed.zero_points._version):
+            return None
+        if not (type(x_q) is Tensor and x_q.dtype == torch.uint8 and x_q.dim() == 4 and x_q.is_cpu
+                and x_q.is_contiguous(memory_format=torch.channels_last)):
+            return None
+        nb, c, h, w = x_q.shape
+        _, _, _, _, sh, sw, ph, pw, _, _, _ = fields[4]
+        if c != packed.out_channels or h + 2 * ph < 3 or w + 2 * pw < 3:
+            return None
+        oh, ow = (h + 2 * ph - 3) // sh + 1, (w + 2 * pw - 3) // sw + 1
+        out = x_q.new_empty_strided((nb, c, oh, ow), (oh * ow * c, 1, ow * c, c))
+        self.sync_threads()
+        self.check_status(self.lib.fbgemm_dw3_u8s8_prepared(
+            self.ptr(x_q, "uint8_t *"), nb, h, w, c, sh, sw, ph, pw, prepared, oz, lo, hi,
+            self.ptr(out, "uint8_t *")), "fbgemm.conv2d")
         return out
 
     # ------------------------------------------------------ elementwise --
