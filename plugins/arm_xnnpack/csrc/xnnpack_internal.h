@@ -87,23 +87,26 @@ typedef void (*xnn_gemm_wide_ukernel_fn)(size_t mr, size_t k, const int8_t *a, s
 /* int8 output: q = qp_requantize(raw + bias_eff[j], mult[per_channel ? j : 0], zp, qmin, qmax),
  * for nc <= 16 channels; bias_eff = bias - x_zp * row_sum (wrapping int32). */
 typedef struct {
-  const int32_t *bias_eff; /* 16 entries for this block */
-  const float *mult;       /* 16 entries (per channel) or 1 */
+  const int32_t *bias_eff; /* nc entries for this block */
+  const float *mult;       /* nc entries (per channel) or 1 */
   int per_channel;
   int32_t zp, qmin, qmax;
 } xnn_requant_params;
+/* Every ISA's epilogue takes any nc <= 16 (a partial last block too) and reads and writes only
+ * nc channels of the caller's arrays: masked on AVX-512, the scalar epilogue inside otherwise. */
 typedef void (*xnn_requant_fn)(size_t mr, size_t nc, const int32_t *raw,
                                const xnn_requant_params *p, int8_t *out, size_t out_stride);
 
 /* fp32 output: y = (float)(raw - x_zp[r] * row_sum[j]) * (x_scale[r] * w_scale[j]) + bias[j]. */
 typedef struct {
-  const int32_t *row_sums; /* 16 entries */
+  const int32_t *row_sums; /* nc entries */
   const int32_t *x_zp;     /* mr entries */
   const float *x_scale;    /* mr entries */
-  const float *w_scale;    /* 16 entries (per channel) or 1 */
+  const float *w_scale;    /* nc entries (per channel) or 1 */
   int per_channel;
-  const float *bias;       /* 16 entries, or NULL */
+  const float *bias;       /* nc entries, or NULL */
 } xnn_dequant_params;
+/* Any nc <= 16, as xnn_requant_fn. */
 typedef void (*xnn_dequant_fn)(size_t mr, size_t nc, const int32_t *raw,
                                const xnn_dequant_params *p, float *out, size_t out_stride);
 
@@ -300,24 +303,47 @@ void xnn_f32_qb4w_ukernel_4x16__neon(size_t mr, size_t nb, size_t k, size_t grou
            res + r * XNN_QB4W_NR_MAX);                                                                 \
   }
 
-/* f32-qc8w microkernel (int8 weight-only): acc[r * 16 + j] = sum_k x[r][k] * w[j][k] for the 16
- * channels of one packed qc8w block, as fused multiply-adds in k order (the canonical order of
- * f32_qc8w.c), r < mr <= XNN_F32_QC8W_MR. */
-#define XNN_F32_QC8W_MR 4
-typedef void (*xnn_f32_qc8w_ukernel_fn)(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
-                                        float *acc);
-/* The SIMD microkernel for `isa`, NULL for the scalar path. */
-xnn_f32_qc8w_ukernel_fn xnn_f32_qc8w_ukernel_for(int isa);
+/* f32-qc8w microkernels (int8 weight-only, f32_qc8w.c), on the packed qc8w layout of gemm.c
+ * unchanged: blocks of 16 channels, each 64-byte row holding 4 k of the 16 channels as 4
+ * consecutive bytes per channel. 16 consecutive bytes are then 4 channels x 4 k (a "group"),
+ * which one sign extension (vpmovsxbd / vmovl) turns into a vector with one lane per (channel,
+ * k mod 4) pair: the microkernels keep four phase sums per output, a[q] over k = q mod 4 (see
+ * f32_qc8w.c), and never shift bytes into place one k at a time.
+ *
+ * A microkernel computes, for r < mr rows and the nb * 16 channels of nb <= XNN_F32_QC8W_NB_MAX
+ * adjacent blocks (block b at w + b * w_block_stride), the phase sums of f32_qc8w.c into
+ * acc[r * XNN_F32_QC8W_ACC_STRIDE + 4 * j + q]. */
+#define XNN_F32_QC8W_MR_MAX 8
+#define XNN_F32_QC8W_NB_MAX 4
+#define XNN_F32_QC8W_ACC_STRIDE (4 * 16 * XNN_F32_QC8W_NB_MAX)
+typedef void (*xnn_f32_qc8w_ukernel_fn)(size_t mr, size_t nb, size_t k, const float *x, size_t x_stride,
+                                        const int8_t *w, size_t w_block_stride, float *acc);
+/* A microkernel with its tile: up to mr rows and nb blocks per call, or nb_row1 blocks when a
+ * call has one row (one row has one FMA chain per accumulator: more blocks, more independent
+ * chains to hide the FMA latency). */
+typedef struct {
+  xnn_f32_qc8w_ukernel_fn ukernel;
+  size_t mr, nb, nb_row1;
+} xnn_f32_qc8w_config;
+/* The SIMD microkernels for `isa` (f32_qc8w_x86.c / f32_qc8w_arm.c), NULL for the scalar path. */
+const xnn_f32_qc8w_config *xnn_f32_qc8w_config_for(int isa);
 #if defined(__x86_64__) || defined(__i386__)
-void xnn_f32_qc8w_ukernel_4x16c4__avx2(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
-                                       float *acc);
-void xnn_f32_qc8w_ukernel_4x16c4__avx512(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
-                                         float *acc);
+void xnn_f32_qc8w_ukernel_4x16c4__avx2(size_t mr, size_t nb, size_t k, const float *x, size_t x_stride,
+                                       const int8_t *w, size_t w_block_stride, float *acc);
+void xnn_f32_qc8w_ukernel_8x16c4__avx512(size_t mr, size_t nb, size_t k, const float *x, size_t x_stride,
+                                         const int8_t *w, size_t w_block_stride, float *acc);
 #endif
 #if defined(__aarch64__)
-void xnn_f32_qc8w_ukernel_4x16c4__neon(size_t mr, size_t k, const float *x, size_t x_stride, const int8_t *w,
-                                       float *acc);
+void xnn_f32_qc8w_ukernel_4x16c4__neon(size_t mr, size_t nb, size_t k, const float *x, size_t x_stride,
+                                       const int8_t *w, size_t w_block_stride, float *acc);
 #endif
+/* Four floats of row x from p, zero past k (p < k): the last, partial packed row of a k loop
+ * (its padded weights are zero, so the zero activations add +0, which leaves a sum unchanged:
+ * a phase sum starts at +0 and can never be -0), and no read past the row. */
+static inline void xnn_f32_qc8w_x_tail(const float *x, size_t p, size_t k, float xt[4]) {
+  xt[0] = xt[1] = xt[2] = xt[3] = 0.0f;
+  memcpy(xt, x + p, (k - p) * sizeof(float));
+}
 
 /* Element w[j][k] of a packed qc8w buffer. */
 static inline int32_t xnn_packed_w(const int8_t *packed, size_t kp, size_t j, size_t k) {

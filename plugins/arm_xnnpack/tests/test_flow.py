@@ -89,7 +89,7 @@ def test_int8_weight_only_lowered_and_portable(tmp_path, per_channel):
     report = quantplug.explain(lowered)
     assert [r.op for r in report.kernels] == ["linear_weight_only"] * 3  # every linear, K=10 included
     assert all("f32_qc8w" in r.detail for r in report.kernels)
-    # FMAs in K order vs the reference's fp32 GEMM of dequantized weights: rounding only
+    # four FMA chains over k mod 4 vs the reference's fp32 GEMM of dequantized weights: rounding only
     torch.testing.assert_close(lowered(x), reference(x), rtol=1e-5, atol=1e-5)
     assert (lowered(x) - model(x)).abs().max() < 0.05
     path = tmp_path / "int8wo.safetensors"

@@ -264,7 +264,7 @@ def test_int4_row_tilings_bit_exact_vs_scalar(kernels, isa, m, group_size):
        values=st.sampled_from(["normal", "normal", "huge", "integers"]))
 def test_int8_weight_only_bit_exact_vs_scalar_and_close_to_fp64(kernels, isa, m, k, n, seed, has_bias, per_channel,
                                                                  values):
-    """f32-qc8w: every path equals the scalar one bit for bit (FMAs in K order, one lane per channel).
+    """f32-qc8w: every path equals the scalar one bit for bit (four FMA chains over k mod 4, then summed).
 
     The scalar result is within fp32 rounding of a float64 matmul of the dequantized weights,
     and exact when every product and sum is an exact float ("integers").
@@ -289,6 +289,36 @@ def test_int8_weight_only_bit_exact_vs_scalar_and_close_to_fp64(kernels, isa, m,
         exact = torch.nn.functional.linear(x.double(), w_dq, bias.double() if bias is not None else None)
         bound = (x.abs().double() @ w_dq.abs().t()) * 1e-6 + 1e-6 if values == "normal" else 0.0
         assert ((got.double() - exact).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 9, 33])
+def test_int8_weight_only_row_tilings_bit_exact_vs_scalar(kernels, isa, m):
+    """f32-qc8w row tilings on every path, bit for bit the scalar result: one row (the 4-block
+    one-row tile), a partial tile, one full AVX-512 8-row tile, 8 + 1 rows (balanced 5 + 4) and 33
+    rows. N = 37 and 71 are odd (3 and 5 blocks: a partial last block and a short last one-row
+    tile); K = 67 and 130 are not multiples of 4 (the zero-filled activation tail) or 16."""
+    g = _gen(7000 + m)
+    for n, k in ((37, 67), (71, 130)):
+        w, scales, zps = _weights(n, k, g)
+        x, bias = torch.randn(m, k, generator=g) * 3, torch.randn(n, generator=g)
+        packed = kernels.pack_linear_weight(w, scales, zps)
+        got = kernels.linear_weight_only(x, packed, bias)
+        with kernels.use_isa("scalar"):
+            want = kernels.linear_weight_only(x, packed, bias)
+        assert got.shape == (m, n) and _same_floats(got, want), f"{isa}: max diff {(got - want).abs().max()}"
+
+
+def test_int8_weight_only_canonical_phase_order(kernels, isa):
+    """The documented f32-qc8w order: four fma chains over k = q mod 4, then (a0 + a1) + (a2 + a3),
+    then * scale, then + bias. Activations 2^24 and 1 make the order visible: in k order the ones
+    are absorbed one at a time (2^24 + 1 rounds back to 2^24), in phases they sum apart first."""
+    k, n = 8, 1
+    x = torch.tensor([[2.0 ** 24, 1, 1, 1, 1, 1, 1, 1]])
+    w = torch.ones(n, k, dtype=torch.int8)
+    packed = kernels.pack_linear_weight(w, torch.ones(n), torch.zeros(n, dtype=torch.int32))
+    got = kernels.linear_weight_only(x, packed, None)
+    # phases: a0 = 2^24 + 1 -> 2^24 (ties to even), a1 = a2 = a3 = 2; (2^24 + 2) + 4 = 2^24 + 6, exact
+    assert got.item() == 2.0 ** 24 + 6, f"{isa}: {got.item()}"
 
 
 def test_int8_weight_only_batch_dims_and_bad_inputs(kernels):

@@ -12,7 +12,8 @@
  *   - the int4 group-wise kernel: scalar against float64 loops, every other path
  *     against scalar bit for bit (incl. inf/NaN from overflowing sums);
  *   - the int8 weight-only (f32-qc8w) linear: scalar against float64 loops,
- *     every other path against scalar bit for bit;
+ *     every other path against scalar bit for bit, over every row tiling, and
+ *     every path against the documented phase order on a case k order fails;
  *   - the quantized add on every path against naive fp32 loops (exact);
  *   - the NHWC convolution (groups, depthwise, stride, padding, dilation) on
  *     every path against naive loops over the unpacked OIHW weights (exact);
@@ -531,6 +532,27 @@ static int test_f32_qc8w(size_t m, size_t k, size_t n, int extreme) {
   return 0;
 }
 
+/* The f32-qc8w order is four phase sums over k mod 4, then (a0 + a1) + (a2 + a3): with x = 2^24,
+ * 1, 1, ... (8 k) and unit weights, k order gives 2^24 (each + 1 rounds away), phases 2^24 + 6. */
+static int test_f32_qc8w_phase_order(void) {
+  const float x[8] = {16777216.0f, 1, 1, 1, 1, 1, 1, 1}, ws = 1.0f;
+  const int8_t w[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  const size_t psize = xnnpack_qc8w_packed_size(1, 8), rsize = xnnpack_qc8w_row_sums_size(1);
+  int8_t *packed = malloc(psize);
+  int32_t *rs = malloc(rsize * sizeof(int32_t));
+  if (xnnpack_pack_qc8w(w, 1, 8, packed, psize, rs, rsize) != QP_OK) FAIL("f32_qc8w phase pack failed");
+  for (int isa = 0; isa < QP_ISA_COUNT; isa++) {
+    if (!qp_isa_usable(isa)) continue;
+    qp_set_isa(isa);
+    float out = 0.0f;
+    if (xnnpack_f32_qc8w_linear(x, 1, 8, packed, 1, &ws, 1, NULL, &out) != QP_OK || out != 16777222.0f)
+      FAIL("f32_qc8w %s phase order: %.9g, want 16777222", qp_isa_name(isa), out);
+  }
+  qp_set_isa(-1);
+  free(packed), free(rs);
+  return 0;
+}
+
 /* --------------------------------------------------------------- arguments -- */
 
 static int test_invalid(void) {
@@ -682,6 +704,11 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < 5; i++)
     for (size_t g = 0; g < 3; g++)
       if (test_qb4w(qb4w_ms[i], 37 + 30 * g, qb4w_groups[g], 3 - g, 0)) return 1;
+  /* f32-qc8w row tiles (one row with up to 4 blocks, partial, full 8-row, 5 + 4, 33 rows), odd n
+   * (a partial last block), k not a multiple of 4 (the zero-filled activation tail) or of 16 */
+  if (test_f32_qc8w_phase_order()) return 1;
+  for (size_t i = 0; i < 5; i++)
+    if (test_f32_qc8w(qb4w_ms[i], 67, 37, 0) || test_f32_qc8w(qb4w_ms[i], 130, 71, 0)) return 1;
   /* k = 2000: 12 blocks per weight panel, so n = 200 (13 blocks) spans two panels, the second
    * a lone 16-channel block; m = 9 leaves a partial row tile */
   if (test_dynamic(9, 2000, 200, 1) || test_dynamic(9, 2000, 200, 3) || test_static(9, 2000, 200, 0, 2)) return 1;

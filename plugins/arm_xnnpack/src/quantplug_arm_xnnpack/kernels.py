@@ -399,8 +399,9 @@ class XNNPACKKernels(CffiKernelLibrary):
         """int8 weight-only linear (XNNPACK f32-qc8w): fp32 ``[..., K]`` -> fp32 ``[..., N]``.
 
         The weights of ``pack_linear_weight`` (int8 per channel, symmetric);
-        activations stay fp32: ``out = (x @ w.T) * w_scale + bias``, the sum as
-        fused multiply-adds in K order, so every ISA path gives the same bits.
+        activations stay fp32: ``out = (x @ w.T) * w_scale + bias``, each sum as four
+        fused multiply-add chains over ``k % 4`` (in K order within each), added
+        ``(a0 + a1) + (a2 + a3)``, so every ISA path gives the same bits.
         """
         op = "xnnpack.linear_weight_only"
         (w_ptr, _, scales_ptr), m, bias, out = self._float_linear_args(x, packed, bias, op)
