@@ -101,6 +101,33 @@ int fbgemm_linear_dynamic_per_row_f32(const float *x, size_t m, size_t k, const 
                                       int32_t act_qmin, int32_t act_qmax, float *out,
                                       float *x_scales_out, int32_t *x_zps_out);
 
+/* Plans (csrc/linear_plan.c): a linear call prepared once per weight and qparams, run with raw
+ * addresses (no per-call pointer casts). _new returns NULL when an argument is invalid (the
+ * unplanned entry point then reports it) or on out of memory; outputs are bit-identical to
+ * fbgemm_linear_u8s8 / fbgemm_linear_dynamic_f32 / fbgemm_linear_dynamic_per_row_f32. A plan
+ * points at `packed`, which must outlive it and stay where it is. */
+typedef struct fbgemm_linear_plan fbgemm_linear_plan;
+fbgemm_linear_plan *fbgemm_linear_plan_new(const int8_t *packed, const int32_t *row_sums,
+                                           const float *w_scales, const int32_t *w_zps,
+                                           size_t n, size_t k, float x_scale, int32_t x_zp,
+                                           const float *bias, float out_scale, int32_t out_zp,
+                                           int32_t qmin, int32_t qmax, uint32_t flags);
+/* threads: torch.get_num_threads() (the pool is resized to it first, as sync_threads does) */
+int fbgemm_linear_plan_run(const fbgemm_linear_plan *plan, uintptr_t x, size_t m, uintptr_t out,
+                           int threads);
+void fbgemm_linear_plan_free(fbgemm_linear_plan *plan);
+typedef struct fbgemm_dynamic_plan fbgemm_dynamic_plan;
+/* [qmin, qmax]: the activation range per tensor, [row_qmin, row_qmax] per row. */
+fbgemm_dynamic_plan *fbgemm_dynamic_plan_new(const int8_t *packed, const int32_t *row_sums,
+                                             const float *w_scales, const int32_t *w_zps,
+                                             size_t n, size_t k, const float *bias,
+                                             int32_t qmin, int32_t qmax, int32_t row_qmin,
+                                             int32_t row_qmax);
+/* per_row 0: one scale / zero point for all of x (fbgemm_linear_dynamic_f32), else per row. */
+int fbgemm_dynamic_plan_run(const fbgemm_dynamic_plan *plan, uintptr_t x, size_t m, int per_row,
+                            uintptr_t out, int threads);
+void fbgemm_dynamic_plan_free(fbgemm_dynamic_plan *plan);
+
 /* The requantization parameters the static linear uses (for tests and inspection). */
 int fbgemm_requant_params(float x_scale, const float *w_scales, size_t n, float out_scale,
                           const float *bias, float *multipliers, int32_t *bias_q);
@@ -258,12 +285,12 @@ void fb_emb_run(size_t num_bags, size_t work, void (*task)(void *, size_t, size_
 #define FB_MAX_K ((size_t)1 << 24)
 #define FB_WMR 8 /* rows of the wide VNNI kernel */
 #define FB_WNB 2 /* packed blocks per wide GEMM call */
-#define FB_VNB 4 /* packed blocks per GEMV call (M = 1) */
+#define FB_VNB 4 /* packed blocks per GEMV call (M = 1 or 2) */
 typedef void (*fb_gemm_wide_fn)(size_t mr, size_t nb, size_t k, const uint8_t *a,
                                 size_t a_stride, const int8_t *w, size_t w_bstride,
                                 int32_t *acc);
-typedef void (*fb_gemv_fn)(size_t nb, size_t k, const uint8_t *a, const int8_t *w,
-                           size_t w_bstride, int32_t *acc);
+typedef void (*fb_gemv_fn)(size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride,
+                           const int8_t *w, size_t w_bstride, int32_t *acc);
 /* Indirect wide kernel: row r's K = nseg * seg bytes are runs of seg bytes (seg % FB_KR == 0)
  * at ptrs[r * nseg + s]; same sums and acc layout as fb_gemm_wide_fn. */
 typedef void (*fb_gemm_wide_ind_fn)(size_t mr, size_t nb, size_t nseg, size_t seg,
@@ -332,8 +359,9 @@ void fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni(size_t mr, size_t k, const uint8
 void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
                                                 size_t a_stride, const int8_t *w,
                                                 size_t w_bstride, int32_t *acc);
-void fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni(size_t nb, size_t k, const uint8_t *a,
-                                                const int8_t *w, size_t w_bstride, int32_t *acc);
+void fbgemm_qu8_gemv_ukernel_2x64c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
+                                                size_t a_stride, const int8_t *w,
+                                                size_t w_bstride, int32_t *acc);
 void fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni(size_t mr, size_t nb, size_t nseg, size_t seg,
                                                     const uint8_t *const *ptrs, const int8_t *w,
                                                     size_t w_bstride, int32_t *acc);
@@ -491,6 +519,11 @@ typedef struct {
 fb_gemm_impl fb_select(void);
 /* The epilogue parameters of columns n0 .. n0 + nc of problem c (what `pre` holds per block). */
 void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_params *p);
+/* fb_block_setup of every block of an n-column weight into blocks[ceil(n / 16)]: the static
+ * epilogue's parameters, or with per_row the per-row dynamic epilogue's constant columns. */
+void fb_blocks_setup(size_t k, size_t n, const int32_t *row_sums, const int32_t *w_zps,
+                     const float *w_scales, const float *bias, float x_scale, int32_t x_zp,
+                     float out_scale, int per_row, fb_block_params *blocks);
 /* mc (<= FB_MC) rows of `a` (row stride a_stride) times packed blocks [b0, b1): writes
  * out[i * out_stride + column] (uint8, or float for dynamic). */
 void fb_gemm_rows(const fb_gemm_params *c, const uint8_t *a, size_t a_stride, size_t mc,
@@ -507,6 +540,16 @@ int fb_check_weights(const int8_t *packed, const int32_t *row_sums, const float 
 int fb_check_requant(float x_scale, int32_t x_zp, float out_scale, int32_t out_zp, int32_t qmin,
                      int32_t qmax);
 int fb_check_bias(const float *bias, size_t n);
+/* A dynamic linear's weight side with its per-row epilogue blocks prepared (a dynamic plan). */
+typedef struct {
+  const int8_t *packed;
+  size_t n, k;
+  int has_wz, has_bias;
+  const fb_block_params *blocks;
+} fb_dynamic_weights;
+/* Quantize x [m, k] (per row, or per tensor) and run the dynamic GEMM on prepared blocks. */
+int fb_dynamic_rows(const float *x, size_t m, const fb_dynamic_weights *w, int per_row,
+                    int32_t act_qmin, int32_t act_qmax, float *out);
 /* A per-thread buffer of at least n bytes, reused across calls (NULL when out of memory). */
 uint8_t *fb_scratch(size_t n);
 

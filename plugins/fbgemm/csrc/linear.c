@@ -37,7 +37,7 @@ static fb_gemm_impl fb_impl_for(int isa) {
                             fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni, fb_epilogue_u8__avx512,
                             fb_epilogue_f32__avx512, 0,
                             fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni,
-                            fbgemm_qu8_gemv_ukernel_1x64c4__avx512vnni,
+                            fbgemm_qu8_gemv_ukernel_2x64c4__avx512vnni,
                             "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni",
                             fb_epilogue_rows__avx512,
                             fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni};
@@ -121,6 +121,28 @@ void fb_block_setup(const fb_gemm_params *c, size_t n0, size_t nc, fb_block_para
   }
 }
 
+void fb_blocks_setup(size_t k, size_t n, const int32_t *row_sums, const int32_t *w_zps,
+                     const float *w_scales, const float *bias, float x_scale, int32_t x_zp,
+                     float out_scale, int per_row, fb_block_params *blocks) {
+  /* fb_block_setup's per-row case only copies the constant columns: any non-NULL row_scales
+   * selects it (the row terms are applied per call by the epilogue) */
+  static const float any_row_scale = 1.0f;
+  fb_gemm_params c;
+  memset(&c, 0, sizeof(c));
+  c.k = k;
+  c.n = n;
+  c.rs = row_sums;
+  c.wz = w_zps;
+  c.ws = w_scales;
+  c.bias = bias;
+  c.x_scale = x_scale;
+  c.out_scale = out_scale;
+  c.x_zp = x_zp;
+  c.row_scales = per_row ? &any_row_scale : NULL;
+  for (size_t b = 0; b * FB_NR < n; b++)
+    fb_block_setup(&c, b * FB_NR, n - b * FB_NR < FB_NR ? n - b * FB_NR : FB_NR, &blocks[b]);
+}
+
 /* Wide path: FB_WMR-row x FB_WNB-block kernels (GEMV with FB_VNB blocks for one row), each
  * block's accumulators then go through the same epilogue as the 4x16 path. */
 static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const uint8_t *a,
@@ -129,7 +151,8 @@ static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const 
   int32_t acc[FB_VNB * FB_WMR * FB_NR];
   fb_block_params local[FB_VNB];
   const size_t kg = (c->k + FB_KR - 1) / FB_KR, bstride = kg * FB_NR * FB_KR;
-  const size_t step = mc == 1 ? FB_VNB : FB_WNB;
+  /* one or two rows: the GEMV kernel, FB_VNB blocks per call (fewer epilogue switches) */
+  const size_t step = mc <= 2 ? FB_VNB : FB_WNB;
   for (size_t b = b0; b < b1; b += step) {
     const size_t nbk = b1 - b < step ? b1 - b : step;
     const fb_block_params *params = c->pre != NULL ? c->pre + b : local;
@@ -141,8 +164,8 @@ static void fb_gemm_rows_wide(const fb_gemm_params *c, const int32_t *xs, const 
     const int8_t *wb = c->w + b * bstride;
     for (size_t i = 0; i < mc; i += FB_WMR) {
       const size_t mr = mc - i < FB_WMR ? mc - i : FB_WMR;
-      if (mc == 1)
-        c->impl.gemv(nbk, c->k, a, wb, bstride, acc);
+      if (mc <= 2)
+        c->impl.gemv(mr, nbk, c->k, a + i * a_stride, a_stride, wb, bstride, acc);
       else
         c->impl.wide(mr, nbk, c->k, a + i * a_stride, a_stride, wb, bstride, acc);
       const int32_t *rows = c->has_wz ? xs + i : NULL;
@@ -375,21 +398,9 @@ int fbgemm_linear_prepare(size_t k, float x_scale, int32_t x_zp, const int8_t *p
       fb_check_requant(x_scale, x_zp, out_scale, 0, 0, 255) != QP_OK ||
       fb_check_bias(bias, n) != QP_OK)
     return QP_ERR_INVALID_ARGUMENT;
-  fb_gemm_params c;
-  memset(&c, 0, sizeof(c));
-  c.k = k;
-  c.n = n;
-  c.rs = row_sums;
-  c.wz = w_zps;
-  c.ws = w_scales;
-  c.bias = bias;
-  c.x_scale = x_scale;
-  c.out_scale = out_scale;
-  c.x_zp = x_zp;
   fb_block_params *blocks = (fb_block_params *)prepared;
   const size_t nb = (n + FB_NR - 1) / FB_NR;
-  for (size_t b = 0; b < nb; b++)
-    fb_block_setup(&c, b * FB_NR, n - b * FB_NR < FB_NR ? n - b * FB_NR : FB_NR, &blocks[b]);
+  fb_blocks_setup(k, n, row_sums, w_zps, w_scales, bias, x_scale, x_zp, out_scale, 0, blocks);
   /* trailer block: flags (has_wz) and the k / n it was prepared for */
   memset(&blocks[nb], 0, sizeof(fb_block_params));
   blocks[nb].col[0] = has_wz;
@@ -524,13 +535,36 @@ static void fb_dynamic_fns(fb_minmax_fn *minmax, fb_quantize_fn *quantize) {
 #endif
 }
 
+/* x [len] -> q with one scale / zero point chosen from its min / max (non-zero: inf or NaN). */
+static int fb_quant_tensor(const float *x, size_t len, int32_t act_qmin, int32_t act_qmax,
+                           uint8_t *q, float *scale_out, int32_t *zp_out) {
+  fb_minmax_fn minmax;
+  fb_quantize_fn quantize;
+  fb_dynamic_fns(&minmax, &quantize);
+  float mn, mx, scale;
+  int32_t zp;
+  if (minmax(x, len, &mn, &mx) ||
+      fbgemm_choose_qparams(mn, mx, act_qmin, act_qmax, &scale, &zp) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT;
+  fb_quant_ctx qc = {x, q, len, 1.0f / scale, zp, act_qmin, act_qmax, quantize};
+  const size_t nchunks = (len + 4095) / 4096;
+  if (len < ((size_t)1 << 16))
+    fb_quant_task(&qc, 0, nchunks);
+  else
+    qp_parallel_for(nchunks, 4, fb_quant_task, &qc);
+  *scale_out = scale;
+  *zp_out = zp;
+  return QP_OK;
+}
+
 /* The GEMM of a dynamic linear on the quantized rows q [m, k] (per-tensor qparams in x_scale /
- * x_zp, or per-row ones in row_scales / row_zps when those are not NULL). */
+ * x_zp, or per-row ones in row_scales / row_zps when those are not NULL). pre: a plan's
+ * per-row epilogue blocks (then bias is only tested for NULL), or NULL to set blocks up here. */
 static void fb_dynamic_gemm(const uint8_t *q, size_t m, size_t k, const int8_t *packed,
                             const int32_t *row_sums, const float *w_scales, const int32_t *w_zps,
                             size_t n, const float *bias, int has_wz, int32_t act_qmax,
                             float x_scale, int32_t x_zp, const float *row_scales,
-                            const int32_t *row_zps, float *out) {
+                            const int32_t *row_zps, const fb_block_params *pre, float *out) {
   fb_linear_ctx c;
   memset(&c, 0, sizeof(c));
   c.p.impl = fb_select();
@@ -548,6 +582,7 @@ static void fb_dynamic_gemm(const uint8_t *q, size_t m, size_t k, const int8_t *
   c.p.dynamic = 1;
   c.p.row_scales = row_scales;
   c.p.row_zps = row_zps;
+  c.p.pre = pre;
   c.x = q;
   c.m = m;
   c.out = out;
@@ -566,27 +601,16 @@ int fbgemm_linear_dynamic_f32(const float *x, size_t m, size_t k, const int8_t *
     return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
   const size_t len = m * k;
-  fb_minmax_fn minmax;
-  fb_quantize_fn quantize;
-  fb_dynamic_fns(&minmax, &quantize);
-  float mn, mx;
-  if (minmax(x, len, &mn, &mx)) return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
-  float scale;
-  int32_t zp;
-  if (fbgemm_choose_qparams(mn, mx, act_qmin, act_qmax, &scale, &zp) != QP_OK)
-    return QP_ERR_INVALID_ARGUMENT;
-  if (x_scale_out != NULL) *x_scale_out = scale;
-  if (x_zp_out != NULL) *x_zp_out = zp;
   uint8_t *q = fb_scratch(len);
   if (q == NULL) return QP_ERR_OUT_OF_MEMORY;
-  fb_quant_ctx qc = {x, q, len, 1.0f / scale, zp, act_qmin, act_qmax, quantize};
-  const size_t nchunks = (len + 4095) / 4096;
-  if (len < ((size_t)1 << 16))
-    fb_quant_task(&qc, 0, nchunks);
-  else
-    qp_parallel_for(nchunks, 4, fb_quant_task, &qc);
+  float scale;
+  int32_t zp;
+  if (fb_quant_tensor(x, len, act_qmin, act_qmax, q, &scale, &zp) != QP_OK)
+    return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
+  if (x_scale_out != NULL) *x_scale_out = scale;
+  if (x_zp_out != NULL) *x_zp_out = zp;
   fb_dynamic_gemm(q, m, k, packed, row_sums, w_scales, w_zps, n, bias, has_wz, act_qmax, scale, zp,
-                  NULL, NULL, out);
+                  NULL, NULL, NULL, out);
   return QP_OK;
 }
 
@@ -622,6 +646,63 @@ static void fb_row_quant_task(void *vctx, size_t begin, size_t end) {
   }
 }
 
+/* Quantizes x into scratch, per row (per_row) or per tensor with the tensor's qparams repeated
+ * for every row, and runs the per-row GEMM; the chosen qparams go to *scales_out / *zps_out
+ * (pointers into the scratch, valid until the thread's next dynamic call). */
+static int fb_dynamic_quant_rows(const float *x, size_t m, size_t k, int per_row, int32_t act_qmin,
+                                 int32_t act_qmax, uint8_t **q_out, float **scales_out,
+                                 int32_t **zps_out) {
+  if (m > (SIZE_MAX - 64) / (k + 8)) return QP_ERR_INVALID_ARGUMENT;
+  fb_minmax_fn minmax;
+  fb_quantize_fn quantize;
+  fb_dynamic_fns(&minmax, &quantize);
+  /* one scratch block: per-row scales and zero points (aligned first), then the uint8 rows */
+  uint8_t *buf = fb_scratch(m * 8 + m * k);
+  if (buf == NULL) return QP_ERR_OUT_OF_MEMORY;
+  float *scales = (float *)buf;
+  int32_t *zps = (int32_t *)(buf + m * 4);
+  uint8_t *q = buf + m * 8;
+  if (per_row) {
+    fb_row_quant_ctx qc = {x, q, k, act_qmin, act_qmax, scales, zps, minmax, quantize, 0};
+    if (m * k < ((size_t)1 << 16))
+      fb_row_quant_task(&qc, 0, m);
+    else
+      qp_parallel_for(m, 4, fb_row_quant_task, &qc);
+    if (__atomic_load_n(&qc.bad, __ATOMIC_RELAXED)) return QP_ERR_INVALID_ARGUMENT;
+  } else {
+    float scale;
+    int32_t zp;
+    if (fb_quant_tensor(x, m * k, act_qmin, act_qmax, q, &scale, &zp) != QP_OK)
+      return QP_ERR_INVALID_ARGUMENT; /* inf or NaN in x */
+    for (size_t i = 0; i < m; i++) {
+      scales[i] = scale;
+      zps[i] = zp;
+    }
+  }
+  *q_out = q;
+  *scales_out = scales;
+  *zps_out = zps;
+  return QP_OK;
+}
+
+int fb_dynamic_rows(const float *x, size_t m, const fb_dynamic_weights *w, int per_row,
+                    int32_t act_qmin, int32_t act_qmax, float *out) {
+  if ((m > 0 && (x == NULL || out == NULL)) || act_qmin < 0 || act_qmax > 255 ||
+      act_qmin >= act_qmax)
+    return QP_ERR_INVALID_ARGUMENT;
+  if (m == 0) return QP_OK;
+  uint8_t *q;
+  float *scales;
+  int32_t *zps;
+  const int st = fb_dynamic_quant_rows(x, m, w->k, per_row, act_qmin, act_qmax, &q, &scales, &zps);
+  if (st != QP_OK) return st;
+  /* with blocks prepared, bias only says whether they hold one (any non-NULL pointer) */
+  const float *bias = w->has_bias ? w->blocks[0].bias : NULL;
+  fb_dynamic_gemm(q, m, w->k, w->packed, NULL, NULL, NULL, w->n, bias, w->has_wz, act_qmax, 0.0f,
+                  0, scales, zps, w->blocks, out);
+  return QP_OK;
+}
+
 int fbgemm_linear_dynamic_per_row_f32(const float *x, size_t m, size_t k, const int8_t *packed,
                                       const int32_t *row_sums, const float *w_scales,
                                       const int32_t *w_zps, size_t n, const float *bias,
@@ -633,24 +714,14 @@ int fbgemm_linear_dynamic_per_row_f32(const float *x, size_t m, size_t k, const 
       m > (SIZE_MAX - 64) / (k + 8))
     return QP_ERR_INVALID_ARGUMENT;
   if (m == 0) return QP_OK;
-  fb_minmax_fn minmax;
-  fb_quantize_fn quantize;
-  fb_dynamic_fns(&minmax, &quantize);
-  /* one scratch block: per-row scales and zero points (aligned first), then the uint8 rows */
-  uint8_t *buf = fb_scratch(m * 8 + m * k);
-  if (buf == NULL) return QP_ERR_OUT_OF_MEMORY;
-  float *scales = (float *)buf;
-  int32_t *zps = (int32_t *)(buf + m * 4);
-  uint8_t *q = buf + m * 8;
-  fb_row_quant_ctx qc = {x, q, k, act_qmin, act_qmax, scales, zps, minmax, quantize, 0};
-  if (m * k < ((size_t)1 << 16))
-    fb_row_quant_task(&qc, 0, m);
-  else
-    qp_parallel_for(m, 4, fb_row_quant_task, &qc);
-  if (__atomic_load_n(&qc.bad, __ATOMIC_RELAXED)) return QP_ERR_INVALID_ARGUMENT;
+  uint8_t *q;
+  float *scales;
+  int32_t *zps;
+  const int st = fb_dynamic_quant_rows(x, m, k, 1, act_qmin, act_qmax, &q, &scales, &zps);
+  if (st != QP_OK) return st;
   if (x_scales_out != NULL) memcpy(x_scales_out, scales, m * sizeof(float));
   if (x_zps_out != NULL) memcpy(x_zps_out, zps, m * sizeof(int32_t));
   fb_dynamic_gemm(q, m, k, packed, row_sums, w_scales, w_zps, n, bias, has_wz, act_qmax, 0.0f, 0,
-                  scales, zps, out);
+                  scales, zps, NULL, out);
   return QP_OK;
 }

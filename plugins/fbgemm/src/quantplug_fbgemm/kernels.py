@@ -95,11 +95,16 @@ _CONV_GEOMETRY = operator.attrgetter("out_channels", "in_channels_per_group", "k
 _PREPARED = "_fbgemm_prepared"
 #: A validated depthwise 3x3 call (its arguments and prepared constants), see FbgemmKernels._conv2d_dw3_repeat.
 _DW3_CALL = "_fbgemm_dw3_call"
+#: The cached C plans of the static / dynamic linear (see FbgemmKernels._linear_plan / _dynamic_plan).
+_PLAN, _DPLAN = "_fbgemm_plan", "_fbgemm_dplan"
+_CACHES = (_CHECKED, _PREPARED, _DW3_CALL, _PLAN, _DPLAN)
+# Module constants read by the linear hot paths (one global lookup instead of two).
+_U8, _F32, _STRIDED = torch.uint8, torch.float32, torch.strided
 
 
 def _without_check_cache(obj: object) -> dict:
     """Pickle state of a packed weight: its fields, never the caches."""
-    return {k: v for k, v in obj.__dict__.items() if k not in (_CHECKED, _PREPARED, _DW3_CALL)}
+    return {k: v for k, v in obj.__dict__.items() if k not in _CACHES}
 
 
 def _prepared_entry(packed: object, key: tuple) -> tuple | None:
@@ -112,6 +117,17 @@ def _prepared_entry(packed: object, key: tuple) -> tuple | None:
         if c[0] == key[0] and c[1] == key[1] and c[2] == key[2] and c[3] is key[3] and c[4] == key[4]:
             return cache
     return None
+
+
+def _plan_state(packed: PackedLinearWeight, bias: Tensor | None) -> tuple:
+    """What a cached plan of ``packed`` depends on besides object identities: the address of
+    ``packed.packed`` (the plan points into it) and of the bias (a ``.data`` swap keeps the
+    object and its version), the in-place version counters of the tensors the plan copied
+    values from, and the shape. The hot paths of ``linear`` / ``linear_dynamic`` compare the
+    same tuple written inline (a call here would add ~0.1 us to each)."""
+    return (packed.packed.data_ptr(), packed.scales._version, packed.zero_points._version,
+            packed.row_sums._version, -1 if bias is None else bias._version,
+            0 if bias is None else bias.data_ptr(), packed.n, packed.k)
 
 
 def _packed_fields(packed: PackedLinearWeight) -> tuple:
@@ -325,6 +341,31 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         AVX2 / AVX-512 paths for inputs above 127 instead of the exact split form.
         """
         op = "fbgemm.linear"
+        # Hot path: the C plan cached by a previous checked call with the same qparams, bias
+        # object, packed fields, versions and addresses (exact scalar types, so a key that
+        # compares equal accepts nothing the checked path would refuse); anything else, or a
+        # status C refuses, takes the checked path below for its precise error.
+        plan = packed.__dict__.get(_PLAN) if type(packed) is PackedLinearWeight else None
+        if (plan is not None and plan[0] is packed.packed and plan[1] is packed.scales
+                and plan[2] is packed.zero_points and plan[3] is packed.row_sums and plan[4] is bias
+                and type(x_scale) is float and type(out_scale) is float and type(x_zero_point) is int
+                and type(out_zero_point) is int and type(relu) is bool
+                and (out_quant_min is None or type(out_quant_min) is int)
+                and (out_quant_max is None or type(out_quant_max) is int)
+                and plan[5] == (x_scale, x_zero_point, out_scale, out_zero_point, relu, out_quant_min,
+                                out_quant_max, raw_maddubs)
+                and plan[6] == (packed.packed.data_ptr(), packed.scales._version, packed.zero_points._version,
+                                packed.row_sums._version, -1 if bias is None else bias._version,
+                                0 if bias is None else bias.data_ptr(), packed.n, packed.k)
+                and type(x_q) is Tensor and x_q.dtype is _U8 and x_q.is_cpu and x_q.dim() >= 1
+                and x_q.shape[-1] == packed.k and x_q.layout is _STRIDED and x_q.is_contiguous()):
+            n = packed.n
+            m = x_q.numel() // packed.k
+            out = x_q.new_empty(m, n)  # uint8, like x_q
+            # the run syncs the pool with torch's thread count itself (one cffi call less)
+            if self.lib.fbgemm_linear_plan_run(plan[7], x_q.data_ptr(), m, out.data_ptr(),
+                                               torch.get_num_threads()) == 0:
+                return out if x_q.dim() == 2 else out.view(x_q.shape[:-1] + (n,))
         w_p, rs_p, ws_p, wz_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         _, m = self._check_x(x_q, torch.uint8, k, op, "x_q")
@@ -338,16 +379,48 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
             raise KernelInputError(f"{op}: out_quant_min {lo} > out_quant_max {hi}")
         if relu:
             lo = min(max(lo, oz), hi)
-        prepared = self._prepared(packed, xs, xz, bias, os_, op, w_p, rs_p, ws_p, wz_p)
         # torch.empty(m, n) parses faster than a shape tuple (~0.6 us per call)
         out = torch.empty(m, n, dtype=torch.uint8) if x_q.dim() == 2 else \
             torch.empty((*x_q.shape[:-1], n), dtype=torch.uint8)
+        key = (x_scale, x_zero_point, out_scale, out_zero_point, relu, out_quant_min, out_quant_max, raw_maddubs)
+        plan = self._linear_plan(packed, key, (xs, xz, os_, oz, lo, hi), bias, (w_p, rs_p, ws_p, wz_p))
         self.sync_threads()
-        status = self.lib.fbgemm_linear_u8s8_prepared(
-            self.ptr(x_q, "uint8_t *"), m, k, w_p, prepared, n, oz, lo, hi,
-            RAW_MADDUBS if raw_maddubs else 0, self.ptr(out, "uint8_t *"))
+        if plan is not None:
+            status = self.lib.fbgemm_linear_plan_run(plan, x_q.data_ptr(), m, out.data_ptr(), 0)
+        else:  # C refused the plan (e.g. a NaN bias): the prepared call reports why
+            prepared = self._prepared(packed, xs, xz, bias, os_, op, w_p, rs_p, ws_p, wz_p)
+            status = self.lib.fbgemm_linear_u8s8_prepared(
+                self.ptr(x_q, "uint8_t *"), m, k, w_p, prepared, n, oz, lo, hi,
+                RAW_MADDUBS if raw_maddubs else 0, self.ptr(out, "uint8_t *"))
         self.check_status(status, op)
         return out
+
+    def _linear_plan(self, packed: PackedLinearWeight, key: tuple, qparams: tuple, bias: Tensor | None,
+                     ptrs: tuple):
+        """The C plan (``fbgemm_linear_plan_new``: fbgemm_linear_prepare's blocks and the output
+        range, so a planned call runs the same C as an unplanned one) of ``packed`` for the
+        checked ``qparams = (x_scale, x_zp, out_scale, out_zp, qmin, qmax)``; cached on
+        ``packed`` with the call's raw arguments ``key``, the bias object, the field objects and
+        :func:`_plan_state`, so :meth:`linear`'s hot path can reuse it. None when C refuses
+        (``bias`` is then checked and reported by the caller's fallback)."""
+        if bias is not None and not (type(bias) is Tensor and bias.dtype is torch.float32 and bias.is_cpu
+                                     and bias.shape == (packed.n,) and bias.is_contiguous()):
+            return None
+        ffi, lib = self.ffi, self.lib
+        xs, xz, os_, oz, lo, hi = qparams
+        raw = lib.fbgemm_linear_plan_new(*ptrs, packed.n, packed.k, xs, xz,
+                                         ffi.NULL if bias is None else ffi.cast("float *", bias.data_ptr()),
+                                         os_, oz, lo, hi, RAW_MADDUBS if key[-1] else 0)
+        if raw == ffi.NULL:
+            return None
+        plan = ffi.gc(raw, lib.fbgemm_linear_plan_free)
+        # cached only for plain Python scalars, which compare exactly (a tensor qparam in the key
+        # would make the hot path's comparison a tensor op, and may change in place)
+        if [type(v) for v in key[:4]] == [float, int, float, int] and \
+                all(v is None or type(v) is int for v in key[5:7]):
+            packed.__dict__[_PLAN] = (packed.packed, packed.scales, packed.zero_points, packed.row_sums, bias, key,
+                                      _plan_state(packed, bias), plan)
+        return plan
 
     def _prepared(self, packed: PackedLinearWeight, xs: float, xz: int, bias: Tensor | None, os_: float,
                   op: str, w_p, rs_p, ws_p, wz_p):
@@ -384,26 +457,59 @@ class FbgemmKernels(EmbeddingKernelsMixin, CffiKernelLibrary):
         ``acc * (x_scale[row] * w_scale) + bias`` in float32.
         """
         op = "fbgemm.linear_dynamic"
+        # Hot path: the cached C plan (per-row epilogue constants made once), as in linear();
+        # NaN / inf in x makes C fail and the checked path below report it.
+        plan = packed.__dict__.get(_DPLAN) if type(packed) is PackedLinearWeight else None
+        if (plan is not None and plan[0] is packed.packed and plan[1] is packed.scales
+                and plan[2] is packed.zero_points and plan[3] is packed.row_sums and plan[4] is bias
+                and plan[5] == (packed.packed.data_ptr(), packed.scales._version, packed.zero_points._version,
+                                packed.row_sums._version, -1 if bias is None else bias._version,
+                                0 if bias is None else bias.data_ptr(), packed.n, packed.k)
+                and type(x) is Tensor and x.dtype is _F32 and x.is_cpu and x.dim() >= 1
+                and x.shape[-1] == packed.k and x.layout is _STRIDED and x.is_contiguous()
+                and type(per_row) is bool):
+            n = packed.n
+            m = x.numel() // packed.k
+            out = x.new_empty(m, n)  # float32, like x
+            # the plan holds both activation ranges; per_row (a bool) picks one in C
+            if self.lib.fbgemm_dynamic_plan_run(plan[6], x.data_ptr(), m, per_row, out.data_ptr(),
+                                                torch.get_num_threads()) == 0:
+                return out if x.dim() == 2 else out.view(x.shape[:-1] + (n,))
         w_p, rs_p, ws_p, wz_p = self._check_packed(packed, op)
         n, k = packed.n, packed.k
         _, m = self._check_x(x, torch.float32, k, op, "x")
         bias_p = self._check_bias(bias, n, op, packed)
         out = torch.empty(m, n, dtype=torch.float32) if x.dim() == 2 else \
             torch.empty((*x.shape[:-1], n), dtype=torch.float32)
+        plan = self._dynamic_plan(packed, bias, (w_p, rs_p, ws_p, wz_p), bias_p)
+        lo, hi = self.dynamic_per_row_act_range if per_row else ACT_RANGE
         self.sync_threads()
-        if per_row:
-            lo, hi = self.dynamic_per_row_act_range
-            status = self.lib.fbgemm_linear_dynamic_per_row_f32(
-                self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, lo, hi,
-                self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
-        else:
-            status = self.lib.fbgemm_linear_dynamic_f32(
-                self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, ACT_RANGE[0], ACT_RANGE[1],
-                self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
+        if plan is not None:
+            status = self.lib.fbgemm_dynamic_plan_run(plan, x.data_ptr(), m, 1 if per_row else 0, out.data_ptr(), 0)
+        else:  # C refused the plan (e.g. a NaN bias): the unplanned call reports why
+            entry = self.lib.fbgemm_linear_dynamic_per_row_f32 if per_row else self.lib.fbgemm_linear_dynamic_f32
+            status = entry(self.ptr(x, "float *"), m, k, w_p, rs_p, ws_p, wz_p, n, bias_p, lo, hi,
+                           self.ptr(out, "float *"), self.ffi.NULL, self.ffi.NULL)
         if status == 1:
             raise KernelInputError(f"{op}: x contains inf or NaN (cannot choose activation qparams)")
         self.check_status(status, op)
         return out
+
+    def _dynamic_plan(self, packed: PackedLinearWeight, bias: Tensor | None, ptrs: tuple, bias_p):
+        """The C dynamic plan (``fbgemm_dynamic_plan_new``: the per-row epilogue's constant
+        blocks, made once) of ``packed`` and the checked ``bias`` (pointer ``bias_p``), cached on
+        ``packed`` with the field objects, the bias object and :func:`_plan_state` for
+        :meth:`linear_dynamic`'s hot path. None when C refuses (the caller's fallback reports
+        why)."""
+        ffi, lib = self.ffi, self.lib
+        raw = lib.fbgemm_dynamic_plan_new(*ptrs, packed.n, packed.k, bias_p, *ACT_RANGE,
+                                          *self.dynamic_per_row_act_range)
+        if raw == ffi.NULL:
+            return None
+        plan = ffi.gc(raw, lib.fbgemm_dynamic_plan_free)
+        packed.__dict__[_DPLAN] = (packed.packed, packed.scales, packed.zero_points, packed.row_sums, bias,
+                                   _plan_state(packed, bias), plan)
+        return plan
 
     def _out_range(self, op: str, out_zero_point: int, relu: bool, out_quant_min, out_quant_max,
                    default: tuple[int, int] = ACT_RANGE) -> tuple[int, int]:
