@@ -31,8 +31,10 @@
  * group of <= 32 channels (144 = 2 * 64 + 16) runs 16 channels at a time in a
  * second layout, one zmm per staged column (the 16 channels x 4 taps) and four
  * output pixels per step, instead of quarter-filled 64-channel vectors or xmm
- * arithmetic. The per-call weight re-layout reads the packed gemm weights
- * directly, channels innermost.
+ * arithmetic. The weight re-layout (xnn_dwv_prepare) reads the packed gemm
+ * weights directly, channels innermost; it runs per call in the plain entry
+ * point, or once per layer into a cached plan (dwconv_plan.c), which then only
+ * launches the rows (xnn_dwv_launch).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -408,21 +410,39 @@ QP_TARGET_AVX512VNNI static void xnn_dwv_run(void *vctx, size_t begin, size_t en
   free(cb);
 }
 
-static int xnn_dwconv_rows__avx512vnni(const xnn_dwconv_problem *p) {
-  const size_t C = p->c, groups = (C + XNN_DWV_CG - 1) / XNN_DWV_CG, nq = (p->kh + 3) / 4, kw = p->kw;
-  const size_t C16 = xnn_round_up(C, 16);
+/* Where the prepared constants of a problem live in one buffer (xnn_dwv_prepare fills it,
+ * xnn_dwv_launch reads it): a function of the geometry only, so a cached buffer can be
+ * re-read by later calls without storing any pointer. */
+typedef struct {
+  size_t groups, nq, C16, sets, set_bytes, tset_bytes, wv_bytes, nat, taps;
+  int pair;
+} xnn_dwv_layout;
+
+static xnn_dwv_layout xnn_dwv_layout_of(size_t C, size_t kh, size_t kw, size_t sh, size_t dh) {
+  xnn_dwv_layout l;
+  l.groups = (C + XNN_DWV_CG - 1) / XNN_DWV_CG, l.nq = (kh + 3) / 4, l.C16 = xnn_round_up(C, 16);
   /* pair mode (stride and dilation 1 vertically, kh <= 3): one quad of four input rows feeds two
    * output rows, through two weight sets (set r: tap t = ky + r), so each interleaved column
    * serves two rows and no quad slot is wasted on 3-row kernels */
-  const int pair = p->sh == 1 && p->dh == 1 && p->kh <= 3;
-  const size_t sets = pair ? 2 : 1;
-  const size_t set_bytes = groups * kw * nq * 256, tset_bytes = kw * nq * C16 * 4;
-  const size_t wv_bytes = sets * (set_bytes + tset_bytes), nat = groups * XNN_DWV_CG, taps = p->kh * kw;
-  /* + scratch: the taps as [k][C16] bytes and per channel sums of w and |w| */
-  char *buf = (char *)malloc(wv_bytes + 2 * nat * (sizeof(int32_t) + sizeof(float)) + taps * C16 + 2 * C16 * 4);
-  if (!buf) return QP_ERR_OUT_OF_MEMORY;
+  l.pair = sh == 1 && dh == 1 && kh <= 3;
+  l.sets = l.pair ? 2 : 1;
+  l.set_bytes = l.groups * kw * l.nq * 256, l.tset_bytes = kw * l.nq * l.C16 * 4;
+  l.wv_bytes = l.sets * (l.set_bytes + l.tset_bytes), l.nat = l.groups * XNN_DWV_CG, l.taps = kh * kw;
+  return l;
+}
+
+/* Constants (weights, biases, multipliers) + the prepare step's scratch: the taps as [k][C16]
+ * bytes and per channel sums of w and |w| (kept in the buffer: no second allocation). */
+static size_t xnn_dwv_bytes(const xnn_dwv_layout *l) {
+  return l->wv_bytes + 2 * l->nat * (sizeof(int32_t) + sizeof(float)) + l->taps * l->C16 + 2 * l->C16 * 4;
+}
+
+/* Fills buf (xnn_dwv_bytes) from p's packed weights, bias, multipliers and x_zp; returns nomin. */
+static int xnn_dwv_prepare(const xnn_dwconv_problem *p, const xnn_dwv_layout *l, char *buf) {
+  const size_t C = p->c, groups = l->groups, nq = l->nq, kw = p->kw, C16 = l->C16, sets = l->sets;
+  const size_t set_bytes = l->set_bytes, tset_bytes = l->tset_bytes, nat = l->nat, taps = l->taps;
   int8_t *wv = (int8_t *)buf, *tw = wv + sets * set_bytes;
-  int32_t *be = (int32_t *)(buf + wv_bytes), *bn = be + nat;
+  int32_t *be = (int32_t *)(buf + l->wv_bytes), *bn = be + nat;
   float *mv = (float *)(bn + nat), *mn = mv + nat;
   uint32_t *wsum = (uint32_t *)(mn + nat), *wabs = wsum + C16;
   int8_t *wk = (int8_t *)(wabs + C16);
@@ -490,15 +510,48 @@ static int xnn_dwconv_rows__avx512vnni(const xnn_dwconv_problem *p) {
         memcpy(be + e, bn + ch, 4 * sizeof(int32_t));
         memcpy(mv + e, mn + ch, 4 * sizeof(float));
       }
+  return nomin;
+}
+
+/* Runs p with the constants xnn_dwv_prepare left in buf. */
+static int xnn_dwv_launch(const xnn_dwconv_problem *p, const xnn_dwv_layout *l, const char *buf, int nomin) {
+  const size_t kw = p->kw, groups = l->groups, nq = l->nq, nat = l->nat, sets = l->sets;
+  const int8_t *wv = (const int8_t *)buf, *tw = wv + sets * l->set_bytes;
+  const int32_t *be = (const int32_t *)(buf + l->wv_bytes), *bn = be + nat;
+  const float *mv = (const float *)(bn + nat), *mn = mv + nat;
   /* staged columns: every column the output row reads; the 16-channel kernel reads whole steps */
   const size_t ncols = (p->ow - 1) * p->sw + (kw - 1) * p->dw + 1;
   const size_t tcols = (xnn_round_up(p->ow, XNN_DWV_TP) - 1) * p->sw + (kw - 1) * p->dw + 1;
-  xnn_dwv_ctx ctx = {p, groups, nq, ncols, tcols, wv, be, mv, tw, bn, mn, set_bytes, tset_bytes, pair, nomin, 0};
-  const size_t row_tasks = pair ? (p->oh + 1) / 2 : p->oh;
+  xnn_dwv_ctx ctx = {p,  groups, nq, ncols,         tcols,          wv,      be,    mv,
+                     tw, bn,     mn, l->set_bytes, l->tset_bytes, l->pair, nomin, 0};
+  const size_t row_tasks = l->pair ? (p->oh + 1) / 2 : p->oh;
   const size_t tasks = p->batch * row_tasks, work = sets * groups * p->ow * kw * nq * 4 * 64;
   qp_parallel_for(tasks, work >= (1u << 14) ? 1 : (1u << 14) / work, xnn_dwv_run, &ctx);
-  free(buf);
   return ctx.failed ? QP_ERR_OUT_OF_MEMORY : QP_OK;
+}
+
+static int xnn_dwconv_rows__avx512vnni(const xnn_dwconv_problem *p) {
+  const xnn_dwv_layout l = xnn_dwv_layout_of(p->c, p->kh, p->kw, p->sh, p->dh);
+  char *buf = (char *)malloc(xnn_dwv_bytes(&l));
+  if (!buf) return QP_ERR_OUT_OF_MEMORY;
+  const int status = xnn_dwv_launch(p, &l, buf, xnn_dwv_prepare(p, &l, buf));
+  free(buf);
+  return status;
+}
+
+size_t xnn_dwv_plan_bytes(size_t c, size_t kh, size_t kw, size_t sh, size_t dh) {
+  const xnn_dwv_layout l = xnn_dwv_layout_of(c, kh, kw, sh, dh);
+  return xnn_dwv_bytes(&l);
+}
+
+int xnn_dwv_plan_prepare(const xnn_dwconv_problem *p, void *buf) {
+  const xnn_dwv_layout l = xnn_dwv_layout_of(p->c, p->kh, p->kw, p->sh, p->dh);
+  return xnn_dwv_prepare(p, &l, (char *)buf);
+}
+
+int xnn_dwv_plan_run(const xnn_dwconv_problem *p, const void *buf, int nomin) {
+  const xnn_dwv_layout l = xnn_dwv_layout_of(p->c, p->kh, p->kw, p->sh, p->dh);
+  return xnn_dwv_launch(p, &l, (const char *)buf, nomin);
 }
 
 xnn_dwconv_rows_fn xnn_dwconv_rows_for(int isa) {

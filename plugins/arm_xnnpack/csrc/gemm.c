@@ -238,15 +238,31 @@ int xnnpack_qs8_qc8w_linear(const int8_t *x, size_t m, size_t k, int32_t x_zp,
   const size_t np = xnn_round_up(n, XNN_NR);
   int32_t *bias_eff = (int32_t *)malloc(np * sizeof(int32_t));
   if (!bias_eff) return QP_ERR_OUT_OF_MEMORY;
+  xnn_qs8_bias_eff(bias, x_zp, row_sums, n, bias_eff);
+  const int status = xnn_qs8_linear_run(x, m, k, packed, row_sums, n, bias_eff, mult, n_mult != 1, out_zp, qmin,
+                                        qmax, out);
+  free(bias_eff);
+  return status;
+}
+
+void xnn_qs8_bias_eff(const int32_t *bias, int32_t x_zp, const int32_t *row_sums, size_t n, int32_t *bias_eff) {
+  const size_t np = xnn_round_up(n, XNN_NR);
   for (size_t j = 0; j < np; j++) /* bias - x_zp * row_sum, wrapping like the SIMD adds */
     bias_eff[j] = (int32_t)((uint32_t)(bias && j < n ? bias[j] : 0) - (uint32_t)x_zp * (uint32_t)row_sums[j]);
+}
+
+int xnn_qs8_linear_run(const int8_t *x, size_t m, size_t k, const int8_t *packed, const int32_t *row_sums, size_t n,
+                       const int32_t *bias_eff, const float *mult, int mult_per_channel, int32_t out_zp,
+                       int32_t qmin, int32_t qmax, int8_t *out) {
+  const xnn_gemm_config *cfg = xnn_gemm_config_for(qp_active_isa());
+  if (cfg == NULL) return QP_ERR_UNSUPPORTED_ISA; /* the scalar reference needs the plain bias */
+  if (m == 0) return QP_OK;
   xnn_gemm_task t = {0};
   t.cfg = cfg;
-  t.x = x, t.m = m, t.k = k, t.kp = kp, t.n = n, t.packed = packed, t.row_sums = row_sums;
-  t.bias_eff = bias_eff, t.mult = mult, t.mult_per_channel = n_mult != 1;
+  t.x = x, t.m = m, t.k = k, t.kp = xnn_round_up(k, XNN_KR), t.n = n, t.packed = packed, t.row_sums = row_sums;
+  t.bias_eff = bias_eff, t.mult = mult, t.mult_per_channel = mult_per_channel;
   t.zp = out_zp, t.qmin = qmin, t.qmax = qmax, t.out = out;
   xnn_gemm_parallel(&t);
-  free(bias_eff);
   return QP_OK;
 }
 
@@ -337,6 +353,12 @@ int xnnpack_qd8_f32_qc8w_linear(const float *x, size_t m, size_t k, int per_row,
   if (!w_scales || (n_w_scales != 1 && n_w_scales != n)) return QP_ERR_INVALID_ARGUMENT;
   for (size_t j = 0; j < n_w_scales; j++)
     if (!(w_scales[j] > 0.0f) || !isfinite(w_scales[j])) return QP_ERR_INVALID_ARGUMENT;
+  return xnn_qd8_linear_run(x, m, k, per_row, packed, row_sums, n, w_scales, n_w_scales != 1, bias, out);
+}
+
+int xnn_qd8_linear_run(const float *x, size_t m, size_t k, int per_row, const int8_t *packed,
+                       const int32_t *row_sums, size_t n, const float *w_scales, int w_per_channel, const float *bias,
+                       float *out) {
   if (m == 0) return QP_OK;
   /* one allocation: quantized rows, then per-row scales and zero points */
   const size_t xq_bytes = xnn_round_up(m * k, 16);
@@ -354,13 +376,13 @@ int xnnpack_qd8_f32_qc8w_linear(const float *x, size_t m, size_t k, int per_row,
     for (size_t i = 0; i < m; i++)
       for (size_t j = 0; j < n; j++)
         out[i * n + j] = xnn_dequant_one(xnn_dot_ref(xq + i * k, xz[i], packed, kp, j, k), xs[i],
-                                         w_scales[n_w_scales == 1 ? 0 : j], bias ? bias + j : NULL);
+                                         w_scales[w_per_channel ? j : 0], bias ? bias + j : NULL);
     goto done;
   }
   xnn_gemm_task t = {0};
   t.cfg = cfg;
   t.x = xq, t.m = m, t.k = k, t.kp = kp, t.n = n, t.packed = packed, t.row_sums = row_sums;
-  t.x_u8 = x_u8, t.dynamic = 1, t.x_zp = xz, t.x_scale = xs, t.w_scale = w_scales, t.w_per_channel = n_w_scales != 1;
+  t.x_u8 = x_u8, t.dynamic = 1, t.x_zp = xz, t.x_scale = xs, t.w_scale = w_scales, t.w_per_channel = w_per_channel;
   t.bias = bias, t.fout = out;
   xnn_gemm_parallel(&t);
 done:

@@ -181,6 +181,23 @@ typedef struct {
 typedef int (*xnn_dwconv_rows_fn)(const xnn_dwconv_problem *p);
 /* The row-wise depthwise kernel for `isa` (dwconv_x86.c: AVX-512 VNNI), NULL when there is none. */
 xnn_dwconv_rows_fn xnn_dwconv_rows_for(int isa);
+/* The linears after their argument checks (gemm.c), shared by the plain entry points and the
+ * prepared plans (linear_plan.c). bias_eff: xnn_round_up(n, XNN_NR) entries of bias - x_zp *
+ * row_sums (xnn_qs8_bias_eff); xnn_qs8_linear_run returns QP_ERR_UNSUPPORTED_ISA on the scalar
+ * path, which needs the plain bias. */
+void xnn_qs8_bias_eff(const int32_t *bias, int32_t x_zp, const int32_t *row_sums, size_t n, int32_t *bias_eff);
+int xnn_qs8_linear_run(const int8_t *x, size_t m, size_t k, const int8_t *packed, const int32_t *row_sums, size_t n,
+                       const int32_t *bias_eff, const float *mult, int mult_per_channel, int32_t out_zp,
+                       int32_t qmin, int32_t qmax, int8_t *out);
+int xnn_qd8_linear_run(const float *x, size_t m, size_t k, int per_row, const int8_t *packed,
+                       const int32_t *row_sums, size_t n, const float *w_scales, int w_per_channel, const float *bias,
+                       float *out);
+/* The row kernel's setup and run apart (dwconv_x86.c, x86-64 only; see dwconv_plan.c): bytes of
+ * the constants for a geometry, fill them (returns the nomin flag the run needs; reads packed,
+ * group_packed, kp, bias, mult, per_channel, x_zp and the geometry of p), run with them. */
+size_t xnn_dwv_plan_bytes(size_t c, size_t kh, size_t kw, size_t sh, size_t dh);
+int xnn_dwv_plan_prepare(const xnn_dwconv_problem *p, void *buf);
+int xnn_dwv_plan_run(const xnn_dwconv_problem *p, const void *buf, int nomin);
 /* The depthwise path of xnnpack_qs8_qc8w_conv2d_nhwc (groups == cin == cout), for a SIMD `cfg`
  * whose xnn_dwconv_acc_for is not NULL and kh * kw <= XNN_DW_MAX_TAPS (arguments already checked). */
 int xnn_dwconv_nhwc(const xnn_gemm_config *cfg, const int8_t *x, size_t batch, size_t h, size_t w, size_t c,

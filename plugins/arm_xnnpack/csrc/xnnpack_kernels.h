@@ -110,6 +110,35 @@ int xnnpack_f32_qb4w_linear(const float *x, size_t m, size_t k, const uint8_t *p
  * ISA path bit-identical). w_scales: n_w_scales = 1 or n entries, finite and > 0. */
 int xnnpack_f32_qc8w_linear(const float *x, size_t m, size_t k, const int8_t *packed, size_t n,
                             const float *w_scales, size_t n_w_scales, const float *bias, float *out);
+/* Prepared depthwise conv2d (groups == cin == cout; dwconv_plan.c): the static per-layer setup
+ * of xnnpack_qs8_qc8w_conv2d_nhwc done once into a caller-owned, 64-byte aligned buffer of
+ * xnnpack_dw_plan_size bytes (0: the active ISA has no prepared path, use the plain call), then
+ * xnnpack_dw_run per call with the same results bit for bit. The plan copies everything it needs
+ * (the packed weights, bias and multipliers may change afterwards: the caller re-prepares).
+ * xnnpack_dw_run returns QP_ERR_UNSUPPORTED_ISA when the active ISA is no longer the plan's. */
+size_t xnnpack_dw_plan_size(size_t c, size_t kh, size_t kw, size_t stride_h, size_t dilation_h);
+int xnnpack_dw_prepare(uintptr_t plan, size_t plan_size, const int8_t *packed, size_t c, size_t kh, size_t kw,
+                       size_t stride_h, size_t stride_w, size_t pad_h, size_t pad_w, size_t dilation_h,
+                       size_t dilation_w, int32_t x_zp, const int32_t *bias, const float *multipliers,
+                       size_t n_multipliers);
+int xnnpack_dw_run(uintptr_t plan, uintptr_t x, size_t batch, size_t h, size_t w, size_t oh, size_t ow,
+                   int32_t out_zp, int32_t qmin, int32_t qmax, uintptr_t out);
+/* Prepared linears (linear_plan.c): the layer's constants (int32 bias minus x_zp * row sums,
+ * multipliers; or the weight scales and fp32 bias) copied once into a caller-owned, 64-byte
+ * aligned buffer of *_plan_size bytes; each run then takes only x, its rows m and out, with the
+ * same results bit for bit as xnnpack_qs8_qc8w_linear / xnnpack_qd8_f32_qc8w_linear. The plan
+ * points at (does not copy) packed and row_sums: keep them alive and unchanged while using it.
+ * xnnpack_linear_run returns QP_ERR_UNSUPPORTED_ISA on the scalar path (use the plain call). */
+size_t xnnpack_linear_plan_size(size_t n);
+int xnnpack_linear_prepare(uintptr_t plan, size_t plan_size, size_t k, int32_t x_zp, const int8_t *packed,
+                           const int32_t *row_sums, size_t n, const int32_t *bias, const float *multipliers,
+                           size_t n_multipliers, int32_t out_zp, int32_t qmin, int32_t qmax);
+int xnnpack_linear_run(uintptr_t plan, uintptr_t x, size_t m, uintptr_t out);
+size_t xnnpack_dynamic_plan_size(size_t n);
+int xnnpack_dynamic_prepare(uintptr_t plan, size_t plan_size, size_t k, const int8_t *packed,
+                            const int32_t *row_sums, size_t n, const float *w_scales, size_t n_w_scales,
+                            const float *bias);
+int xnnpack_dynamic_run(uintptr_t plan, uintptr_t x, size_t m, int per_row, uintptr_t out);
 /* QP_CDEF_END */
 
 #ifdef __cplusplus

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import threading
 import weakref
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ class PackedLinearWeight:
     n: int
     k: int
 
+    def __getstate__(self) -> dict:
+        # the cached linear plans hold raw addresses valid in this process only: never pickled
+        return {k: v for k, v in self.__dict__.items() if k not in _LINEAR_PLANS}
+
 
 @dataclass
 class PackedConv2dWeight:
@@ -104,6 +109,23 @@ class PackedConv2dWeight:
     dilation_h: int
     dilation_w: int
     groups: int
+
+    def __getstate__(self) -> dict:
+        # the cached depthwise plan holds raw addresses valid in this process only: never pickled
+        return {k: v for k, v in self.__dict__.items() if k not in _DW_CACHES}
+
+
+#: Attributes under which a PackedLinearWeight keeps its prepared static / dynamic linear plans
+#: (see XNNPACKKernels._linear_plan / _dynamic_plan).
+_PLAN, _DPLAN = "_xnnpack_plan", "_xnnpack_dplan"
+_LINEAR_PLANS = (_PLAN, _DPLAN)
+#: Attributes under which a PackedConv2dWeight keeps its prepared depthwise plan (see
+#: XNNPACKKernels._dw_plan) and its last validated call (see XNNPACKKernels._conv2d_dw_repeat).
+_DW_PLAN, _DW_CALL = "_xnnpack_dw_plan", "_xnnpack_dw_call"
+_DW_CACHES = (_DW_PLAN, _DW_CALL)
+# The geometry fields of a PackedConv2dWeight as one tuple, read at C speed by the repeat check.
+_CONV_GEOMETRY = operator.attrgetter("cout", "cin_per_group", "kernel_h", "kernel_w", "stride_h", "stride_w",
+                                     "pad_h", "pad_w", "dilation_h", "dilation_w", "groups")
 
 
 @dataclass
@@ -323,9 +345,27 @@ class XNNPACKKernels(CffiKernelLibrary):
 
         ``bias`` is fp32 ``[N]`` (quantized to int32 with scale
         ``x_scale * w_scale``) or ``None``; ``relu`` fuses a ReLU through the
-        output clamp (``quant_min = max(-128, out_zero_point)``).
+        output clamp (``quant_min = max(-128, out_zero_point)``). Calls with plain Python
+        scalar qparams run a C plan cached on ``packed`` (:meth:`_linear_plan`).
         """
         op = "xnnpack.linear"
+        # Hot path: the cached C plan when the layer and its plain-scalar qparams are those it was
+        # prepared for (identity, address and version of every tensor it derives from); anything
+        # else, or a run C refuses (scalar ISA), takes the checked path below and its errors.
+        if (type(packed) is PackedLinearWeight and type(x_scale) is float and type(out_scale) is float
+                and type(x_zero_point) is int and type(out_zero_point) is int and type(relu) is bool):
+            args = (x_scale, x_zero_point, out_scale, out_zero_point, relu)
+            plan = packed.__dict__.get(_PLAN)
+            if plan is None or not self._plan_current(plan, packed, bias, args):
+                plan = self._linear_plan(packed, bias, args)
+            k = packed.k
+            if (plan is not None and type(x_q) is Tensor and x_q.dtype is _INT8 and x_q.is_cpu and x_q.dim() >= 1
+                    and x_q.shape[-1] == k and x_q.is_contiguous()):
+                m, n = x_q.numel() // k, packed.n
+                out = x_q.new_empty((m, n))  # cheaper per call than torch.empty(..., dtype=...)
+                self.sync_threads()
+                if self.lib.xnnpack_linear_run(plan[6], x_q.data_ptr(), m, out.data_ptr()) == 0:
+                    return out if x_q.dim() == 2 else out.view(x_q.shape[:-1] + (n,))
         x_scale = _finite_positive(x_scale, "x_scale", op)
         out_scale = _finite_positive(out_scale, "out_scale", op)
         w_ptr, rs_ptr, mult_ptr, n_mult, bias_ptr, _, _ = self._static_ptrs(packed, x_scale, out_scale, bias, op)
@@ -340,6 +380,61 @@ class XNNPACKKernels(CffiKernelLibrary):
             out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
         self.check_status(status, op)
         return out
+
+    @staticmethod
+    def _plan_key(packed: PackedLinearWeight, bias: Tensor | None) -> tuple:
+        """What a linear plan derives from, besides the tensors' identity: their addresses and
+        version counters (an in-place change re-prepares) and the sizes."""
+        return (packed.packed.data_ptr(), packed.packed._version, packed.row_sums._version, packed.scales._version,
+                -1 if bias is None else bias._version, packed.n, packed.k)
+
+    def _plan_current(self, plan: tuple, packed: PackedLinearWeight, bias: Tensor | None, args: tuple) -> bool:
+        """Whether a cached plan (see :meth:`_linear_plan`) still matches the layer and qparams."""
+        return (plan[0] is packed.packed and plan[1] is packed.row_sums and plan[2] is packed.scales
+                and plan[3] is bias and plan[4] == args and plan[5] == self._plan_key(packed, bias))
+
+    def _linear_plan(self, packed: PackedLinearWeight, bias: Tensor | None, args: tuple) -> tuple | None:
+        """Prepare and cache the static linear plan for plain-scalar ``args`` (x_scale,
+        x_zero_point, out_scale, out_zero_point, relu), or None when any check fails (the
+        checked path then raises the precise error)."""
+        op = "xnnpack.linear"
+        x_scale, x_zero_point, out_scale, out_zero_point, relu = args
+        try:
+            x_scale = _finite_positive(x_scale, "x_scale", op)
+            out_scale = _finite_positive(out_scale, "out_scale", op)
+            x_zp = _int8_zero_point(x_zero_point, "x_zero_point", op)
+            out_zp = _int8_zero_point(out_zero_point, "out_zero_point", op)
+            w_ptr, rs_ptr, mult_ptr, n_mult, bias_ptr, _, _ = self._static_ptrs(packed, x_scale, out_scale, bias, op)
+        except KernelInputError:
+            return None
+        size = int(self.lib.xnnpack_linear_plan_size(packed.n))
+        buf = torch.empty(size + 64, dtype=torch.uint8)
+        addr = -(-buf.data_ptr() // 64) * 64  # the C side keeps its arrays aligned
+        if self.lib.xnnpack_linear_prepare(addr, size, packed.k, x_zp, w_ptr, rs_ptr, packed.n, bias_ptr, mult_ptr,
+                                           n_mult, out_zp, max(-128, out_zp) if relu else -128, 127) != 0:
+            return None
+        plan = (packed.packed, packed.row_sums, packed.scales, bias, args, self._plan_key(packed, bias), addr, buf)
+        packed.__dict__[_PLAN] = plan
+        return plan
+
+    def _dynamic_plan(self, packed: PackedLinearWeight, bias: Tensor | None) -> tuple | None:
+        """Prepare and cache the dynamic linear plan (weight scales and fp32 bias), or None when
+        any check fails (the checked path then raises the precise error)."""
+        op = "xnnpack.linear_dynamic"
+        try:
+            w_ptr, rs_ptr, scales_ptr = self._packed_ptrs(packed, op)
+            bias = self._check_bias(bias, packed.n, op)
+        except KernelInputError:
+            return None
+        size = int(self.lib.xnnpack_dynamic_plan_size(packed.n))
+        buf = torch.empty(size + 64, dtype=torch.uint8)
+        addr = -(-buf.data_ptr() // 64) * 64  # the C side keeps its arrays aligned
+        if self.lib.xnnpack_dynamic_prepare(addr, size, packed.k, w_ptr, rs_ptr, packed.n, scales_ptr, packed.n,
+                                            self.ptr(bias, "float *") if bias is not None else self.ffi.NULL) != 0:
+            return None
+        plan = (packed.packed, packed.row_sums, packed.scales, bias, None, self._plan_key(packed, bias), addr, buf)
+        packed.__dict__[_DPLAN] = plan
+        return plan
 
     # ------------------------------------------------------ dynamic linear --
     def quantize_dynamic(self, x: Tensor, per_row: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -385,6 +480,20 @@ class XNNPACKKernels(CffiKernelLibrary):
         ``x.reshape(-1, K)`` when ``per_row`` else per tensor.
         """
         op = "xnnpack.linear_dynamic"
+        # Hot path as in linear: the cached plan, else (or on any status but 0, e.g. NaN input)
+        # the checked path below with its precise errors.
+        if type(packed) is PackedLinearWeight and type(per_row) is bool:
+            plan = packed.__dict__.get(_DPLAN)
+            if plan is None or not self._plan_current(plan, packed, bias, None):
+                plan = self._dynamic_plan(packed, bias)
+            k = packed.k
+            if (plan is not None and type(x) is Tensor and x.dtype is torch.float32 and x.is_cpu and x.dim() >= 1
+                    and x.shape[-1] == k and x.is_contiguous()):
+                m, n = x.numel() // k, packed.n
+                out = x.new_empty((m, n))
+                self.sync_threads()
+                if self.lib.xnnpack_dynamic_run(plan[6], x.data_ptr(), m, per_row, out.data_ptr()) == 0:
+                    return out if x.dim() == 2 else out.view(x.shape[:-1] + (n,))
         (w_ptr, rs_ptr, scales_ptr), m, bias, out = self._float_linear_args(x, packed, bias, op)
         status = self.lib.xnnpack_qd8_f32_qc8w_linear(
             self.ptr(x, "float *"), m, packed.k, int(bool(per_row)), w_ptr, rs_ptr, packed.n, scales_ptr, packed.n,
@@ -493,8 +602,19 @@ class XNNPACKKernels(CffiKernelLibrary):
         Computes in NHWC: a channels_last input is used in place (a contiguous
         NCHW one is transposed first), and the output is returned in
         channels_last memory (NCHW logical shape), ready for the next conv.
+
+        A depthwise layer on an ISA with a prepared path (AVX-512 VNNI) caches its per-layer
+        constants on ``packed`` (:meth:`_dw_plan`) and a repeat of its last validated call
+        skips the Python checks (:meth:`_conv2d_dw_repeat`); both are invalidated by any
+        change of qparams, bias object, tensor versions or geometry. Outputs are unchanged.
         """
         op = "xnnpack.conv2d"
+        fast = packed.__dict__.get(_DW_CALL) if type(packed) is PackedConv2dWeight else None
+        if fast is not None:
+            out = self._conv2d_dw_repeat(fast, x_q, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point,
+                                         relu)
+            if out is not None:
+                return out
         if not isinstance(packed, PackedConv2dWeight):
             raise KernelInputError(f"{op}: packed must be a PackedConv2dWeight from pack_conv2d_weight, "
                                    f"got {type(packed).__name__}")
@@ -551,13 +671,107 @@ class XNNPACKKernels(CffiKernelLibrary):
                 self.ptr(p.packed, "int8_t *"), self.ptr(p.row_sums, "int32_t *"), self.ptr(mult, "float *"),
                 mult.numel(), self.ptr(bias_q, "int32_t *") if bias_q is not None else self.ffi.NULL, mult, bias_q))
         w_ptr, rs_ptr, mult_ptr, n_mult, bias_ptr = cached[:5]
-        out = torch.empty((n, cout, oh, ow), dtype=_INT8, memory_format=torch.channels_last)  # NHWC in memory
+        lo = max(-128, out_zp) if relu else -128
+        # channels_last int8 output (NHWC in memory); new_empty_strided costs less per call than
+        # torch.empty(memory_format=...) for the same strides
+        out = nhwc.new_empty_strided((n, cout, oh, ow), (oh * ow * cout, 1, ow * cout, cout))
         self.sync_threads()
+        if groups == cout and p.cin_per_group == 1:  # depthwise: the prepared plan, when this ISA has one
+            plan = self._dw_plan(p, x_scale, x_zp, out_scale, bias, cached, op)
+            if plan is not None:
+                status = self.lib.xnnpack_dw_run(plan[4], nhwc.data_ptr(), n, h, w, oh, ow, out_zp, lo, 127,
+                                                  out.data_ptr())
+                if status != 2:  # 2: another ISA is active than the plan's (set_isa): the plain call below
+                    self.check_status(status, op)
+                    self._remember_dw_call(p, (x_scale, x_zero_point, out_scale, out_zero_point, relu), bias, plan,
+                                           out_zp, lo)
+                    return out
         status = self.lib.xnnpack_qs8_qc8w_conv2d_nhwc(
             self.ptr(nhwc, "int8_t *"), n, h, w, cin, x_zp, w_ptr, rs_ptr, groups, cout, p.kernel_h, p.kernel_w,
             p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, oh, ow, bias_ptr, mult_ptr,
-            n_mult, out_zp, max(-128, out_zp) if relu else -128, 127, self.ptr(out, "int8_t *"))
+            n_mult, out_zp, lo, 127, self.ptr(out, "int8_t *"))
         self.check_status(status, op)
+        return out
+
+    @staticmethod
+    def _dw_versions(packed: PackedConv2dWeight, bias: Tensor | None) -> tuple:
+        """In-place version counters of every tensor a depthwise plan is computed from."""
+        return (-1 if bias is None else bias._version, packed.packed._version, packed.scales._version)
+
+    def _dw_plan(self, packed: PackedConv2dWeight, x_scale: float, x_zp: int, out_scale: float,
+                 bias: Tensor | None, cached: tuple, op: str) -> tuple | None:
+        """The prepared depthwise plan for these (already validated) static qparams, or None.
+
+        None when the active ISA has no prepared path (``xnnpack_dw_plan_size`` is 0); that is
+        not cached, so a later call under another ISA still gets a plan. The plan is kept on
+        the packed weight, keyed on the qparams, the geometry, the identity of the bias and
+        packed tensors and their version counters: any change re-prepares it. ``cached`` holds
+        the C pointers of the validated weights, multipliers and int32 bias (see conv2d).
+        """
+        key = (x_scale, x_zp, out_scale, _CONV_GEOMETRY(packed))
+        idents = (bias, packed.packed, packed.scales, packed.row_sums)
+        versions = self._dw_versions(packed, bias)
+        hit = packed.__dict__.get(_DW_PLAN)
+        if hit is not None and hit[0] == key and hit[2] == versions and all(a is b for a, b in zip(hit[1], idents)):
+            return hit
+        p = packed
+        size = int(self.lib.xnnpack_dw_plan_size(p.cout, p.kernel_h, p.kernel_w, p.stride_h, p.dilation_h))
+        if size == 0:
+            return None
+        buf = torch.empty(size + 64, dtype=torch.uint8)
+        addr = -(-buf.data_ptr() // 64) * 64  # the C side keeps its constants 64-byte aligned
+        w_ptr, _, mult_ptr, n_mult, bias_ptr = cached[:5]
+        status = self.lib.xnnpack_dw_prepare(addr, size, w_ptr, p.cout, p.kernel_h, p.kernel_w, p.stride_h,
+                                             p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, x_zp,
+                                             bias_ptr, mult_ptr, n_mult)
+        if status == 2:  # the ISA changed between the size and the prepare: no plan this time
+            return None
+        self.check_status(status, op)
+        entry = (key, idents, versions, buf, addr)
+        packed.__dict__[_DW_PLAN] = entry
+        return entry
+
+    @staticmethod
+    def _remember_dw_call(packed: PackedConv2dWeight, args: tuple, bias: Tensor | None, plan: tuple, out_zp: int,
+                          lo: int) -> None:
+        """Remember a validated depthwise call so that a repeat skips the checks (see
+        :meth:`_conv2d_dw_repeat`); only for plain Python scalars, which compare exactly and
+        cheaply (comparing a tensor qparam would be a tensor op)."""
+        if [type(a) for a in args] != [float, int, float, int, bool]:
+            return
+        packed.__dict__[_DW_CALL] = (args, bias, plan[0][3], plan[1], plan[2], plan[4], plan[3], out_zp, lo)
+
+    def _conv2d_dw_repeat(self, fast: tuple, x_q, x_scale, x_zero_point, packed: PackedConv2dWeight, bias,
+                          out_scale, out_zero_point, relu) -> Tensor | None:
+        """The depthwise call remembered by :meth:`_remember_dw_call` again, or None when anything
+        differs from it (then the fully checked path runs, with its errors): the same plain
+        qparams, bias object, packed tensors, geometry and version counters, and a channels_last
+        int8 CPU input of the plan's channel count whose size the kernel covers.
+        """
+        args, fbias, geometry, idents, versions, addr, _buf, out_zp, lo = fast
+        if not (type(x_scale) is type(out_scale) is float and type(x_zero_point) is type(out_zero_point) is int
+                and type(relu) is bool):
+            return None
+        if bias is not fbias or (x_scale, x_zero_point, out_scale, out_zero_point, relu) != args:
+            return None
+        if idents[1] is not packed.packed or idents[2] is not packed.scales or idents[3] is not packed.row_sums \
+                or _CONV_GEOMETRY(packed) != geometry or self._dw_versions(packed, bias) != versions:
+            return None
+        if not (type(x_q) is Tensor and x_q.dtype is _INT8 and x_q.dim() == 4 and x_q.is_cpu
+                and x_q.is_contiguous(memory_format=torch.channels_last)):
+            return None
+        n, c, h, w = x_q.shape
+        cout, _, kh, kw, sh, sw, ph, pw, dh, dw, _ = geometry
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if c != cout or h + 2 * ph < span_h or w + 2 * pw < span_w:
+            return None
+        oh, ow = (h + 2 * ph - span_h) // sh + 1, (w + 2 * pw - span_w) // sw + 1
+        out = x_q.new_empty_strided((n, c, oh, ow), (oh * ow * c, 1, ow * c, c))
+        self.sync_threads()
+        status = self.lib.xnnpack_dw_run(addr, x_q.data_ptr(), n, h, w, oh, ow, out_zp, lo, 127, out.data_ptr())
+        if status == 2:  # another ISA is active now (set_isa): the checked path takes the plain call
+            return None
+        self.check_status(status, "xnnpack.conv2d")
         return out
 
     # ------------------------------------------------ int4 weight-only -----
