@@ -83,36 +83,41 @@ typedef struct {
   int avx512; /* run whole bags with fb_emb8_bag__avx512 */
 } fb_emb8_ctx;
 
-/* Rows are hinted into the cache in a burst at the start of each bag: every row from the cursor
- * up to FB_EMB8_AHEAD indices past the bag's first, i.e. mostly the bag's own rows, all of them
- * before its first load (rows of a bag longer than that are not hinted). Measured on the
- * benchmark's 100000 x 128 int8 table, bags of 20, both forms in one process on the same
- * indices: one hint per row 12 rows ahead inside the row loop took 134 us, the same as no hints
- * at all (the row loop's FMA chains wait for a late row, and dispatch waits with them), the
- * burst 105 us; 16..32 ahead were within 2 us, 8 ahead 119, 128 ahead 115. Loading the rows
- * with plain loads instead of hints took 131-154 us. */
-#define FB_EMB8_AHEAD 20
-/* Checks indices [*cursor, lim) and hints the rows of those before plim into the cache; returns
- * nonzero if one is outside the table. The burst reads every index anyway, so it validates them
- * here rather than in a separate pass (~5% of the call); the caller checks a bag's whole range
- * before the bag reads a row. */
-static inline uint64_t fb_emb8_check_hint(const fb_emb8_ctx *c, size_t *cursor, size_t lim,
-                                          size_t plim) {
+/* Rows are hinted into the cache FB_EMB8_AHEAD indices before their use, one row per row
+ * accumulated (fb_emb8_hint). The previous form, a burst of the next 20 rows' hints at the start
+ * of each bag, was ~37% of the kernel's samples on the benchmark's 100000 x 128 table, 70% of
+ * them stalled on the hint instructions themselves (miss buffers full), time the FMAs could not
+ * use; an in-loop hint only 12 rows ahead (tried before the burst) came too late. Raw kernel on
+ * the benchmark's 10240 lookups, called through cffi in a loop: burst 94-99 us, in-loop 32 ahead
+ * 79-95 us (torch's fused op in the same processes 73-91 us: the machine is shared and noisy);
+ * an in-cache 1000-row table 68 -> 57 us (the burst's per-index bounds branch went too). 20 / 24
+ * / 28 / 40 / 48 ahead, a hint per 64-byte line, and L2 or non-temporal hints were all within
+ * that noise. Override with -DFB_EMB8_AHEAD=n. */
+#ifndef FB_EMB8_AHEAD
+#define FB_EMB8_AHEAD 32
+#endif
+/* Hints the row of index i (if any) into the cache. Index i is not checked yet (bags are checked
+ * as they start), so an index outside the table hints row 0 instead: no address is formed
+ * outside the table. */
+static inline __attribute__((always_inline)) void fb_emb8_hint(const fb_emb8_ctx *c, size_t i) {
+  if (i >= c->nidx) return;
+  size_t r = (size_t)fb_get_index(c->idx, c->idx64, i);
+  r = r < c->rows ? r : 0;
+  /* one hint per 128 bytes of codes, not one per line: with the burst form, on the benchmark's
+   * 128-byte rows (which may start mid-pair: torch aligns tables to 64 bytes), hinting the first
+   * line only took 93-104 us, both lines 105-112; in-loop, both were within the noise */
+  for (size_t o = 0; o < c->row_bytes; o += 128)
+    __builtin_prefetch(c->w + r * c->row_bytes + o, 0, 3);
+  __builtin_prefetch(c->scales + r * c->qstride, 0, 3);
+  if (c->qstride == 1) __builtin_prefetch(c->zps + r, 0, 3); /* interleaved: the same line */
+}
+
+/* Nonzero if an index of [s, e) is outside the table; branch-free (a negative index wraps to a
+ * huge unsigned value, so one compare checks both bounds). */
+static inline uint64_t fb_emb8_bad(const fb_emb8_ctx *c, size_t s, size_t e) {
   uint64_t bad = 0;
-  for (; *cursor < lim; ++*cursor) {
-    /* a negative index wraps to a huge unsigned value: one compare checks both bounds */
-    const uint64_t r = (uint64_t)fb_get_index(c->idx, c->idx64, *cursor);
-    bad |= (uint64_t)(r >= c->rows);
-    if (*cursor >= plim || r >= c->rows) continue; /* no address is formed from a bad index */
-    /* one hint per 128 bytes of codes, not one per line: on the 128-byte rows of the
-     * benchmark (which start mid-pair: torch aligns tables to 64 bytes), hinting the first
-     * line only took 93-104 us, both lines 105-112 (the hints stall when the miss buffers are
-     * full; the second line's demand load does better) */
-    for (size_t o = 0; o < c->row_bytes; o += 128)
-      __builtin_prefetch(c->w + r * c->row_bytes + o, 0, 3);
-    __builtin_prefetch(c->scales + r * c->qstride, 0, 3);
-    if (c->qstride == 1) __builtin_prefetch(c->zps + r, 0, 3); /* interleaved: the same line */
-  }
+  for (size_t i = s; i < e; i++)
+    bad |= (uint64_t)((uint64_t)fb_get_index(c->idx, c->idx64, i) >= c->rows);
   return bad;
 }
 
@@ -174,19 +179,26 @@ QP_TARGET_AVX512 static inline __attribute__((always_inline)) size_t fb_emb8_bag
 #undef FB_EMB8_DECL
   float bias = -0.0f; /* FB_EMB8_BSUM: sum of -zp * scale over the rows */
   size_t used = 0;
+  /* the block's first code byte of row 0: each vector's load is then a constant displacement
+   * from one row pointer (with j0 + 16 v in registers GCC spilled the offsets and reloaded
+   * them every row: 99 -> 94 us on the benchmark's raw kernel loop) */
+  const uint8_t *base = c->w + (BITS == 8 ? j0 : j0 / 2);
+  const size_t row_bytes = c->row_bytes, qstride = c->qstride;
+  const int64_t pad = c->pad;
   for (size_t i = s; i < e; i++) {
+    if (j0 == 0) fb_emb8_hint(c, i + FB_EMB8_AHEAD); /* later blocks find the rows in L1 */
     const int64_t r = fb_get_index(c->idx, c->idx64, i);
-    if (r == c->pad) continue;
-    const uint8_t *row = c->w + (size_t)r * c->row_bytes;
-    const int32_t zp = c->zps[(size_t)r * c->qstride];
+    if (r == pad) continue;
+    const uint8_t *row = base + (size_t)r * row_bytes;
+    const int32_t zp = c->zps[(size_t)r * qstride];
     const __m512i vz = _mm512_set1_epi32(zp);
-    const float scale = c->scales[(size_t)r * c->qstride];
+    const float scale = c->scales[(size_t)r * qstride];
     const __m512 vs = _mm512_set1_ps(scale);
     const __m512 vw = _mm512_set1_ps(KIND == FB_EMB8_WSUM ? c->psw[i] : 1.0f);
     if (KIND == FB_EMB8_BSUM) bias = fmaf(-(float)zp, scale, bias);
 #define FB_EMB8_STEP(v)                                                                      \
     if (v < NV) {                                                                            \
-      const __m512i q = fb_emb8_load16(row, BITS, FULL, j0 + 16 * v, m##v, mb##v);           \
+      const __m512i q = fb_emb8_load16(row, BITS, FULL, 16 * v, m##v, mb##v);                \
       if (KIND == FB_EMB8_BSUM) {                                                            \
         acc##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), vs, acc##v);                         \
       } else {                                                                               \
@@ -266,14 +278,15 @@ static size_t fb_emb8_bag__avx512(const fb_emb8_ctx *c, size_t s, size_t e, floa
 
 static void fb_emb8_task(void *vctx, size_t begin, size_t end) {
   const fb_emb8_ctx *c = (const fb_emb8_ctx *)vctx;
-  size_t cursor = 0; /* next index to check and hint (fb_emb8_check_hint) */
+  if (begin < end) { /* the rows before the first in-loop hint's */
+    const size_t s0 = (size_t)fb_get_index(c->off, c->off64, begin);
+    for (size_t i = s0; i < s0 + FB_EMB8_AHEAD; i++) fb_emb8_hint(c, i);
+  }
   for (size_t b = begin; b < end; b++) {
     float *acc = c->out + b * c->dim;
     size_t s = (size_t)fb_get_index(c->off, c->off64, b);
     const size_t e = fb_emb8_bag_end(c, b);
-    if (cursor < s) cursor = s;
-    const size_t plim = s + FB_EMB8_AHEAD < c->nidx ? s + FB_EMB8_AHEAD : c->nidx;
-    if (fb_emb8_check_hint(c, &cursor, e > plim ? e : plim, plim)) {
+    if (fb_emb8_bad(c, s, e)) {
       *c->status = QP_ERR_INVALID_ARGUMENT; /* benign race: every writer stores the same value */
       return;
     }
@@ -289,6 +302,7 @@ static void fb_emb8_task(void *vctx, size_t begin, size_t end) {
       for (size_t j = 0; j < c->dim; j++) acc[j] = -0.0f; /* sums start from the additive identity */
     float bias = -0.0f; /* FB_EMB8_BSUM: sum of -zp * scale over the rows */
     for (size_t i = s; i < e; i++) {
+      fb_emb8_hint(c, i + FB_EMB8_AHEAD);
       const int64_t r = fb_get_index(c->idx, c->idx64, i);
       if (r == c->pad) continue;
       const int32_t zp = c->zps[(size_t)r * c->qstride];
@@ -322,7 +336,7 @@ static int fb_emb_bag_codes(const uint8_t *weight, int bits, const float *scales
       padding_idx < -1 || padding_idx >= (int64_t)rows || (num_indices > 0 && indices == NULL) ||
       fb_emb_check_offsets(offsets, offsets_are_int64, num_indices, num_bags, open_end) != QP_OK)
     return QP_ERR_INVALID_ARGUMENT;
-  int status = QP_OK; /* indices are checked by the tasks (fb_emb8_check_hint) */
+  int status = QP_OK; /* the tasks check each bag's indices before it reads a row (fb_emb8_bad) */
   fb_emb8_ctx c = {weight, bits, bits == 8 ? dim : dim / 2, scales, zero_points, qstride, dim,
                    indices, offsets, num_indices, indices_are_int64, offsets_are_int64, mode,
                    num_bags, open_end, rows, &status, per_sample_weights, padding_idx, out, 0};
