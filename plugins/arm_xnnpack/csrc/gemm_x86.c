@@ -305,8 +305,9 @@ QP_TARGET_AVX512VNNI static void xnn_qu8_qc8w_gemm_ukernel_4x16c4__avx512vnni(
 
 /* Software prefetch distance (bytes) of the two weight streams of the 8x32 loop: with few rows
  * (M = 8 at K = N = 4096) a call streams 16 MB of weights from beyond L2 and the loop waits on
- * the loads: 8x4096x4096 static took 773-873 us without the prefetch, 659-674 us with it (CPU
- * time of one thread, same build otherwise). Prefetches never fault, past a panel's end too. */
+ * the loads: 8x4096x4096 static took 773-873 us without the prefetch, 659-674 us with it (same
+ * build otherwise; `python benchmarks/bench_linear_cpu_time.py xnnpack --m 8`). Prefetches
+ * never fault, past a panel's end too. */
 #define XNN_PF_DIST 2048
 
 /* 8 rows x 32 channels: 16 accumulators, two weight loads and eight activation broadcasts per

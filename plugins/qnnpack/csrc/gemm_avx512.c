@@ -108,7 +108,8 @@ QP_TARGET_AVX512VNNI static void qnnpack_qu8_gemm_ukernel_1x16c4__avx512vnni(
  * tiles (M = 8 at K = N = 4096) every call streams 16 MB of weights that do not fit in L2, and
  * the hardware prefetcher alone kept the loop waiting on the weight load (perf annotate: half
  * the samples on the instruction after it): 8x4096x4096 took 1.8-2.0 ms without the prefetch,
- * 0.66-0.96 ms with it (same build otherwise, CPU time of one thread, a loaded machine).
+ * 0.66-0.96 ms with it (same build otherwise; CPU time of the calling thread as
+ * `python benchmarks/bench_linear_cpu_time.py qnnpack --m 8` measures it, on a loaded machine).
  * 2 KB as in the fbgemm plugin's wide kernel. Prefetches never fault, past the panel too. */
 #define QNNPACK_PF_DIST 2048
 
