@@ -6,7 +6,8 @@ embedding_bits=8 or 4), backend="fbgemm")`` swaps in (module call, Python wrappe
 "torch module" is ``torch.ao.nn.quantized.EmbeddingBag`` (``float_qparams_weight_only_qconfig``
 or its ``_4bit`` twin), "torch op" the fused op it calls
 (``torch.ops.quantized.embedding_bag_byte_rowwise_offsets`` / ``..._4bit_...``) timed alone, without
-the module's Python. Each is timed in turn, several rounds, median per column (the machine is
+the module's Python; "ours call" is the kernel library's protocol method
+(``kernels.embedding_bag_int8`` / ``_int4``) the module calls, timed alone. Each is timed in turn, several rounds, median per column (the machine is
 shared). Error is the relative error of the pooled output against fp32. Run:
 
     python benchmarks/bench_embeddings.py [--rows 100000 --dim 128 --bags 512 --per-bag 20]
@@ -68,8 +69,12 @@ def main() -> None:
         float_copy.qconfig = torch_qconfigs[bits]
         torch_module = nnq.EmbeddingBag.from_float(float_copy)
         table, op = torch_prepack[bits](weight), torch_ops[bits]
+        k = ours.kernels()
+        bag = k.embedding_bag_int8 if bits == 8 else k.embedding_bag_int4
+        tables = (ours.weight_q, ours.weight_scales, ours.weight_zero_points)
         calls = {
             "ours": lambda: ours(indices, offsets),
+            "ours call": lambda: bag(indices, offsets, *tables, mode="sum"),
             "fp32": lambda: fp32(indices, offsets),
             "torch module": lambda: torch_module(indices, offsets),
             "torch op": lambda: op(table, indices, offsets, False, 0, False, None, None, False),
@@ -80,7 +85,7 @@ def main() -> None:
                 times[k].append(time_call(fn))
         t = {k: statistics.median(v) for k, v in times.items()}
         mb = (ours.weight_q.numel() + 8 * args.rows) / 1e6  # codes + float32 scale + int32 zero point
-        rows.append([f"int{bits}", f"{t['ours'] * 1e6:.0f}", f"{t['fp32'] * 1e6:.0f}",
+        rows.append([f"int{bits}", f"{t['ours'] * 1e6:.0f}", f"{t['ours call'] * 1e6:.0f}", f"{t['fp32'] * 1e6:.0f}",
                      f"{t['torch module'] * 1e6:.0f}", f"{t['torch op'] * 1e6:.0f}",
                      f"{t['fp32'] / t['ours']:.2f}x", f"{t['torch module'] / t['ours']:.2f}x",
                      f"{t['torch op'] / t['ours']:.2f}x", f"{rel(ours(indices, offsets)):.4f}",
@@ -88,7 +93,7 @@ def main() -> None:
     print(f"EmbeddingBag sum, table {args.rows}x{args.dim}, {args.bags} bags x {args.per_bag} indices, "
           f"{args.threads} thread(s), fbgemm kernels ({ours.kernel_path.rsplit('(', 1)[-1].rstrip(')')}), "
           f"median of {args.rounds} rounds\n")
-    print(markdown_table(["rows", "ours (us)", "torch fp32 (us)", "torch module (us)", "torch op (us)", "vs fp32",
+    print(markdown_table(["rows", "ours (us)", "ours call (us)", "torch fp32 (us)", "torch module (us)", "torch op (us)", "vs fp32",
                           "vs torch module", "vs torch op", "rel. error ours", "rel. error torch",
                           "table MB"], rows))
 

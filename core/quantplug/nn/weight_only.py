@@ -330,9 +330,11 @@ class QuantizedEmbeddingBag(_EmbeddingBase):
             return op(input, offsets, self.weight_q, self.weight_scales, self.weight_zero_points, self.mode,
                       per_sample_weights, self.include_last_offset, self.padding_idx, self.backend_name)
         if self.uses_plugin_kernel:
-            k = self.kernels()
+            # buffers read from the dict, not through nn.Module.__getattr__: after a bag has
+            # streamed its rows through the caches each Python step here costs double
+            k, b = self._runtime.get("kernels") or self.kernels(), self._buffers
             fn = k.embedding_bag_int8 if self.bits == 8 else k.embedding_bag_int4
-            return fn(input, offsets, self.weight_q, self.weight_scales, self.weight_zero_points, mode=self.mode,
+            return fn(input, offsets, b["weight_q"], b["weight_scales"], b["weight_zero_points"], mode=self.mode,
                       per_sample_weights=per_sample_weights, include_last_offset=self.include_last_offset,
                       padding_idx=self.padding_idx)
         # Dequantize only the distinct rows this call touches, then let torch do the bagging.

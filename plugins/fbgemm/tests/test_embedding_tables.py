@@ -46,6 +46,43 @@ def test_open_ended_offsets_equal_the_closed_form_on_every_isa(kernels, isas, bi
             assert not bool(open_[[1, 4, 6]].any())  # empty bags give zeros
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_plain_call_hot_path_equals_the_general_path(kernels, bits):
+    """torch's usual call (1-D indices, bag starts, nothing else) takes ``_bag_codes``' inlined
+    path: every index / offset dtype pair, every mode, two threads, and its errors, against the
+    general path (the same bags with the closing offset) and the dense reference."""
+    g = torch.Generator().manual_seed(20 + bits)
+    q, s, z = _table(g, 60, 24, bits)
+    idx = torch.randint(0, 60, (900,), generator=g)
+    starts = torch.arange(0, 900, 3)
+    rows = ((q.to(torch.int32) if bits == 8 else torch.stack([q & 15, q >> 4], 2).reshape(60, 24).to(torch.int32))
+            - z.unsqueeze(1)).float() * s.unsqueeze(1)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for idt in (torch.int64, torch.int32):
+                for odt in (torch.int64, torch.int32):
+                    for mode in MODES:
+                        i, o = idx.to(idt), starts.to(odt)
+                        hot = _bag(kernels, bits)(i, o, q, s, z, mode=mode)
+                        general = _bag(kernels, bits)(i, torch.cat([o, o.new_tensor([900])]), q, s, z, mode=mode,
+                                                      include_last_offset=True)
+                        assert torch.equal(hot, general), (threads, idt, odt, mode)
+                        dense = torch.nn.functional.embedding_bag(idx, rows, starts, mode=mode)
+                        torch.testing.assert_close(hot, dense, rtol=1e-5, atol=1e-4)
+            assert kernels.lib.qp_get_num_threads() == threads  # the hot path follows torch's thread count
+    finally:
+        torch.set_num_threads(before)
+    bad = idx.clone()
+    bad[899] = 60
+    with pytest.raises(KernelInputError, match=r"indices must lie in \[0, 60\)"):
+        _bag(kernels, bits)(bad, starts, q, s, z, mode="sum")
+    with pytest.raises(KernelInputError, match="offsets must start at 0"):
+        _bag(kernels, bits)(idx, starts.flip(0), q, s, z, mode="sum")
+    assert _bag(kernels, bits)(idx, starts[:0], q, s, z, mode="sum").shape == (0, 24)
+
+
 def test_c_entry_checks_open_ended_offsets(kernels):
     g = torch.Generator().manual_seed(1)
     q, s, z = _table(g, 10, 16, 8)

@@ -31,6 +31,7 @@ from quantplug.kernels import check_tensor
 __all__ = ["EmbeddingKernelsMixin", "embedding_dim"]
 
 _MODES = {"sum": 0, "mean": 1}
+_BAG_OPS = {8: "fbgemm.embedding_bag_int8", 4: "fbgemm.embedding_bag_int4"}  # op names for errors
 _INT8_MODES = {"sum": 0, "mean": 1, "max": 2}
 #: enum fbgemm_bag_flags (csrc/fbgemm_kernels.h)
 _OFFSETS_INT64, _OPEN_END = 1, 2
@@ -73,6 +74,34 @@ def _bag_layout(indices: object, offsets: Tensor | None, include_last_offset: bo
     if offsets.numel() < 1:
         raise KernelInputError(f"{op}: offsets is empty; with include_last_offset=True it needs the end too")
     return indices, offsets
+
+
+class _CodeTable:
+    """A checked table of codes as the C kernels read it: the codes in place (``w_p``), the
+    interleaved (scale, zero point) pairs built once (``qparams`` / ``q_p``), ``rows``, ``dim``.
+
+    Kept per table by :meth:`EmbeddingKernelsMixin._code_table`; valid while the caller passes
+    the same scales / zero-point tensors unchanged (their ``_version`` counters: an in-place
+    update rebuilds the pairs) and the codes tensor still has the address and shape checked.
+    """
+
+    __slots__ = ("ref", "scales", "zero_points", "bits", "shape", "addr", "s_version", "z_version",
+                 "w_p", "qparams", "q_p", "rows", "dim")
+
+    def __init__(self, ref, scales: Tensor, zero_points: Tensor, bits: int, weight_q: Tensor, w_p,
+                 qparams: Tensor, q_p, dim: int) -> None:
+        self.ref, self.scales, self.zero_points, self.bits = ref, scales, zero_points, bits
+        self.shape, self.addr = weight_q.shape, weight_q.data_ptr()
+        self.s_version, self.z_version = scales._version, zero_points._version
+        self.w_p, self.qparams, self.q_p = w_p, qparams, q_p
+        self.rows, self.dim = int(weight_q.shape[0]), dim
+
+    def still_valid(self, weight_q: Tensor, scales: Tensor, zero_points: Tensor, bits: int) -> bool:
+        """Whether this entry still describes ``weight_q`` with these qparams (a few identity tests)."""
+        return (self.ref() is weight_q and self.scales is scales and self.zero_points is zero_points
+                and self.bits == bits and scales._version == self.s_version
+                and zero_points._version == self.z_version and weight_q.data_ptr() == self.addr
+                and weight_q.shape == self.shape)
 
 
 class EmbeddingKernelsMixin:
@@ -191,22 +220,20 @@ class EmbeddingKernelsMixin:
 
     # ------------------------------------------------ the core's int8 protocol --
     def _code_table(self, weight_q: Tensor, scales: Tensor, zero_points: Tensor, bits: int,
-                    op: str) -> tuple:
-        """``(rows, dim, codes pointer, qparams pointer)`` of an int8 table ``[rows, dim]`` or a
-        4-bit one (uint8 ``[rows, dim / 2]``) with its per-row scales and zero points.
+                    op: str) -> "_CodeTable":
+        """The checked table of int8 codes ``weight_q [rows, dim]`` (or 4-bit ones, uint8
+        ``[rows, dim / 2]``) with its per-row scales and zero points.
 
         The checks and the interleaved (scale, zero point) pairs the C kernel reads
         (fbgemm_embedding_qparams_interleave: one cache line per looked-up row instead of two)
         are made once per table and kept while ``weight_q`` lives, keyed by its identity (the
-        core's storage stays the only copy of the codes). Per call, a few identity tests: the
-        same scales and zero-point tensors, unchanged version counters (an in-place update
-        rebuilds the pairs), and the same data pointer and shape of the codes.
+        core's storage stays the only copy of the codes); :meth:`_CodeTable.still_valid` is the
+        per-call test.
         """
         tables = self.__dict__.setdefault("_code_tables", {})
         entry = tables.get(id(weight_q))
-        if entry is not None and entry[0]() is weight_q and entry[1] is scales and entry[2] is zero_points \
-                and entry[3] == (bits, weight_q.data_ptr(), weight_q.shape, scales._version, zero_points._version):
-            return entry[4]
+        if entry is not None and entry.still_valid(weight_q, scales, zero_points, bits):
+            return entry
         name = "weight_q" if bits == 8 else "weight_packed"
         check_tensor(weight_q, name, dtype=torch.int8 if bits == 8 else torch.uint8, ndim=2, op=op)
         rows, cols = weight_q.shape
@@ -218,14 +245,13 @@ class EmbeddingKernelsMixin:
         if self.lib.fbgemm_embedding_qparams_interleave(self.ptr(scales, "float *"), self.ptr(zero_points, "int32_t *"),
                                                         rows, self.ptr(qparams, "int32_t *")) != 0:
             raise KernelInputError(f"{op}: scales contains inf or NaN")
-        table = (int(rows), int(cols) * (8 // bits), self.ptr(weight_q, "uint8_t *"), self.ptr(qparams, "int32_t *"),
-                 qparams)
         key = id(weight_q)
         # the entry goes when the table does (the callback of a replaced entry's reference never runs)
         ref = weakref.ref(weight_q, lambda _, key=key: tables.pop(key, None))
-        tables[key] = (ref, scales, zero_points,
-                       (bits, weight_q.data_ptr(), weight_q.shape, scales._version, zero_points._version), table)
-        return table
+        entry = _CodeTable(ref, scales, zero_points, bits, weight_q, self.ptr(weight_q, "uint8_t *"), qparams,
+                           self.ptr(qparams, "int32_t *"), int(cols) * (8 // bits))
+        tables[key] = entry
+        return entry
 
     def embedding_bag_int8(self, input: Tensor, offsets: Tensor | None, weight_q: Tensor, scales: Tensor,
                            zero_points: Tensor, *, mode: str = "mean", per_sample_weights: Tensor | None = None,
@@ -252,9 +278,40 @@ class EmbeddingKernelsMixin:
     def _bag_codes(self, bits: int, input: Tensor, offsets: Tensor | None, weight_q: Tensor, scales: Tensor,
                    zero_points: Tensor, mode: str, per_sample_weights: Tensor | None, include_last_offset: bool,
                    padding_idx: int | None) -> Tensor:
-        op = f"fbgemm.embedding_bag_int{bits}"
-        rows, dim, w_p, q_p, _ = self._code_table(weight_q, scales, zero_points, bits, op)
+        op = _BAG_OPS[bits]
+        tables = self.__dict__.get("_code_tables")
+        table = tables.get(id(weight_q)) if tables is not None else None
+        if table is None or not table.still_valid(weight_q, scales, zero_points, bits):
+            table = self._code_table(weight_q, scales, zero_points, bits, op)
         mode_id = _INT8_MODES.get(mode) if type(mode) is str else None
+        # Hot path, torch's usual call (1-D indices with bag starts, nothing else): the same C
+        # call with the checks inlined. Why bother: the bag has just streamed thousands of random
+        # rows through the caches, so the interpreter runs cold and the general path's helper
+        # calls cost ~7 us a call on 100000x128 / 512 bags of 20 (a kernel of ~75 us);
+        # `python benchmarks/bench_embeddings.py` measures the whole module call.
+        if (offsets is not None and per_sample_weights is None and padding_idx is None and mode_id is not None
+                and not include_last_offset and type(input) is Tensor and type(offsets) is Tensor
+                and (input.dtype is torch.int64 or input.dtype is torch.int32)
+                and (offsets.dtype is torch.int64 or offsets.dtype is torch.int32)
+                and input.dim() == 1 and offsets.dim() == 1 and input.is_contiguous() and offsets.is_contiguous()
+                and input.is_cpu and offsets.is_cpu):
+            num_bags = offsets.numel()
+            if num_bags == 0:
+                return torch.empty(0, table.dim, dtype=torch.float32)
+            out = torch.empty(num_bags, table.dim, dtype=torch.float32)
+            if torch.get_num_threads() != self.lib.qp_get_num_threads():
+                self.sync_threads()
+            ffi = self.ffi
+            status = self.lib.fbgemm_embedding_bag_codes(
+                table.w_p, bits, table.q_p, table.rows, table.dim, ffi.cast("void *", input.data_ptr()),
+                input.dtype is torch.int64, input.numel(), ffi.cast("void *", offsets.data_ptr()),
+                _OPEN_END | _OFFSETS_INT64 if offsets.dtype is torch.int64 else _OPEN_END, num_bags, ffi.NULL,
+                mode_id, -1, ffi.cast("float *", out.data_ptr()))
+            if status:
+                if status == 1:
+                    self._explain_bag_error(weight_q, input, offsets, op)
+                self.check_status(status, op)
+            return out
         if mode_id is None:
             raise KernelInputError(f"{op}: mode must be 'sum', 'mean' or 'max', got {mode!r}")
         if not isinstance(input, Tensor) or input.dtype not in (torch.int64, torch.int32):
@@ -271,19 +328,20 @@ class EmbeddingKernelsMixin:
             num_bags, flags = offsets.numel() - 1, 0
         psw = self._sample_weights(per_sample_weights, mode, indices.numel(), op)
         pad = -1
+        rows = table.rows
         if padding_idx is not None:
             pad = int(padding_idx) + (rows if int(padding_idx) < 0 else 0)  # torch's negative padding_idx
             if not 0 <= pad < rows:
                 raise KernelInputError(f"{op}: padding_idx={padding_idx} is outside the table of {rows} rows")
-        out = torch.empty(num_bags, dim, dtype=torch.float32)
+        out = torch.empty(num_bags, table.dim, dtype=torch.float32)
         if num_bags == 0:  # nothing to compute (an empty tensor may have no data pointer)
             return out
         if offsets.dtype is torch.int64:
             flags |= _OFFSETS_INT64
         self.sync_threads()
         status = self.lib.fbgemm_embedding_bag_codes(
-            w_p, bits, q_p, rows, dim, self.ptr(indices, "void *"), int(indices.dtype is torch.int64), indices.numel(),
-            self.ptr(offsets, "void *"), flags, num_bags, psw, mode_id, pad, self.ptr(out, "float *"))
+            table.w_p, bits, table.q_p, rows, table.dim, self.ptr(indices, "void *"), int(indices.dtype is torch.int64),
+            indices.numel(), self.ptr(offsets, "void *"), flags, num_bags, psw, mode_id, pad, self.ptr(out, "float *"))
         if status == 1:
             self._explain_bag_error(weight_q, indices, offsets, op)
         self.check_status(status, op)
