@@ -284,7 +284,7 @@ void fb_emb_run(size_t num_bags, size_t work, void (*task)(void *, size_t, size_
 #define FB_MR 4  /* rows per microkernel call */
 #define FB_MAX_K ((size_t)1 << 24)
 #define FB_WMR 8 /* rows of the wide VNNI kernel */
-#define FB_WNB 2 /* packed blocks per wide GEMM call */
+#define FB_WNB 3 /* packed blocks per wide GEMM call (8x48) */
 #define FB_VNB 4 /* packed blocks per GEMV call (M = 1 or 2) */
 typedef void (*fb_gemm_wide_fn)(size_t mr, size_t nb, size_t k, const uint8_t *a,
                                 size_t a_stride, const int8_t *w, size_t w_bstride,
@@ -354,15 +354,19 @@ void fbgemm_qu8_gemm_ukernel_4x16c4__avx512(size_t mr, size_t k, const uint8_t *
 void fbgemm_qu8_gemm_ukernel_4x16c4__avx512vnni(size_t mr, size_t k, const uint8_t *a,
                                                 size_t a_stride, const int8_t *w, int32_t *acc,
                                                 int split);
-/* Wide VNNI kernels (gemm_avx512vnni.c): mr <= FB_WMR rows x nb blocks (<= FB_WNB, GEMV:
- * <= FB_VNB) whose packed blocks are w_bstride bytes apart; acc[blk][FB_WMR][16]. */
+/* Wide VNNI kernels (gemm_avx512vnni.c): mr <= FB_WMR rows x nb blocks (8x32: <= 2, 8x48:
+ * <= FB_WNB, GEMV: <= FB_VNB) whose packed blocks are w_bstride bytes apart;
+ * acc[blk][FB_WMR][16] (room for FB_VNB blocks). */
 void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
+                                                size_t a_stride, const int8_t *w,
+                                                size_t w_bstride, int32_t *acc);
+void fbgemm_qu8_gemm_ukernel_8x48c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
                                                 size_t a_stride, const int8_t *w,
                                                 size_t w_bstride, int32_t *acc);
 void fbgemm_qu8_gemv_ukernel_2x64c4__avx512vnni(size_t mr, size_t nb, size_t k, const uint8_t *a,
                                                 size_t a_stride, const int8_t *w,
                                                 size_t w_bstride, int32_t *acc);
-void fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni(size_t mr, size_t nb, size_t nseg, size_t seg,
+void fbgemm_qu8_gemm_ukernel_8x48c4_ind__avx512vnni(size_t mr, size_t nb, size_t nseg, size_t seg,
                                                     const uint8_t *const *ptrs, const int8_t *w,
                                                     size_t w_bstride, int32_t *acc);
 int fb_minmax_f32__avx512(const float *x, size_t n, float *mn, float *mx);
@@ -485,6 +489,7 @@ void fb_dw_block_params(const float *ws, const float *bias, float x_scale, float
 /* ---- shared driver pieces (linear.c) ---- */
 #define FB_MC 64 /* rows per tile (multiple of FB_MR and FB_WMR) */
 #define FB_NCB 4 /* packed 16-column blocks per tile */
+#define FB_NCB_WIDE 6 /* the same with the 8x48 kernel (M > 2): two 3-block calls */
 #define FB_PARALLEL_MIN_MACS ((size_t)1 << 18)
 
 typedef struct {

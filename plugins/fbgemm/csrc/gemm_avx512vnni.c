@@ -10,12 +10,16 @@
  * the unit busy. The 4x16 kernel has 4 (and only 1 for M = 1, which made GEMV latency bound).
  *   8x32c4: 8 rows x 2 packed 16-column blocks = 16 chains; per k group 2 weight loads and
  *           8 activation broadcasts feed 16 vpdpbusd.
+ *   8x48c4: 8 rows x 3 consecutive blocks = 24 chains (+ 3 weights + 1 broadcast = 28 of the
+ *           32 zmm); per k group 3 weight loads and 8 broadcasts feed 24 vpdpbusd, so the
+ *           broadcasts (one load port uop each) are shared by half as much work again. It
+ *           reads the same packed layout (three blocks w_bstride apart): no repacking.
  *   2x64c4: GEMV (M = 1 or 2), block pairs x 4 (one row) or 2 (two rows) interleaved k groups
  *           = 8 chains, streaming two weight panels side by side.
  * Output: acc[blk * FB_WMR * 16 + r * 16 + j] (the per-block layout the epilogues read).
- * The 8x32 entry point runs a body specialized for mr rows (2..8: tail rows are not
- * computed; one row takes the GEMV's body); a block past nb aliases the last
- * valid one: computed, never stored.
+ * The 8x32 / 8x48 entry points run a body specialized for mr rows (2..8: tail rows are not
+ * computed; one row takes the GEMV's body); in the 8x32 kernel a block past nb aliases the
+ * last valid one: computed, never stored (the 8x48 one hands nb < 3 to the 8x32 body).
  */
 #include "fbgemm_kernels.h"
 #include "quantplug/qp_runtime.h"
@@ -35,53 +39,67 @@
  * best of 1 / 2 / 4 KB. Prefetches never fault, past the end of the panel included. */
 #define FB_PF_DIST 2048
 #define FB_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define FB_ZERO_ROW(R) __m512i c##R##0 = _mm512_setzero_si512(), c##R##1 = c##R##0;
-/* Rows at or past ROWS are dead code once the body is inlined with a constant ROWS. */
+#define FB_ZERO_ROW(R) \
+  __m512i c##R##0 = _mm512_setzero_si512(), c##R##1 = c##R##0, c##R##2 = c##R##0;
+/* Rows at or past ROWS, and the third block when NB == 2, are dead code once the body is
+ * inlined with constant ROWS and NB (the unused accumulators then vanish). */
 #define FB_STEP_ROW(R)                                  \
   if (ROWS > (R)) {                                     \
     const __m512i b = _mm512_set1_epi32(LOADA(R));      \
     FB_DPBUSD(c##R##0, b, wv0);                         \
     FB_DPBUSD(c##R##1, b, wv1);                         \
+    if (NB > 2) FB_DPBUSD(c##R##2, b, wv2);             \
   }
-#define FB_STORE_ROW(R)                                                    \
-  if (ROWS > (R)) {                                                        \
-    _mm512_storeu_si512((void *)(acc + (R) * FB_NR), c##R##0);             \
-    _mm512_storeu_si512((void *)(acc + (FB_WMR + (R)) * FB_NR), c##R##1);  \
+#define FB_STORE_ROW(R)                                                         \
+  if (ROWS > (R)) {                                                             \
+    _mm512_storeu_si512((void *)(acc + (R) * FB_NR), c##R##0);                  \
+    _mm512_storeu_si512((void *)(acc + (FB_WMR + (R)) * FB_NR), c##R##1);       \
+    if (NB > 2)                                                                 \
+      _mm512_storeu_si512((void *)(acc + (2 * FB_WMR + (R)) * FB_NR), c##R##2); \
   }
+/* The weight vectors of one k group: NB (2 or 3) blocks at w0, w0 + bs, w0 + 2 * bs (one
+ * pointer and a stride: with a pointer per block the 24-chain loop ran out of general
+ * registers, spilled and copied accumulators; bs = 0 aliases a missing second block). */
+#define FB_LOAD_W()                                                                   \
+  const __m512i wv0 = _mm512_loadu_si512((const void *)w0);                           \
+  const __m512i wv1 = _mm512_loadu_si512((const void *)(w0 + bs));                    \
+  const __m512i wv2 = NB > 2 ? _mm512_loadu_si512((const void *)(w0 + 2 * bs)) : wv1; \
+  (void)wv2;
 
-/* ROWS x 32 body, ROWS a compile-time constant (1..FB_WMR) after inlining: a call for the
- * last few rows of a tile (M = 49, the 7x7 conv layers: 6 x 8 + 1) then costs in proportion
- * to its rows instead of a full 8-row pass over the weight panel (one 8-row pass per block
- * pair was 1/7 of that layer's time for one useful row). */
+/* ROWS x (16 * NB) body, ROWS (1..FB_WMR) and NB (2 or 3) compile-time constants after
+ * inlining: a call for the last few rows of a tile (M = 49, the 7x7 conv layers: 6 x 8 + 1)
+ * then costs in proportion to its rows instead of a full 8-row pass over the weight panel
+ * (one 8-row pass per block pair was 1/7 of that layer's time for one useful row). */
 QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_body(
-    const size_t ROWS, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w0,
-    const int8_t *w1, int32_t *acc) {
+    const size_t ROWS, const size_t NB, size_t k, const uint8_t *a, size_t a_stride,
+    const int8_t *w0, ptrdiff_t bs, int32_t *acc) {
   const uint8_t *a0 = a, *a1 = a0 + a_stride, *a2 = a1 + a_stride, *a3 = a2 + a_stride;
   const uint8_t *a4 = a3 + a_stride, *a5 = a4 + a_stride, *a6 = a5 + a_stride;
   const uint8_t *a7 = a6 + a_stride; /* only rows < ROWS are ever read */
   FB_ROWS8(FB_ZERO_ROW)
   const size_t kfull = k / FB_KR, tail = k % FB_KR;
   size_t off = 0;
+  /* two k groups per iteration: fewer loop instructions per vpdpbusd, and it let GCC keep
+   * all 24 accumulators in place (rolled, it copied two of them through spare registers) */
+#pragma GCC unroll 2
   for (size_t g = 0; g < kfull; g++, off += 4) {
-    const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
-    const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+    FB_LOAD_W()
     _mm_prefetch((const char *)w0 + FB_PF_DIST, _MM_HINT_T0);
-    _mm_prefetch((const char *)w1 + FB_PF_DIST, _MM_HINT_T0);
+    _mm_prefetch((const char *)w0 + bs + FB_PF_DIST, _MM_HINT_T0);
+    if (NB > 2) _mm_prefetch((const char *)w0 + 2 * bs + FB_PF_DIST, _MM_HINT_T0);
     w0 += 64;
-    w1 += 64;
 #define LOADA(R) (int)fb_load_u32(a##R + off)
     FB_ROWS8(FB_STEP_ROW)
 #undef LOADA
   }
   if (tail) {
-    const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
-    const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+    FB_LOAD_W()
 #define LOADA(R) (int)fb_load_tail(a##R + off, tail)
     FB_ROWS8(FB_STEP_ROW)
 #undef LOADA
   }
-  /* nb == 1: the second block's sums are the first block's again; storing them is harmless
-   * (acc has room for FB_VNB blocks) and keeps the store loop branch-free. */
+  /* nb == 1 (bs = 0): the second block's sums are the first block's again; storing them is
+   * harmless (acc has room for FB_VNB blocks) and keeps the store loop branch-free. */
   FB_ROWS8(FB_STORE_ROW)
 }
 
@@ -159,20 +177,41 @@ QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_gemv_b
 QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(
     size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w,
     size_t w_bstride, int32_t *acc) {
-  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
-#define FB_BODY(R) fb_wide_body(R, k, a, a_stride, w0, w1, acc)
-  FB_SWITCH_ROWS(mr, fb_gemv_body(1, k, a, a_stride, w0, w1, acc), FB_BODY)
+  const ptrdiff_t bs = nb > 1 ? (ptrdiff_t)w_bstride : 0;
+#define FB_BODY(R) fb_wide_body(R, 2, k, a, a_stride, w, bs, acc)
+  FB_SWITCH_ROWS(mr, fb_gemv_body(1, k, a, a_stride, w, w + bs, acc), FB_BODY)
 #undef FB_BODY
 }
 
-/* Indirect ROWS x 32 body for convolutions: row r's K bytes are nseg runs of seg bytes
- * (seg a multiple of FB_KR), run s starting at ptrs[r * nseg + s]: for a conv with one group
- * and no dilation a run is one kernel row's kw * cin contiguous NHWC bytes, so interior
+/* Three blocks take the 24-chain body; fewer, the 8x32 kernel. One row runs the GEMV body
+ * on blocks 0-1 and on block 2 (paired with itself: its second half lands in acc block 3,
+ * which acc has room for and nobody reads): 8 chains each, not 3 latency-bound ones. */
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x48c4__avx512vnni(
+    size_t mr, size_t nb, size_t k, const uint8_t *a, size_t a_stride, const int8_t *w,
+    size_t w_bstride, int32_t *acc) {
+  if (nb < 3) {
+    fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni(mr, nb, k, a, a_stride, w, w_bstride, acc);
+    return;
+  }
+  const int8_t *w2 = w + 2 * w_bstride;
+  if (mr == 1) {
+    fb_gemv_body(1, k, a, a_stride, w, w + w_bstride, acc);
+    fb_gemv_body(1, k, a, a_stride, w2, w2, acc + 2 * FB_WMR * FB_NR);
+    return;
+  }
+#define FB_BODY(R) fb_wide_body(R, 3, k, a, a_stride, w, (ptrdiff_t)w_bstride, acc)
+  FB_SWITCH_ROWS(mr, (void)0, FB_BODY)
+#undef FB_BODY
+}
+
+/* Indirect ROWS x (16 * NB) body for convolutions: row r's K bytes are nseg runs of seg
+ * bytes (seg a multiple of FB_KR), run s starting at ptrs[r * nseg + s]: for a conv with one
+ * group and no dilation a run is one kernel row's kw * cin contiguous NHWC bytes, so interior
  * output pixels read the input in place and no im2col copy is made (the copy was ~12% of a
  * 64-channel 3x3 layer). The packed weight is read exactly as by fb_wide_body. */
 QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_body_ind(
-    const size_t ROWS, size_t nseg, size_t seg, const uint8_t *const *ptrs, const int8_t *w0,
-    const int8_t *w1, int32_t *acc) {
+    const size_t ROWS, const size_t NB, size_t nseg, size_t seg, const uint8_t *const *ptrs,
+    const int8_t *w0, ptrdiff_t bs, int32_t *acc) {
   FB_ROWS8(FB_ZERO_ROW)
   const size_t groups = seg / FB_KR;
   for (size_t sg = 0; sg < nseg; sg++) {
@@ -180,11 +219,10 @@ QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_b
     FB_ROWS8(FB_SEG_PTR)
 #undef FB_SEG_PTR
     size_t off = 0;
+#pragma GCC unroll 2 /* as in fb_wide_body (rolled: accumulator copies) */
     for (size_t g = 0; g < groups; g++, off += 4) {
-      const __m512i wv0 = _mm512_loadu_si512((const void *)w0);
-      const __m512i wv1 = _mm512_loadu_si512((const void *)w1);
+      FB_LOAD_W()
       w0 += 64;
-      w1 += 64;
 #define LOADA(R) (int)fb_load_u32(a##R + off)
       FB_ROWS8(FB_STEP_ROW)
 #undef LOADA
@@ -193,11 +231,19 @@ QP_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void fb_wide_b
   FB_ROWS8(FB_STORE_ROW)
 }
 
-QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x32c4_ind__avx512vnni(
+/* nb (1..3) blocks: three take the 24-chain body (one row included: 3 chains, a conv tail
+ * row), fewer the 16-chain one (a missing second block aliases the first, bs = 0). */
+QP_TARGET_AVX512VNNI void fbgemm_qu8_gemm_ukernel_8x48c4_ind__avx512vnni(
     size_t mr, size_t nb, size_t nseg, size_t seg, const uint8_t *const *ptrs, const int8_t *w,
     size_t w_bstride, int32_t *acc) {
-  const int8_t *w0 = w, *w1 = nb > 1 ? w + w_bstride : w;
-#define FB_BODY(R) fb_wide_body_ind(R, nseg, seg, ptrs, w0, w1, acc)
+  const ptrdiff_t bs = nb > 1 ? (ptrdiff_t)w_bstride : 0;
+  if (nb > 2) {
+#define FB_BODY(R) fb_wide_body_ind(R, 3, nseg, seg, ptrs, w, bs, acc)
+    FB_SWITCH_ROWS(mr, FB_BODY(1), FB_BODY)
+#undef FB_BODY
+    return;
+  }
+#define FB_BODY(R) fb_wide_body_ind(R, 2, nseg, seg, ptrs, w, bs, acc)
   FB_SWITCH_ROWS(mr, FB_BODY(1), FB_BODY)
 #undef FB_BODY
 }

@@ -24,3 +24,17 @@ def ref():
 def isas(kernels):
     """Every ISA path compiled in that this CPU can run (scalar included)."""
     return kernels.usable_isas()
+
+
+@pytest.fixture
+def each_thread_count():
+    """run(fn): calls fn() with torch at 1 and then 2 threads (the count is restored after)."""
+    before = torch.get_num_threads()
+
+    def run(fn, counts=(1, 2)):
+        for threads in counts:
+            torch.set_num_threads(threads)
+            fn()
+
+    yield run
+    torch.set_num_threads(before)

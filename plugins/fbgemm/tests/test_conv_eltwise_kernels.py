@@ -97,7 +97,8 @@ def test_conv2d_sweep(kernels, ref, isas, n, cg, groups, cog, h, w, kh, kw, stri
 
 
 @pytest.mark.parametrize("c,co,hw,wzp", [(64, 96, 7, False), (32, 160, 14, False), (64, 96, 7, True)])
-def test_conv2d_few_row_tiles_threads_and_every_isa_match_reference(kernels, ref, isas, c, co, hw, wzp):
+def test_conv2d_few_row_tiles_threads_and_every_isa_match_reference(kernels, ref, isas, each_thread_count, c, co, hw,
+                                                                     wzp):
     """Layers with few output pixels (M = 49, 196: ResNet's 7x7 / 14x14 stages) split the output
     channels across threads; the result must not depend on the thread count or the ISA."""
     g = torch.Generator().manual_seed(c + co + hw)
@@ -105,19 +106,14 @@ def test_conv2d_few_row_tiles_threads_and_every_isa_match_reference(kernels, ref
     bias = torch.randn(co, generator=g)
     packed = kernels.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1)
     expected = ref.conv2d(x, 0.03, 70, ref.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1), bias, 0.4, 60)
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60), expected)
-    finally:
-        torch.set_num_threads(before)
+    each_thread_count(lambda: _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60),
+                                        expected))
 
 
 @pytest.mark.parametrize("w", list(range(1, 14)))
 def test_conv2d_indirect_every_row_count(kernels, ref, isas, w):
     """M = 1..13 output pixels (one row of a padded 3x3) reach each row count of the 8-row
-    indirect VNNI kernel, border patches only; 80 channels = two block pairs and a lone block."""
+    indirect VNNI kernel, border patches only; 80 channels = a 3-block call and a 2-block one."""
     g = torch.Generator().manual_seed(w)
     x, wt, s, z = _conv_case(g, 1, 8, 1, w, 80, 3, 3, 1)
     bias = torch.randn(80, generator=g)
@@ -125,6 +121,18 @@ def test_conv2d_indirect_every_row_count(kernels, ref, isas, w):
     expected = ref.conv2d(x, 0.03, 70, ref.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1), bias, 0.4, 60)
     _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60), expected)
 
+
+@pytest.mark.parametrize("co", [16, 32, 48, 64, 112, 160])
+@pytest.mark.parametrize("w", [9, 13])
+def test_conv2d_indirect_block_counts(kernels, ref, isas, co, w):
+    """1..10 packed blocks through the indirect kernel's driver (3-block calls, 4 left as
+    2 + 2, a lone or paired last block) with 1- and 5-row tails."""
+    g = torch.Generator().manual_seed(co + w)
+    x, wt, s, z = _conv_case(g, 1, 8, 1, w, co, 3, 3, 1)
+    bias = torch.randn(co, generator=g)
+    packed = kernels.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1)
+    expected = ref.conv2d(x, 0.03, 70, ref.pack_conv2d_weight(wt, s, z, 1, 1, 1, 1), bias, 0.4, 60)
+    _all_isas(kernels, isas, lambda: kernels.conv2d(x, 0.03, 70, packed, bias, 0.4, 60), expected)
 
 def test_conv2d_parity_with_torch_fbgemm(kernels):
     """Within 1 LSB of torch's fbgemm conv (the bias is added in float there, see test_torch_parity)."""

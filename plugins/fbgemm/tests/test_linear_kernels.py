@@ -40,7 +40,7 @@ def test_every_x86_path_is_compiled_and_runs_here(kernels, isas):
     if "avx512vnni" in kernels.cpu_features():  # this project's CI machine (Zen 4)
         assert isas == ["avx512vnni", "avx512", "avx2", "scalar"]
         assert kernels.selected_isa() == "avx512vnni"
-        assert kernels.gemm_ukernel() == "fbgemm_qu8_gemm_ukernel_8x32c4__avx512vnni"
+        assert kernels.gemm_ukernel() == "fbgemm_qu8_gemm_ukernel_8x48c4__avx512vnni"
     with kernels.use_isa("scalar"):
         assert kernels.gemm_ukernel().endswith("__scalar")
 
@@ -198,6 +198,44 @@ def test_every_row_count_of_the_wide_kernel(kernels, ref, isas, m):
     expected = ref.linear(x, 0.05, 9, ref.pack_linear_weight(w, s, z), bias, 0.3, 70)
     _check_all_isas(kernels, isas, lambda: kernels.linear(x, 0.05, 9, packed, bias, 0.3, 70), expected)
 
+
+@pytest.mark.parametrize("n", [16, 32, 48, 64, 80, 112, 160])
+@pytest.mark.parametrize("m", [3, 9, 13, 130])
+def test_wide_kernel_block_counts(kernels, ref, ref_rows, isas, each_thread_count, m, n):
+    """N = 16 .. 160 (1..10 packed blocks) reaches each block split of the 8x48 VNNI kernel's
+    driver (3-block calls, 4 left as 2 + 2, a lone or paired last block on the 8x32 body) and
+    M tails of 1 / 5 rows (the 3-block one-row call runs the GEMV body twice); one thread
+    takes the 6-block column tiles at M = 130, two threads the 4-block ones."""
+    g = torch.Generator().manual_seed(m * 1000 + n)
+    w, s, z = _weights(n, 70, g)
+    x = torch.randint(0, 128, (m, 70), dtype=torch.uint8, generator=g)
+    xf = torch.randn(m, 70, generator=g)
+    bias = torch.randn(n, generator=g)
+    packed, rpacked = kernels.pack_linear_weight(w, s, z), ref.pack_linear_weight(w, s, z)
+    expected = ref.linear(x, 0.05, 9, rpacked, bias, 0.3, 70)
+    expected_d = ref.linear_dynamic(xf, rpacked, bias)
+    expected_r = ref_rows.linear_dynamic(xf, ref_rows.pack_linear_weight(w, s, z), bias, per_row=True)
+
+    def check():
+        _check_all_isas(kernels, isas, lambda: kernels.linear(x, 0.05, 9, packed, bias, 0.3, 70), expected)
+        _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(xf, packed, bias), expected_d)
+        _check_all_isas(kernels, isas, lambda: kernels.linear_dynamic(xf, packed, bias, per_row=True), expected_r)
+
+    each_thread_count(check)
+
+
+def test_row_panels_of_a_large_activation(kernels, ref, isas, each_thread_count):
+    """M x K over the 4 MB row panel (K = 16384: 4 row tiles of 64 per panel, M = 260 makes a
+    second panel of one 4-row tile) with two column tiles: every tile is computed once."""
+    g = torch.Generator().manual_seed(260)
+    m, k, n = 260, 16384, 80
+    w, s, z = _weights(n, k, g)
+    x = torch.randint(0, 128, (m, k), dtype=torch.uint8, generator=g)
+    bias = torch.randn(n, generator=g)
+    packed = kernels.pack_linear_weight(w, s, z)
+    expected = ref.linear(x, 0.002, 9, ref.pack_linear_weight(w, s, z), bias, 0.3, 70)
+    each_thread_count(lambda: _check_all_isas(kernels, isas, lambda: kernels.linear(x, 0.002, 9, packed, bias, 0.3, 70),
+                                              expected))
 
 def test_threads_do_not_change_results(kernels):
     g = torch.Generator().manual_seed(5)
