@@ -237,3 +237,49 @@ def test_int4_parity_with_torch_quantized_embedding_bag_4bit(kernels):
             table, indices, offsets, False, 0, False, psw, None, False)
     ours = kernels.embedding_bag_int4(indices, offsets, packed, s, z, mode="sum", per_sample_weights=psw)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [128, 256, 300])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_128_column_blocks_every_isa_bit_identical_in_every_mode(kernels, isas, dim, dtype, bits):
+    """Rows of whole 128-column blocks (plus a tail at 300), where the AVX-512 paths widen codes into
+    permuted lanes and restore the column order once per bag (int8 with VNNI: half of each block by
+    vpdpbusd; 4-bit: low and high nibbles of 16 bytes as two vectors). Empty, one-index and long
+    bags (longer than the 8 indices one vector compare checks), every mode, a padding row, zero
+    points outside the code range."""
+    g = torch.Generator().manual_seed(dim)
+    q, s, z = _table(g, 40, dim, wide_zp=dim == 256, bits=bits)
+    bag = kernels.embedding_bag_int8 if bits == 8 else kernels.embedding_bag_int4
+    rows = _rows(q, s, z, bits)
+    lengths = torch.tensor([0, 1, 2, 9, 17, 3])
+    indices = torch.randint(0, 40, (int(lengths.sum()),), generator=g).to(dtype)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]]).to(dtype)
+    psw = torch.randn(indices.numel(), generator=g)
+    for mode, weights, pad in [("sum", None, None), ("sum", psw, None), ("mean", None, int(indices[5])),
+                               ("max", None, None)]:
+        got = _per_isa(kernels, isas, lambda: bag(
+            indices, offsets, q, s, z, mode=mode, per_sample_weights=weights, padding_idx=pad))
+        expected = F.embedding_bag(indices.long(), rows, offsets.long(), mode=mode,
+                                   per_sample_weights=weights, padding_idx=pad)
+        if mode == "max":
+            assert torch.equal(got, expected)
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max().clamp(min=1)))
+        assert torch.equal(got[0], torch.zeros(dim))  # the empty bag
+        if weights is None and pad != int(indices[0]):  # a one-index bag is the row exactly
+            assert torch.equal(got[1], rows[int(indices[0])])
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("bad,where", [(40, 20), (-1, 29), (2**31 - 1, 8)])
+def test_an_index_outside_the_table_late_in_a_long_bag_is_refused_on_every_isa(kernels, isas, dtype, bad, where):
+    """The bag check reads 8 indices per vector compare on AVX-512: an index in a later or a partial
+    vector (and a negative int32 one, sign-extended) is refused as in the scalar path."""
+    g = torch.Generator().manual_seed(where)
+    q, s, z = _table(g, 40, 128)
+    indices = torch.randint(0, 40, (30,), generator=g)
+    indices[where] = bad
+    for isa in isas:
+        with kernels.use_isa(isa), pytest.raises(KernelInputError, match=r"indices must lie in \[0, 40\)"):
+            kernels.embedding_bag_int8(indices.to(dtype), torch.tensor([0, 5], dtype=dtype), q, s, z, mode="sum")
