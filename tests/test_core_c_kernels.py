@@ -1,4 +1,4 @@
-"""The core's shared C quantize kernel (``csrc/qp_quantize.c``, compiled into every plugin):
+"""The core's shared C quantize and dequantize kernels (``csrc/qp_quantize.c``, compiled into every plugin):
 each SIMD path equals the scalar path, natively (plain and under ASan/UBSan) and on aarch64
 (NEON) under qemu.
 

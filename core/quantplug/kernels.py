@@ -408,7 +408,9 @@ class CffiKernelLibrary:
         op = f"{self.name}.quantize_per_tensor"
         suffix, ctype, lo, hi = self._qdtype(dtype, op)
         check_tensor(x, "x", dtype=torch.float32, op=op)
-        out = torch.empty(x.shape, dtype=dtype)
+        # empty_like of a contiguous tensor is contiguous, and costs half of torch.empty(x.shape):
+        # a torch.Size argument alone is ~1 us to parse, on a call the eager flow makes per module
+        out = torch.empty_like(x, dtype=dtype)
         qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
         status = getattr(self.lib, f"qp_quantize_per_tensor_{suffix}")(
             self.ptr(x, "float *"), x.numel(), float(scale), int(zero_point), qmin, qmax, self.ptr(out, ctype))
@@ -420,7 +422,7 @@ class CffiKernelLibrary:
         op = f"{self.name}.dequantize_per_tensor"
         check_tensor(q, "q", dtype=tuple(_QDTYPES), op=op)
         suffix, ctype, _, _ = self._qdtype(q.dtype, op)
-        out = torch.empty(q.shape, dtype=torch.float32)
+        out = torch.empty_like(q, dtype=torch.float32)  # contiguous, as q is (see quantize_per_tensor)
         getattr(self.lib, f"qp_dequantize_per_tensor_{suffix}")(
             self.ptr(q, ctype), q.numel(), float(scale), int(zero_point), self.ptr(out, "float *"))
         return out
@@ -450,7 +452,7 @@ class CffiKernelLibrary:
         suffix, ctype, lo, hi = self._qdtype(dtype, op)
         check_tensor(x, "x", dtype=torch.float32, op=op)
         outer, channels, inner = self._channel_params(x, scales, zero_points, axis, op)
-        out = torch.empty(x.shape, dtype=dtype)
+        out = torch.empty_like(x, dtype=dtype)
         qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
         status = getattr(self.lib, f"qp_quantize_per_channel_{suffix}")(
             self.ptr(x, "float *"), outer, channels, inner, self.ptr(scales, "float *"),
@@ -465,7 +467,7 @@ class CffiKernelLibrary:
         check_tensor(q, "q", dtype=tuple(_QDTYPES), op=op)
         suffix, ctype, _, _ = self._qdtype(q.dtype, op)
         outer, channels, inner = self._channel_params(q, scales, zero_points, axis, op)
-        out = torch.empty(q.shape, dtype=torch.float32)
+        out = torch.empty_like(q, dtype=torch.float32)
         getattr(self.lib, f"qp_dequantize_per_channel_{suffix}")(
             self.ptr(q, ctype), outer, channels, inner, self.ptr(scales, "float *"),
             self.ptr(zero_points, "int32_t *"), self.ptr(out, "float *"))

@@ -477,6 +477,33 @@ class TestKernels:
 
             _for_each_isa(kernels, capabilities, check)
 
+    @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8])
+    def test_shared_dequantize_per_tensor_bit_exact_on_every_isa(self, kernels, capabilities, dtype):
+        """The core's dequantize kernel equals ``(q - zp) * scale`` in float32 on each path, for
+        every byte value, SIMD bodies and scalar tails, and a zero point beyond the SIMD paths' range."""
+        if not callable(getattr(kernels, "dequantize_per_tensor", None)):
+            pytest.skip("the kernel library has no dequantize_per_tensor")
+        info = torch.iinfo(dtype)
+        q = torch.arange(info.min, info.max + 1, dtype=torch.int32).repeat(4)[:1000].to(dtype)
+        scale = 0.0173
+        for zp in (info.min, 0, info.max, 100000):
+            ref = (q.to(torch.int32) - zp).to(torch.float32) * torch.tensor(scale, dtype=torch.float32)
+
+            def check(isa, zp=zp, ref=ref):
+                for n in (1000, 31, 7):
+                    out = kernels.dequantize_per_tensor(q[:n].contiguous(), scale, zp)
+                    assert out.dtype == torch.float32 and torch.equal(out, ref[:n]), \
+                        f"[{isa}] zp={zp} n={n}: {int((out != ref[:n]).sum())} values differ"
+
+            _for_each_isa(kernels, capabilities, check)
+        # shapes whose contiguous strides are also channels_last strides: the output stays contiguous
+        for shape in ((2, 1, 3, 3), (2, 5, 1, 1)):
+            qs = q[:18 if shape[1] == 1 else 10].reshape(shape)
+            out = kernels.dequantize_per_tensor(qs, scale, 1)
+            assert out.shape == shape and out.is_contiguous()
+            assert torch.equal(out, (qs.to(torch.int32) - 1).to(torch.float32) * torch.tensor(scale))
+            assert kernels.quantize_per_tensor(out, scale, 1, dtype).is_contiguous()
+
     @pytest.mark.parametrize("shape,layout", [((1, 512, 7, 7), "channels_last"), ((2, 19, 3, 5), "channels_last"),
                                               ((2, 19, 3, 5), "nchw")])
     def test_global_avg_pool_bit_exact_on_every_isa(self, kernels, capabilities, shape, layout):

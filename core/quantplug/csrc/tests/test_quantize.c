@@ -1,8 +1,10 @@
 /*
- * Standalone check of the core's shared quantize kernel (qp_quantize.c): every
- * SIMD path this CPU can run gives exactly what the scalar path gives, for
- * random lengths (SIMD bodies and scalar tails), scales, zero points, ranges
- * (uint8, reduce_range uint8, int8), exact ties, NaN, +-inf and huge values.
+ * Standalone check of the core's shared quantize and dequantize kernels
+ * (qp_quantize.c): every SIMD path this CPU can run gives exactly what the
+ * scalar path gives, for random lengths (SIMD bodies and scalar tails), scales,
+ * zero points, ranges (uint8, reduce_range uint8, int8), exact ties, NaN,
+ * +-inf and huge values; dequantize over every byte value, including zero
+ * points outside the range the SIMD paths take (the scalar loop then runs).
  * Run by tests/test_core_c_kernels.py natively (also under ASan/UBSan) and,
  * cross-compiled for aarch64, under qemu-aarch64-static for the NEON path.
  *
@@ -39,6 +41,7 @@ int main(int argc, char **argv) {
   enum { MAX_N = 777 };
   static float x[MAX_N];
   static uint8_t ref[MAX_N], out[MAX_N];
+  static float fref[MAX_N], fout[MAX_N];
   const int ranges[3][3] = {{0, 0, 255}, {0, 0, 127}, {1, -128, 127}}; /* signed?, qmin, qmax */
   int paths = 0, failures = 0;
   for (int isa = 1; isa < QP_ISA_COUNT; isa++) {
@@ -73,9 +76,27 @@ int main(int argc, char **argv) {
                 st_ref, st, at, at < n ? (double)x[at] : 0.0, at < n ? ref[at] : 0, at < n ? out[at] : 0);
         if (++failures > 10) return 1;
       }
+      /* dequantize: random bytes (every value reachable), the zero point anywhere in the range,
+         now and then far outside it */
+      for (size_t i = 0; i < n; i++) ref[i] = (uint8_t)rnd();
+      int32_t dzp = (it % 17 == 0) ? (int32_t)(rnd() % 200000) - 100000 : zp;
+      qp_set_isa(QP_ISA_SCALAR);
+      if (r[0]) st_ref = qp_dequantize_per_tensor_s8((const int8_t *)ref, n, scale, dzp, fref);
+      else st_ref = qp_dequantize_per_tensor_u8(ref, n, scale, dzp, fref);
+      qp_set_isa(isa);
+      if (r[0]) st = qp_dequantize_per_tensor_s8((const int8_t *)ref, n, scale, dzp, fout);
+      else st = qp_dequantize_per_tensor_u8(ref, n, scale, dzp, fout);
+      if (st != 0 || st_ref != 0 || memcmp(fref, fout, n * sizeof(float)) != 0) {
+        size_t at = 0;
+        while (at < n && memcmp(&fref[at], &fout[at], sizeof(float)) == 0) at++;
+        fprintf(stderr, "FAIL dequantize %s: n=%zu scale=%g zp=%d signed=%d first diff at %zu (scalar %g, simd %g)\n",
+                qp_isa_name(isa), n, (double)scale, dzp, r[0], at, at < n ? (double)fref[at] : 0.0,
+                at < n ? (double)fout[at] : 0.0);
+        if (++failures > 10) return 1;
+      }
     }
   }
   qp_set_isa(-1);
-  printf("test_quantize: %d SIMD path(s) x %d cases: %s\n", paths, iters, failures ? "FAILED" : "all equal");
+  printf("test_quantize: %d SIMD path(s) x %d cases (quantize and dequantize): %s\n", paths, iters, failures ? "FAILED" : "all equal");
   return failures ? 1 : 0;
 }
