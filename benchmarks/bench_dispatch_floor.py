@@ -6,7 +6,9 @@ measures the part of that no plugin can remove: a scratch op declared with the s
 ``quantplug::linear`` (``core/quantplug/lowering.py``) whose Python body returns its input
 unchanged, registered under several dispatch keys, against calling that body directly. Whatever
 the scratch op costs is argument boxing and dispatch, not our kernels or wrappers; only a C++ op
-registration would remove it. One thread, median of interleaved rounds (the machine is shared).
+registration would remove it. Two slimmer schemas (``x`` and the packed tensors only; ``x``
+alone) show what folding the scalars into fewer arguments could save at most. One thread,
+median of interleaved rounds (the machine is shared).
 
     python benchmarks/bench_dispatch_floor.py
 """
@@ -51,15 +53,26 @@ def _per_call_us(fn, args, calls: int) -> float:
 def main() -> None:
     torch.set_num_threads(1)
     lib, ops = _define_ops()  # keep ``lib`` alive: dropping it unregisters the ops
+    lib.define("slim_packed(Tensor x, Tensor[] packed) -> Tensor")
+    lib.define("slim_x(Tensor x) -> Tensor")
+    lib.impl("slim_packed", lambda x, packed: x, "CPU")
+    lib.impl("slim_x", lambda x: x, "CPU")
+    slim_packed = torch.ops.quantplug_dispatch_bench.slim_packed.default
+    slim_x = torch.ops.quantplug_dispatch_bench.slim_x.default
     x = torch.randint(0, 255, (1, 768), dtype=torch.uint8)
     packed = [torch.zeros(16) for _ in range(6)]  # as many tensors as a packed linear weight holds
     args = (x, 0.1, 3, packed, torch.zeros(768), 0.2, 4, False, 768, "fbgemm")
     cases = {"Python body called directly": _identity}
     cases.update({f"op via dispatcher, {key}": op for key, op in ops.items()})
     times: dict[str, list[float]] = {name: [] for name in cases}
+    slim = {"slimmer schema (Tensor x, Tensor[] packed), CPU": (slim_packed, (x, packed)),
+            "slimmest schema (Tensor x), CPU": (slim_x, (x,))}
+    times.update({name: [] for name in slim})
     for _ in range(7):  # interleaved rounds
         for name, fn in cases.items():
             times[name].append(_per_call_us(fn, args, 20000))
+        for name, (fn, slim_args) in slim.items():
+            times[name].append(_per_call_us(fn, slim_args, 20000))
     with torch.inference_mode():
         inference = [_per_call_us(ops["CPU"], args, 20000) for _ in range(7)]
     base = statistics.median(times["Python body called directly"])

@@ -7,6 +7,7 @@ thread pool under them. Results must not depend on the interleaving.
 """
 
 import threading
+import time
 
 import torch
 
@@ -54,5 +55,50 @@ def test_dynamic_and_static_linear_from_several_threads(backend):
         for attr in [a for a in vars(packed) if a.startswith("_")]:
             delattr(packed, attr)
         assert _run_threads(calls, wants) == []
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def test_kernels_release_the_gil_while_they_compute(backend):
+    """A Python thread keeps running while another thread is inside a long kernel call.
+
+    cffi drops the GIL around every C call; this checks it end to end (a wrapper that held a
+    lock, or a kernel called through a GIL-holding path, would freeze the other thread). One
+    dynamic linear of 1024x2048x2048 takes tens of milliseconds; the watcher thread records
+    when it ran, and some of those times must fall in the middle half of the kernel call.
+    """
+    kernels = backend.kernels
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one kernel thread: the watcher has the other core
+    try:
+        packed, bias = _packed_linear(kernels, 2048, 2048)
+        x = torch.randn(1024, 2048, generator=torch.Generator().manual_seed(3))
+        kernels.linear_dynamic(x, packed, bias)  # warm: plans and caches built outside the window
+        seen: list[float] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                seen.append(time.perf_counter())
+                if len(seen) > 2_000_000:
+                    del seen[:1_000_000]
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            time.sleep(0.01)  # the watcher is running
+            windows = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                kernels.linear_dynamic(x, packed, bias)
+                windows.append((t0, time.perf_counter()))
+        finally:
+            stop.set()
+            watcher.join()
+        inside = 0
+        for t0, t1 in windows:
+            a, b = t0 + (t1 - t0) / 4, t1 - (t1 - t0) / 4
+            inside += sum(1 for t in seen if a <= t <= b)
+        assert inside > 0, f"{backend.name}: no Python progress during {[round((b - a) * 1e3, 1) for a, b in windows]} ms of kernel calls"
     finally:
         torch.set_num_threads(threads_before)
