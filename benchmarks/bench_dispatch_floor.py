@@ -32,15 +32,21 @@ def _identity(x, x_scale, x_zero_point, packed, bias, out_scale, out_zero_point,
     return x
 
 
-def _define_ops() -> tuple[torch.library.Library, dict[str, object]]:
-    lib = torch.library.Library("quantplug_dispatch_bench", "DEF")
+def _define_ops(lib: torch.library.Library) -> dict[str, object]:
+    """The scratch ops: ``quantplug::linear``'s schema under each key in ``KEYS``, and the two
+    slimmer schemas (CPU key); name -> op overload."""
+    ns = torch.ops.quantplug_dispatch_bench
     ops = {}
     for i, key in enumerate(KEYS):
-        name = f"op{i}"
-        lib.define(name + SCHEMA)
-        lib.impl(name, _identity, key)
-        ops[key] = getattr(torch.ops.quantplug_dispatch_bench, name).default
-    return lib, ops
+        lib.define(f"op{i}" + SCHEMA)
+        lib.impl(f"op{i}", _identity, key)
+        ops[key] = getattr(ns, f"op{i}").default
+    lib.define("slim_packed(Tensor x, Tensor[] packed) -> Tensor")
+    lib.impl("slim_packed", lambda x, packed: x, "CPU")
+    lib.define("slim_x(Tensor x) -> Tensor")
+    lib.impl("slim_x", lambda x: x, "CPU")
+    ops["slim_packed"], ops["slim_x"] = ns.slim_packed.default, ns.slim_x.default
+    return ops
 
 
 def _per_call_us(fn, args, calls: int) -> float:
@@ -52,37 +58,27 @@ def _per_call_us(fn, args, calls: int) -> float:
 
 def main() -> None:
     torch.set_num_threads(1)
-    lib, ops = _define_ops()  # keep ``lib`` alive: dropping it unregisters the ops
-    lib.define("slim_packed(Tensor x, Tensor[] packed) -> Tensor")
-    lib.define("slim_x(Tensor x) -> Tensor")
-    lib.impl("slim_packed", lambda x, packed: x, "CPU")
-    lib.impl("slim_x", lambda x: x, "CPU")
-    slim_packed = torch.ops.quantplug_dispatch_bench.slim_packed.default
-    slim_x = torch.ops.quantplug_dispatch_bench.slim_x.default
+    lib = torch.library.Library("quantplug_dispatch_bench", "DEF")  # alive until main returns
+    ops = _define_ops(lib)
     x = torch.randint(0, 255, (1, 768), dtype=torch.uint8)
     packed = [torch.zeros(16) for _ in range(6)]  # as many tensors as a packed linear weight holds
     args = (x, 0.1, 3, packed, torch.zeros(768), 0.2, 4, False, 768, "fbgemm")
-    cases = {"Python body called directly": _identity}
-    cases.update({f"op via dispatcher, {key}": op for key, op in ops.items()})
+    cases = {"Python body called directly": (_identity, args)}  # name -> (callable, its arguments)
+    cases.update({f"op via dispatcher, {key}": (ops[key], args) for key in KEYS})
+    cases["slimmer schema (Tensor x, Tensor[] packed), CPU"] = (ops["slim_packed"], (x, packed))
+    cases["slimmest schema (Tensor x), CPU"] = (ops["slim_x"], (x,))
     times: dict[str, list[float]] = {name: [] for name in cases}
-    slim = {"slimmer schema (Tensor x, Tensor[] packed), CPU": (slim_packed, (x, packed)),
-            "slimmest schema (Tensor x), CPU": (slim_x, (x,))}
-    times.update({name: [] for name in slim})
     for _ in range(7):  # interleaved rounds
-        for name, fn in cases.items():
-            times[name].append(_per_call_us(fn, args, 20000))
-        for name, (fn, slim_args) in slim.items():
-            times[name].append(_per_call_us(fn, slim_args, 20000))
+        for name, (fn, fn_args) in cases.items():
+            times[name].append(_per_call_us(fn, fn_args, 20000))
     with torch.inference_mode():
-        inference = [_per_call_us(ops["CPU"], args, 20000) for _ in range(7)]
+        times["op via dispatcher, CPU, under inference_mode"] = [_per_call_us(ops["CPU"], args, 20000)
+                                                                 for _ in range(7)]
     base = statistics.median(times["Python body called directly"])
     rows = [[name, f"{statistics.median(t):.2f}", f"{statistics.median(t) - base:+.2f}"] for name, t in times.items()]
-    rows.append(["op via dispatcher, CPU, under inference_mode", f"{statistics.median(inference):.2f}",
-                 f"{statistics.median(inference) - base:+.2f}"])
     print(f"Per call, quantplug::linear's schema, body does nothing, 1 thread, median of 7 rounds of 20000 calls "
           f"(torch {torch.__version__})\n")
     print(markdown_table(["call", "us per call", "vs the body alone"], rows))
-    del lib
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ every plugin, with its SIMD path chosen at run time). Torch: ``torch.quantize_pe
 to ``quint8`` / ``qint8`` and ``Tensor.dequantize``; for scale, ``uint8 -> float32``
 (``Tensor.float``), a conversion with the same memory traffic and no arithmetic. One thread.
 
-    python benchmarks/bench_quantize.py [--sizes 65536,131072,524288]
+    python benchmarks/bench_quantize.py [--sizes 16,65536,131072,524288]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def rows_for(backend, sizes: list[int]) -> list[list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="65536,131072,524288")
+    ap.add_argument("--sizes", default="16,65536,131072,524288", help="16 values: the fixed cost per call")
     ap.add_argument("--min-seconds", type=float, default=0.3)
     args = ap.parse_args()
     TIMING["min_seconds"] = args.min_seconds

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import itertools
 import math
 import sys
 import tempfile
@@ -260,7 +261,7 @@ def run_case(case: Case, backends: list, tmp: Path) -> list[dict]:
         except Exception as exc:  # torch's engines have their own gaps; the table says so
             progress(f"{case.name}: torch.ao {engine} failed: {type(exc).__name__}: {str(exc)[:120]}")
     flows = {case.flow: case.quantize, **case.more_flows}
-    for b, (flow, quantize) in ((b, f) for b in backends for f in flows.items()):
+    for b, (flow, quantize) in itertools.product(backends, flows.items()):
         progress(f"{case.name}: quantplug {b.name} ({flow} flow, {b.kernel_isa()})")
         row = dict(model=case.name, backend=b.name, flow=flow, metric=case.metric, batch=case.batch_note)
         try:
@@ -317,7 +318,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(nrows, cols, figsize=(6.0 * cols, 4.2 * nrows), squeeze=False)
     for ax, model in zip(axes.flat, models):
         for r in (r for r in rows if r["model"] == model and "error" not in r):
-            marker = {"fp32": "*", "torch.ao": "x", "eager": "o", "graph": "s"}.get(r["flow"] if r["backend"] != "fp32" else "fp32", "o")
+            marker = "*" if r["backend"] == "fp32" else {"torch.ao": "x", "graph": "s"}.get(r["flow"], "o")
             ax.scatter(r["latency"] * 1e3, r["quality"], marker=marker, s=80, color=colours[r["backend"]],
                        label=r["backend"])
         metric = next(r["metric"] for r in rows if r["model"] == model)

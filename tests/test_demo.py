@@ -7,6 +7,7 @@ the real models; this test only checks the rows it builds, on a tiny model.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import sys
@@ -39,8 +40,6 @@ def _demo():
 
 def _eager_static(x: torch.Tensor):
     def run(fp32: nn.Module, backend: str) -> nn.Module:
-        import copy
-
         model = copy.deepcopy(fp32).eval()
         quantplug.quantize_(model, quantplug.Int8StaticActivationInt8WeightConfig(), backend=backend)
         with torch.no_grad():

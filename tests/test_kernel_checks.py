@@ -104,3 +104,13 @@ def test_unflatten_packed_reuses_its_object_until_a_tensor_changes():
     assert again is not first and again.k == 5
     other = [tensors[0].clone(), tensors[1]]
     assert unflatten_packed(Packed, other) is not again  # a different tensor object: rebuilt
+
+
+@pytest.mark.parametrize("zero_point", [2**40, -(2**31), (1 << 24) + 1])
+def test_shared_quantize_kernels_reject_a_zero_point_c_cannot_hold(zero_point):
+    # the per-tensor quantize / dequantize wrappers pass it to C as an int32 and subtract it there
+    from quantplug.kernels import CffiKernelLibrary
+
+    with pytest.raises(KernelInputError, match=f"k.dequantize_per_tensor: zero_point={zero_point} is out of range"):
+        CffiKernelLibrary._zero_point(zero_point, "k.dequantize_per_tensor")
+    assert CffiKernelLibrary._zero_point(-(1 << 24), "k.q") == -(1 << 24)  # the bound itself is accepted

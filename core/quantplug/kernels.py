@@ -292,6 +292,8 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int
 
 
 _QDTYPES = {torch.uint8: ("u8", "uint8_t *", 0, 255), torch.int8: ("s8", "int8_t *", -128, 127)}
+#: largest |zero point| the shared per-tensor kernels take: 2^24, where float32 still holds every integer
+_MAX_ZERO_POINT = 1 << 24
 
 
 class CffiKernelLibrary:
@@ -397,6 +399,15 @@ class CffiKernelLibrary:
         raise RuntimeError(f"{op}: {self.name} returned status {status}")
 
     # -- shared kernels (core csrc/qp_quantize.c, compiled into every plugin) --
+    @staticmethod
+    def _zero_point(zero_point: int, op: str) -> int:
+        # the C kernels take an int32 and compute q - zp and qmin - zp in it: bound it well inside
+        zp = int(zero_point)
+        if not -_MAX_ZERO_POINT <= zp <= _MAX_ZERO_POINT:
+            raise KernelInputError(f"{op}: zero_point={zp} is out of range; an 8-bit tensor's zero point must lie "
+                                   f"within +-{_MAX_ZERO_POINT} (normally inside the dtype's own range)")
+        return zp
+
     def _qdtype(self, dtype: torch.dtype, op: str) -> tuple[str, str, int, int]:
         if dtype not in _QDTYPES:
             raise KernelInputError(f"{op}: dtype {dtype} not supported; use torch.uint8 or torch.int8")
@@ -408,12 +419,15 @@ class CffiKernelLibrary:
         op = f"{self.name}.quantize_per_tensor"
         suffix, ctype, lo, hi = self._qdtype(dtype, op)
         check_tensor(x, "x", dtype=torch.float32, op=op)
-        # empty_like of a contiguous tensor is contiguous, and costs half of torch.empty(x.shape):
-        # a torch.Size argument alone is ~1 us to parse, on a call the eager flow makes per module
+        # empty_like of a contiguous tensor is contiguous, and half the cost of torch.empty(x.shape)
+        # on a call the eager flow makes per module: 1.08 vs 2.24 us by
+        # python -m timeit -s "import torch; x = torch.randn(64, 16, 8, 8)" "torch.empty_like(x, dtype=torch.uint8)"
+        # (and the same with "torch.empty(x.shape, dtype=torch.uint8)")
         out = torch.empty_like(x, dtype=dtype)
         qmin, qmax = lo if quant_min is None else quant_min, hi if quant_max is None else quant_max
         status = getattr(self.lib, f"qp_quantize_per_tensor_{suffix}")(
-            self.ptr(x, "float *"), x.numel(), float(scale), int(zero_point), qmin, qmax, self.ptr(out, ctype))
+            self.ptr(x, "float *"), x.numel(), float(scale), self._zero_point(zero_point, op), qmin, qmax,
+            self.ptr(out, ctype))
         self.check_status(status, f"{op} (scale={scale}, range=[{qmin}, {qmax}])")
         return out
 
@@ -424,7 +438,7 @@ class CffiKernelLibrary:
         suffix, ctype, _, _ = self._qdtype(q.dtype, op)
         out = torch.empty_like(q, dtype=torch.float32)  # contiguous, as q is (see quantize_per_tensor)
         getattr(self.lib, f"qp_dequantize_per_tensor_{suffix}")(
-            self.ptr(q, ctype), q.numel(), float(scale), int(zero_point), self.ptr(out, "float *"))
+            self.ptr(q, ctype), q.numel(), float(scale), self._zero_point(zero_point, op), self.ptr(out, "float *"))
         return out
 
     @staticmethod

@@ -217,7 +217,7 @@ static size_t qp_dequantize_simd(const void *q, size_t n, int is_signed, float s
   int qp_dequantize_per_tensor_##SUFFIX(const T *q, size_t n, float scale, int32_t zp,            \
                                         float *out) {                                             \
     size_t i = qp_dequantize_simd(q, n, (LO) < 0, scale, zp, out);                                \
-    for (; i < n; i++) out[i] = (float)((int32_t)q[i] - zp) * scale;                              \
+    for (; i < n; i++) out[i] = (float)((int64_t)q[i] - zp) * scale; /* int64: no overflow */     \
     return QP_OK;                                                                                 \
   }                                                                                               \
   int qp_quantize_per_channel_##SUFFIX(const float *x, size_t outer, size_t channels,             \
